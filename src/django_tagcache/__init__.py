@@ -1,0 +1,20 @@
+"""django-tagcache: tag-based cache invalidation for Django on Redis."""
+
+from __future__ import annotations
+
+from .api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
+from .decorators import cached
+from .exceptions import TagCacheError, TagCacheUnavailable
+from .tags import normalize_tags, register_resolver
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TagCache",
+    "TagCacheError",
+    "TagCacheUnavailable",
+    "cached",
+    "invalidate_tags",
+    "normalize_tags",
+    "register_resolver",
+    "tagcache",
+]

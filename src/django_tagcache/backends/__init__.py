@@ -1,0 +1,54 @@
+"""How to reach the raw redis-py client behind each supported cache backend.
+
+Supported: ``django_redis.cache.RedisCache`` (default and Sentinel clients) and Django's own
+``django.core.cache.backends.redis.RedisCache``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+
+from . import builtin
+
+if TYPE_CHECKING:
+    import redis
+    from django.core.cache.backends.base import BaseCache
+
+Kind = Literal["django_redis", "django"]
+
+SUPPORTED = (
+    "django_redis.cache.RedisCache",
+    "django.core.cache.backends.redis.RedisCache",
+)
+
+
+def backend_kind(cache: BaseCache) -> Kind | None:
+    """Which supported family a cache instance belongs to, or None."""
+    try:
+        from django_redis.cache import RedisCache as DjangoRedisCache
+    except ImportError:  # pragma: no cover - django-redis is a dependency
+        DjangoRedisCache = None  # noqa: N806
+    if DjangoRedisCache is not None and isinstance(cache, DjangoRedisCache):
+        return "django_redis"
+    if builtin.is_builtin(cache):
+        return "django"
+    return None
+
+
+def raw_client(alias: str) -> redis.Redis:
+    """The redis-py client that writes for cache ``alias``; never a second connection pool."""
+    cache = caches[alias]
+    kind = backend_kind(cache)
+    if kind == "django_redis":
+        from django_redis import get_redis_connection
+
+        return get_redis_connection(alias, write=True)
+    if kind == "django":
+        return builtin.raw_client(cache)
+    raise ImproperlyConfigured(
+        f"Cache {alias!r} uses {type(cache).__module__}.{type(cache).__qualname__}, which django-tagcache "
+        f"does not support; use one of: {', '.join(SUPPORTED)}."
+    )

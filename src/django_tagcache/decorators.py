@@ -1,0 +1,108 @@
+"""``@cached``: cache a function's result under tags, keyed on its arguments."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from .api import DEFAULT_TIMEOUT, TagCache, _Default
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _part(value: Any) -> str:
+    """A stable text for one argument, identical across processes for equal arguments."""
+    if isinstance(value, _SCALARS):
+        return f"{type(value).__name__}:{value!r}"
+    meta = getattr(value, "_meta", None)
+    if meta is not None and hasattr(value, "pk") and not isinstance(value, type):
+        return f"model:{meta.label_lower}:{value.pk!r}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[" + ",".join(_part(v) for v in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}{{" + ",".join(sorted(_part(v) for v in value)) + "}"
+    if isinstance(value, dict):
+        return "dict{" + ",".join(sorted(f"{_part(k)}={_part(v)}" for k, v in value.items())) + "}"
+    text = repr(value)
+    if " at 0x" in text or "QuerySet" in type(value).__name__:
+        raise TypeError(
+            f"@cached cannot build a stable key from a {type(value).__name__} argument; pass key=callable."
+        )
+    return f"{type(value).__qualname__}:{text}"
+
+
+def call_key(prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The cache key of one call: the function's dotted name plus a digest of its arguments."""
+    text = _part(list(args)) + "|" + _part(kwargs)
+    return f"fn:{prefix}:{hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()}"
+
+
+class CachedFunction(Generic[P, R]):
+    """A function whose results are cached under tags; see :func:`cached`."""
+
+    def __init__(
+        self,
+        func: Callable[P, R],
+        timeout: float | None | _Default,
+        tags: object,
+        key: Callable[P, str] | None,
+        cache: TagCache,
+    ) -> None:
+        self.__wrapped__ = func
+        functools.update_wrapper(self, func)
+        self._timeout = timeout
+        self._tags = tags
+        self._key = key
+        self._cache = cache
+        self._prefix = f"{func.__module__}.{func.__qualname__}"
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key one call's result is cached under."""
+        if self._key is not None:
+            return self._key(*args, **kwargs)
+        return call_key(self._prefix, args, kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        tags = self._tags
+
+        def call_tags() -> object:
+            # Tags are needed only on a miss, so a callable is not even called on a hit.
+            return tags(*args, **kwargs) if callable(tags) else tags
+
+        result: R = self._cache._get_or_compute(
+            self.cache_key(*args, **kwargs),
+            lambda: self.__wrapped__(*args, **kwargs),
+            self._timeout,
+            call_tags,
+            None,
+        )
+        return result
+
+    def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete the cached result of one call; True if there was one."""
+        return self._cache.delete(self.cache_key(*args, **kwargs))
+
+
+def cached(
+    timeout: float | None | _Default = DEFAULT_TIMEOUT,
+    tags: object = None,
+    *,
+    key: Callable[..., str] | None = None,
+    cache: str | None = None,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache a function's results under ``tags``, with the guarantees of ``get_or_set``.
+
+    ``tags`` is a list of tag sources, or a callable taking the function's arguments and
+    returning them. ``key`` replaces the default key (the function's dotted name and a digest of
+    its arguments; model instances count by primary key). ``cache`` names another cache alias.
+    """
+
+    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        return CachedFunction(func, timeout, tags, key, TagCache(cache))
+
+    return decorate

@@ -1,0 +1,20 @@
+-- Read the generation token of each tag, creating the missing ones.
+--
+-- Called when a read misses, before the value is computed; write.lua later stores the value only
+-- if these tokens are unchanged. Creating a missing token here is what lets write.lua treat a
+-- missing generation as "moved": no token can come back to an earlier value.
+--
+-- KEYS[i]          the generation of tag i
+-- ARGV[i]          a fresh random token for tag i, used if it has none
+-- ARGV[#KEYS + 1]  time to live of a created token, in ms
+--
+-- Returns the tokens, in KEYS order.
+local ttl = ARGV[#KEYS + 1]
+local tokens = redis.call('MGET', unpack(KEYS))
+for i = 1, #KEYS do
+  if not tokens[i] then
+    tokens[i] = ARGV[i]
+    redis.call('SET', KEYS[i], ARGV[i], 'PX', ttl)
+  end
+end
+return tokens

@@ -1,0 +1,57 @@
+-- Store one entry and add it to the index of each of its tags, in one atomic step.
+--
+-- KEYS[1]                   the entry
+-- KEYS[2i], KEYS[2i + 1]    index (ZSET: entry key -> expiry in ms) and generation of tag i
+-- ARGV[1]                   the serialized value
+-- ARGV[2]                   time to live in ms; "0" stores without expiry
+-- ARGV[3]                   "1": store only if every generation still equals the token read at the miss
+-- ARGV[4]                   how many expired members to prune from each index (bounded work per write)
+-- ARGV[5]                   how long an index outlives its longest-lived member, in ms
+-- ARGV[5 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
+--
+-- Returns 1 when stored, 0 when refused because a tag was invalidated after the miss.
+local entry = KEYS[1]
+local ttl = tonumber(ARGV[2])
+local check = ARGV[3] == '1'
+local prune = tonumber(ARGV[4])
+local slack = tonumber(ARGV[5])
+local ntags = (#KEYS - 1) / 2
+
+if check then
+  for i = 1, ntags do
+    -- A missing generation never matches: tokens are created at the miss, so a generation
+    -- that disappeared (expiry, eviction) means the reader cannot prove its data is fresh.
+    if redis.call('GET', KEYS[2 * i + 1]) ~= ARGV[5 + i] then
+      return 0
+    end
+  end
+end
+
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local score
+if ttl > 0 then
+  redis.call('SET', entry, ARGV[1], 'PX', ttl)
+  score = now_ms + ttl
+else
+  redis.call('SET', entry, ARGV[1])
+  score = '+inf'
+end
+
+for i = 1, ntags do
+  local index = KEYS[2 * i]
+  redis.call('ZADD', index, score, entry)
+  -- Members are scored by expiry, so the expired ones are the lowest ranks.
+  local expired = redis.call('ZCOUNT', index, '-inf', '(' .. now_ms)
+  if expired > 0 then
+    redis.call('ZREMRANGEBYRANK', index, 0, math.min(expired, prune) - 1)
+  end
+  -- The index lives exactly as long as its longest-lived member (plus slack).
+  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if last[2] == 'inf' then
+    redis.call('PERSIST', index)
+  else
+    redis.call('PEXPIREAT', index, tonumber(last[2]) + slack)
+  end
+end
+return 1

@@ -1,0 +1,66 @@
+"""A real redis-py connection that counts what it sends: commands and round trips.
+
+A round trip is one write of packed commands to the socket (a pipeline is one); counting is
+per process and only while a :func:`count` block is open in the current thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+
+@dataclass
+class Tally:
+    round_trips: int = 0
+    commands: list[str] = field(default_factory=list)
+
+
+_local = threading.local()
+
+
+def _tally() -> Tally | None:
+    return getattr(_local, "tally", None)
+
+
+class CountingConnection(redis.Connection):
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        tally = _tally()
+        if tally is not None:
+            name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+            tally.commands.append(name.split()[0].upper())
+        super().send_command(*args, **kwargs)
+
+    def pack_commands(self, commands: Any) -> list[bytes | memoryview]:
+        tally = _tally()
+        if tally is not None:
+            tally.commands += [str(cmd[0]).upper() for cmd in commands]
+        return super().pack_commands(commands)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        tally = _tally()
+        if tally is not None:
+            tally.round_trips += 1
+        super().send_packed_command(command, check_health)
+
+
+@contextmanager
+def count() -> Iterator[Tally]:
+    """Count the commands and round trips this thread sends inside the block."""
+    tally = Tally()
+    _local.tally = tally
+    try:
+        yield tally
+    finally:
+        _local.tally = None
+
+
+def server_calls(client: redis.Redis) -> dict[str, int]:
+    """Per-command call counts from INFO commandstats (e.g. {"get": 12, "fcall": 3})."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}

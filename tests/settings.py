@@ -1,0 +1,49 @@
+"""Settings of the test suite.
+
+Redis: REDIS_URL if set (the tests flush that database), else a redis-server started for the run.
+Database: DATABASE_URL if set (PostgreSQL in CI), else SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+from tests.counting import CountingConnection
+from tests.servers import test_redis_url
+
+REDIS_URL = test_redis_url()
+
+SECRET_KEY = "django-tagcache-tests"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django_tagcache",
+]
+DATABASES = {
+    "default": (
+        dj_database_url.parse(os.environ["DATABASE_URL"])
+        if os.environ.get("DATABASE_URL")
+        else {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    )
+}
+_COUNTING = CountingConnection
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "t1",
+        "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": _COUNTING}},
+    },
+    "builtin": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "t2",
+        "OPTIONS": {"connection_class": _COUNTING},
+    },
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+TAGCACHE = {"CACHE": "default"}

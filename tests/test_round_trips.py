@@ -20,6 +20,7 @@ def warm(tc: TagCache) -> TagCache:
     tc.set("warmup", 1, tags=["warmup"])
     tc.get_or_set("warmup2", 1, tags=["warmup"])
     tc.invalidate_tags("warmup")
+    tc.store.scripts.load()  # EVALSHA would otherwise pay a NOSCRIPT round trip on first use
     return tc
 
 

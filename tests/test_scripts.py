@@ -7,7 +7,13 @@ import redis
 
 from django_tagcache import TagCache
 from django_tagcache.api import get_store
-from django_tagcache.scripts import SCRIPT_NAMES, ScriptRunner, library_code, library_name, server_major_version
+from django_tagcache.scripts import (
+    SCRIPT_NAMES,
+    ScriptRunner,
+    library_code,
+    library_name,
+    server_major_version,
+)
 
 
 @pytest.fixture(params=["eval", "function"])

@@ -17,12 +17,16 @@ from tests.counting import count
 FORBIDDEN = set(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2028\u2029\u3000") | {chr(c) for c in range(0x20)}
 
 valid_tags = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\x85\u180e"),
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\x85\u180e"
+    ),
     min_size=1,
     max_size=60,
 ).filter(lambda s: not any(c.isspace() for c in s))
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 _keys = itertools.count()
 
 

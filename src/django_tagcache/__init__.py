@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
+from .bubbling import add_tags, collect_tags
 from .decorators import cached
 from .exceptions import TagCacheError, TagCacheUnavailable
 from .tags import normalize_tags, register_resolver
@@ -12,7 +13,9 @@ __all__ = [
     "TagCache",
     "TagCacheError",
     "TagCacheUnavailable",
+    "add_tags",
     "cached",
+    "collect_tags",
     "invalidate_tags",
     "normalize_tags",
     "register_resolver",

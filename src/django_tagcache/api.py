@@ -17,6 +17,7 @@ from django.core.cache import caches
 
 from . import metrics
 from .backends import raw_client
+from .bubbling import note_tags
 from .conf import conf
 from .exceptions import TagCacheUnavailable
 from .retry import RETRYABLE
@@ -65,7 +66,9 @@ def _build_store(alias: str) -> TagStore:
         retry=conf.RETRY,
     )
     mode = cast("Any", conf.SCRIPT_MODE)
-    return TagStore(client, make_key=caches[alias].make_key, options=options, scripts=ScriptRunner(client, mode))
+    return TagStore(
+        client, make_key=caches[alias].make_key, options=options, scripts=ScriptRunner(client, mode)
+    )
 
 
 def reset_stores() -> None:
@@ -74,7 +77,7 @@ def reset_stores() -> None:
         _stores.clear()
 
 
-def _ttl_ms(timeout: float | None | _Default) -> int | None:
+def _ttl_ms(timeout: float | _Default | None) -> int | None:
     """Milliseconds to live, 0 for "never expires", None for "do not store" (timeout <= 0)."""
     if isinstance(timeout, _Default):
         timeout = conf.DEFAULT_TIMEOUT
@@ -109,7 +112,9 @@ class TagCache:
 
     def _fail_open(self, what: str, exc: Exception) -> None:
         metrics.incr("failures")
-        logger.warning("django-tagcache: %s failed, Redis unreachable (%s); serving without the cache.", what, exc)
+        logger.warning(
+            "django-tagcache: %s failed, Redis unreachable (%s); serving without the cache.", what, exc
+        )
 
     def _read(self, key: str, version: int | None) -> Any:
         store = self.store
@@ -122,7 +127,7 @@ class TagCache:
             metrics.incr("misses")
             return _MISSING
         metrics.incr("hits")
-        return pickle.loads(raw)  # noqa: S301 - entries are written only by this package
+        return pickle.loads(raw)
 
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         """The value cached under ``key``, or ``default``. One GET."""
@@ -133,7 +138,7 @@ class TagCache:
         self,
         key: str,
         value: Any,
-        timeout: float | None | _Default = DEFAULT_TIMEOUT,
+        timeout: float | _Default | None = DEFAULT_TIMEOUT,
         tags: object = None,
         version: int | None = None,
     ) -> bool:
@@ -168,7 +173,7 @@ class TagCache:
         self,
         key: str,
         default: Any,
-        timeout: float | None | _Default = DEFAULT_TIMEOUT,
+        timeout: float | _Default | None = DEFAULT_TIMEOUT,
         tags: object = None,
         version: int | None = None,
     ) -> Any:
@@ -179,13 +184,14 @@ class TagCache:
         caller gets the computed value either way. Bad tags raise before Redis is touched.
         """
         tag_list = normalize_tags(tags)
+        note_tags(tag_list)
         return self._get_or_compute(key, default, timeout, lambda: tag_list, version)
 
     def _get_or_compute(
         self,
         key: str,
         default: Any,
-        timeout: float | None | _Default,
+        timeout: float | _Default | None,
         tags: Callable[[], object],
         version: int | None,
     ) -> Any:
@@ -221,7 +227,9 @@ class TagCache:
         payload = _serialize(value)
         if len(payload) > conf.MAX_ENTRY_SIZE:
             metrics.incr("oversized")
-            logger.warning("django-tagcache: not caching %r: %d bytes is over MAX_ENTRY_SIZE.", key, len(payload))
+            logger.warning(
+                "django-tagcache: not caching %r: %d bytes is over MAX_ENTRY_SIZE.", key, len(payload)
+            )
             return
         try:
             stored = store.write(store.keys.entry(key, version), payload, ttl, tag_list, expected)

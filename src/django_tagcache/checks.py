@@ -10,7 +10,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .backends import SUPPORTED, backend_kind
-from .conf import conf
+from .conf import DEFAULTS, conf
+
+W001 = "django_tagcache.W001"
 
 
 @register(Tags.caches)
@@ -18,13 +20,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """E001 bad TAGCACHE value, E002 unknown alias, E003 unsupported backend, W001 unknown key."""
     messages: list[CheckMessage] = []
     try:
-        for name in ("CACHE", "DEFAULT_TIMEOUT", "KEY_PREFIX", "CHUNK_SIZE", "GENERATION_TTL",
-                     "PRUNE_PER_WRITE", "MAX_ENTRY_SIZE", "MAX_TAG_LENGTH", "SCRIPT_MODE", "RETRY"):  # fmt: skip
+        for name in DEFAULTS:
             getattr(conf, name)
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="django_tagcache.E001")]
     messages += [
-        Warning(f"Unknown TAGCACHE key {key!r}; it has no effect.", hint="Check its spelling.", id="django_tagcache.W001")
+        Warning(
+            f"Unknown TAGCACHE key {key!r}; it has no effect.",
+            hint="Check its spelling.",
+            id="django_tagcache.W001",
+        )
         for key in conf.unknown_keys()
     ]
     alias = conf.CACHE

@@ -122,7 +122,11 @@ class Settings:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ImproperlyConfigured("TAGCACHE['RETRY']['ATTEMPTS'] must be an integer >= 1.")
         for name in ("INITIAL_BACKOFF", "MAX_BACKOFF", "BUDGET"):
-            if isinstance(merged[name], bool) or not isinstance(merged[name], (int, float)) or merged[name] < 0:
+            if (
+                isinstance(merged[name], bool)
+                or not isinstance(merged[name], (int, float))
+                or merged[name] < 0
+            ):
                 raise ImproperlyConfigured(f"TAGCACHE['RETRY'][{name!r}] must be a number of seconds >= 0.")
         return RetrySettings(
             attempts=int(attempts),

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .api import DEFAULT_TIMEOUT, TagCache, _Default
+from .bubbling import collecting, note_tags
+from .tags import normalize_tags
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +50,7 @@ class CachedFunction(Generic[P, R]):
     def __init__(
         self,
         func: Callable[P, R],
-        timeout: float | None | _Default,
+        timeout: float | _Default | None,
         tags: object,
         key: Callable[P, str] | None,
         cache: TagCache,
@@ -71,8 +73,11 @@ class CachedFunction(Generic[P, R]):
         tags = self._tags
 
         def call_tags() -> object:
-            # Tags are needed only on a miss, so a callable is not even called on a hit.
+            # On a hit, a tags callable is not called unless a page is collecting tags to bubble up.
             return tags(*args, **kwargs) if callable(tags) else tags
+
+        if collecting():
+            note_tags(normalize_tags(call_tags()))
 
         result: R = self._cache._get_or_compute(
             self.cache_key(*args, **kwargs),
@@ -89,7 +94,7 @@ class CachedFunction(Generic[P, R]):
 
 
 def cached(
-    timeout: float | None | _Default = DEFAULT_TIMEOUT,
+    timeout: float | _Default | None = DEFAULT_TIMEOUT,
     tags: object = None,
     *,
     key: Callable[..., str] | None = None,

@@ -49,7 +49,7 @@ def call_with_retry(policy: RetrySettings, func: Callable[[], T]) -> T:
         if policy.attempts <= 1 or policy.budget <= 0:
             raise
     metrics.incr("retries")
-    time.sleep(min(policy.initial_backoff * (1 + random.random()), policy.budget))  # noqa: S311
+    time.sleep(min(policy.initial_backoff * (1 + random.random()), policy.budget))
     left = max(0.0, policy.budget - (time.monotonic() - started))
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(left),

@@ -27,7 +27,7 @@ Mode = Literal["auto", "eval", "function"]
 @cache
 def source(name: str) -> str:
     """The Lua source of one bundled script."""
-    return resources.files("django_tagcache").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("django_tagcache").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
 @cache
@@ -49,8 +49,7 @@ def library_code() -> str:
     parts = [f"#!lua name={library_name()}"]
     for name in SCRIPT_NAMES:
         parts.append(
-            f"redis.register_function('{function_name(name)}', function(KEYS, ARGV)\n"
-            f"{source(name)}\nend)"
+            f"redis.register_function('{function_name(name)}', function(KEYS, ARGV)\n{source(name)}\nend)"
         )
     return "\n".join(parts) + "\n"
 

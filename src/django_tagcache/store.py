@@ -87,20 +87,30 @@ def plan_write(
     for tag in tags:
         base = scheme.tag(tag)
         keys += (base + ":i", base + ":g")
-    args: list[Any] = [payload, ttl_ms, 0 if expected is None else 1, options.prune_per_write, options.index_slack_ms]
+    args: list[Any] = [
+        payload,
+        ttl_ms,
+        0 if expected is None else 1,
+        options.prune_per_write,
+        options.index_slack_ms,
+    ]
     if expected is not None:
         args += expected
     return keys, args
 
 
-def plan_generations(scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]) -> tuple[list[str], list[Any]]:
+def plan_generations(
+    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
+) -> tuple[list[str], list[Any]]:
     keys = [scheme.generation(tag) for tag in tags]
     args: list[Any] = [new_token() for _ in tags]
     args.append(options.generation_ttl_ms)
     return keys, args
 
 
-def plan_invalidate(scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]) -> tuple[list[str], list[Any]]:
+def plan_invalidate(
+    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
+) -> tuple[list[str], list[Any]]:
     keys: list[str] = []
     tokens = [new_token() for _ in tags]
     for tag, token in zip(tags, tokens, strict=True):

@@ -30,7 +30,7 @@ def backend_kind(cache: BaseCache) -> Kind | None:
     try:
         from django_redis.cache import RedisCache as DjangoRedisCache
     except ImportError:  # pragma: no cover - django-redis is a dependency
-        DjangoRedisCache = None  # noqa: N806
+        DjangoRedisCache = None
     if DjangoRedisCache is not None and isinstance(cache, DjangoRedisCache):
         return "django_redis"
     if builtin.is_builtin(cache):
@@ -45,7 +45,8 @@ def raw_client(alias: str) -> redis.Redis:
     if kind == "django_redis":
         from django_redis import get_redis_connection
 
-        return get_redis_connection(alias, write=True)
+        client: redis.Redis = get_redis_connection(alias, write=True)
+        return client
     if kind == "django":
         return builtin.raw_client(cache)
     raise ImproperlyConfigured(

@@ -26,13 +26,16 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django_tagcache",
+    "tests.testapp",
 ]
 DATABASES = {
     "default": (
         dj_database_url.parse(os.environ["DATABASE_URL"])
         if os.environ.get("DATABASE_URL")
         else {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
-    )
+    ),
+    # A second database, for tests of per-alias batching.
+    "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 _COUNTING = CountingConnection
 CACHES = {

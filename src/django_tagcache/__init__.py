@@ -6,6 +6,7 @@ from .api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
 from .bubbling import add_tags, collect_tags
 from .decorators import cached
 from .exceptions import TagCacheError, TagCacheUnavailable
+from .orm import invalidate_model, invalidate_objects, register, tags_for
 from .tags import normalize_tags, register_resolver
 
 __all__ = [
@@ -16,8 +17,12 @@ __all__ = [
     "add_tags",
     "cached",
     "collect_tags",
+    "invalidate_model",
+    "invalidate_objects",
     "invalidate_tags",
     "normalize_tags",
+    "register",
     "register_resolver",
     "tagcache",
+    "tags_for",
 ]

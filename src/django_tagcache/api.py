@@ -255,7 +255,10 @@ class TagCache:
         under those tags before the call. Raises :class:`TagCacheUnavailable` if Redis cannot be
         reached within the retry budget: an invalidation is never silently dropped.
         """
-        tag_list = normalize_tags(list(tags))
+        return self.invalidate_normalized(normalize_tags(list(tags)), source=source)
+
+    def invalidate_normalized(self, tag_list: tuple[str, ...], source: str | None = None) -> int:
+        """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings)."""
         if not tag_list:
             return 0
         try:
@@ -263,9 +266,7 @@ class TagCache:
         except RETRYABLE as exc:
             metrics.incr("failures")
             raise TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}") from exc
-        metrics.incr("invalidations")
-        metrics.incr("tags_invalidated", len(tag_list))
-        metrics.incr("entries_removed", removed)
+        metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
         tags_invalidated.send(sender=TagCache, tags=tag_list, removed=removed, source=source)
         return removed
 

@@ -15,7 +15,27 @@ from .conf import DEFAULTS, conf
 W001 = "django_tagcache.W001"
 
 
-@register(Tags.caches)
+def register_checks() -> None:
+    """Register the checks (from AppConfig.ready(), never at import)."""
+    register(check_settings, Tags.caches)
+    register(check_tag_templates, Tags.models)
+
+
+def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004: a tag template (``Meta.cache_tags`` or ``register()``) that cannot be rendered."""
+    from .registry import registry
+
+    return [
+        Error(
+            error,
+            hint="Tag templates may use {pk} and the model's concrete field attnames.",
+            id="django_tagcache.E004",
+        )
+        for config in registry.configs()
+        for error in config.errors
+    ]
+
+
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E001 bad TAGCACHE value, E002 unknown alias, E003 unsupported backend, W001 unknown key."""
     messages: list[CheckMessage] = []

@@ -19,6 +19,7 @@ COUNTERS = (
     "entries_removed",
     "retries",
     "failures",
+    "lost_invalidations",
 )
 
 _lock = threading.Lock()
@@ -29,6 +30,12 @@ def incr(name: str, amount: int = 1) -> None:
     """Add ``amount`` to one counter."""
     with _lock:
         _counts[name] += amount
+
+
+def incr_many(counts: dict[str, int]) -> None:
+    """Add to several counters at once."""
+    with _lock:
+        _counts.update(counts)
 
 
 def snapshot() -> dict[str, int]:

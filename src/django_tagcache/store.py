@@ -17,7 +17,7 @@ is the thin synchronous I/O layer on top.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,7 +48,13 @@ class StoreOptions:
 
 def new_token() -> str:
     """A generation token: random, so no token ever comes back after an eviction or restart."""
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
+
+
+def new_tokens(count: int) -> list[str]:
+    """``count`` generation tokens from one read of the system's random source."""
+    pool = os.urandom(16 * count).hex()
+    return [pool[32 * i : 32 * i + 32] for i in range(count)]
 
 
 class KeyScheme:
@@ -58,19 +64,29 @@ class KeyScheme:
         self._make_key = make_key
         self._entry = f"{prefix}:e:"
         self._tag = f"{prefix}:t:"
+        # Hot tags (model tags, popular instances) recur on every write: remember their keys.
+        self._tags: dict[str, str] = {}
 
     def entry(self, key: str, version: int | None = None) -> str:
         return str(self._make_key(self._entry + key, version))
 
     def tag(self, tag: str) -> str:
         """The base every key of ``tag`` starts with; the braces pin them to one cluster slot."""
-        return str(self._make_key(self._tag + "{" + tag + "}", None))
+        base = self._tags.get(tag)
+        if base is None:
+            if len(self._tags) >= 10_000:
+                self._tags.clear()
+            base = self._tags[tag] = str(self._make_key(self._tag + "{" + tag + "}", None))
+        return base
 
     def index(self, tag: str) -> str:
         return self.tag(tag) + ":i"
 
     def generation(self, tag: str) -> str:
         return self.tag(tag) + ":g"
+
+
+# Standalone scripts take one base key per tag and derive the tag's other keys (see the .lua files).
 
 
 def plan_write(
@@ -83,10 +99,7 @@ def plan_write(
     expected: Sequence[str] | None,
 ) -> tuple[list[str], list[Any]]:
     """Keys and arguments of write.lua. ``ttl_ms`` 0 means no expiry."""
-    keys = [entry]
-    for tag in tags:
-        base = scheme.tag(tag)
-        keys += (base + ":i", base + ":g")
+    keys = [entry, *(scheme.tag(tag) for tag in tags)]
     args: list[Any] = [
         payload,
         ttl_ms,
@@ -103,7 +116,7 @@ def plan_generations(
     scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
 ) -> tuple[list[str], list[Any]]:
     keys = [scheme.generation(tag) for tag in tags]
-    args: list[Any] = [new_token() for _ in tags]
+    args: list[Any] = new_tokens(len(tags))
     args.append(options.generation_ttl_ms)
     return keys, args
 
@@ -111,12 +124,8 @@ def plan_generations(
 def plan_invalidate(
     scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
 ) -> tuple[list[str], list[Any]]:
-    keys: list[str] = []
-    tokens = [new_token() for _ in tags]
-    for tag, token in zip(tags, tokens, strict=True):
-        base = scheme.tag(tag)
-        keys += (base + ":i", base + ":g", base + ":p", base + ":i:" + token)
-    return keys, [options.chunk_size, options.generation_ttl_ms, *tokens]
+    keys = [scheme.tag(tag) for tag in tags]
+    return keys, [options.chunk_size, options.generation_ttl_ms, *new_tokens(len(tags))]
 
 
 def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:

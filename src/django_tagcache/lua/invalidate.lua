@@ -1,9 +1,12 @@
 -- Invalidate tags: move each tag's generation, then delete the entries its index lists.
 --
--- KEYS[4i - 3]  index of tag i (ZSET of entry keys)
--- KEYS[4i - 2]  generation of tag i
--- KEYS[4i - 1]  pending set of tag i: indexes renamed aside and not yet fully drained
--- KEYS[4i]      the name index i gets if it is too big to delete in this call
+-- KEYS[i]       the base key of tag i, from which this script derives:
+--                 base .. ':i'            its index (ZSET of entry keys)
+--                 base .. ':g'            its generation
+--                 base .. ':p'            its pending set: indexes renamed aside and not yet drained
+--                 base .. ':i:' .. token  the name its index gets if too big to delete in this call
+--               (one key per tag keeps the call small; this is the standalone script, which also
+--               deletes the member entries directly; the cluster scripts declare every key)
 -- ARGV[1]       how many entries this call may delete in all (keeps the call short)
 -- ARGV[2]       time to live of a generation token, in ms
 -- ARGV[2 + i]   the new generation token of tag i
@@ -17,8 +20,9 @@ local gen_ttl = ARGV[2]
 local removed = 0
 local result = {0}
 
-for i = 1, #KEYS / 4 do
-  local index, generation, pending, aside = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+for i = 1, #KEYS do
+  local index, generation, pending = KEYS[i] .. ':i', KEYS[i] .. ':g', KEYS[i] .. ':p'
+  local aside = index .. ':' .. ARGV[2 + i]
   redis.call('SET', generation, ARGV[2 + i], 'PX', gen_ttl)
   local size = redis.call('ZCARD', index)
   if size > 0 and size <= budget then

@@ -1,7 +1,9 @@
 -- Store one entry and add it to the index of each of its tags, in one atomic step.
 --
 -- KEYS[1]                   the entry
--- KEYS[2i], KEYS[2i + 1]    index (ZSET: entry key -> expiry in ms) and generation of tag i
+-- KEYS[1 + i]               the base key of tag i: its index (ZSET: entry key -> expiry in ms) is
+--                           base .. ':i' and its generation base .. ':g'. Deriving them here keeps
+--                           the call small; it is the standalone script (the cluster ones differ).
 -- ARGV[1]                   the serialized value
 -- ARGV[2]                   time to live in ms; "0" stores without expiry
 -- ARGV[3]                   "1": store only if every generation still equals the token read at the miss
@@ -15,13 +17,13 @@ local ttl = tonumber(ARGV[2])
 local check = ARGV[3] == '1'
 local prune = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
-local ntags = (#KEYS - 1) / 2
+local ntags = #KEYS - 1
 
 if check then
   for i = 1, ntags do
     -- A missing generation never matches: tokens are created at the miss, so a generation
     -- that disappeared (expiry, eviction) means the reader cannot prove its data is fresh.
-    if redis.call('GET', KEYS[2 * i + 1]) ~= ARGV[5 + i] then
+    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[5 + i] then
       return 0
     end
   end
@@ -39,7 +41,7 @@ else
 end
 
 for i = 1, ntags do
-  local index = KEYS[2 * i]
+  local index = KEYS[1 + i] .. ':i'
   redis.call('ZADD', index, score, entry)
   -- Members are scored by expiry, so the expired ones are the lowest ranks.
   local expired = redis.call('ZCOUNT', index, '-inf', '(' .. now_ms)

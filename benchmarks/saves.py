@@ -1,0 +1,110 @@
+"""Cost of model writes: an autocommit save of a tagged model against the same model untagged.
+
+    python -m benchmarks.saves [--rounds 2000] [--repeat 5]
+
+Reports medians over repeated runs, and the Redis round trips each save sent (counted, so the
+figure does not depend on the machine). Bar: a tagged save costs at most an untagged save plus one
+round trip, measured here as an untagged save followed by a PING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from benchmarks._setup import redis_url
+
+
+def configure(url: str) -> None:
+    import django
+    from django.conf import settings
+
+    from tests.counting import CountingConnection
+
+    settings.configure(
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django_tagcache",
+            "tests.testapp",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        CACHES={
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": url,
+                "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": CountingConnection}},
+            }
+        },
+        TAGCACHE={"CACHE": "default"},
+        USE_TZ=True,
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+
+
+def per_save(rounds: int, save: object) -> float:
+    assert callable(save)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        save()
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with redis_url() as url:
+        configure(url)
+        from django.db import transaction
+
+        from django_tagcache import tagcache
+        from tests.counting import count
+        from tests.testapp.models import Category, PlainProduct, Product
+
+        category = Category.objects.create(name="c")
+        product = Product.objects.create(name="p", category=category)
+        plain = PlainProduct.objects.create(name="p", category=category)
+        tagcache.set("warm", 1, tags=["warm"])
+        tagcache.store.scripts.load()
+
+        with count() as tagged_trips:
+            product.save()
+        with count() as plain_trips:
+            plain.save()
+
+        client = tagcache.store.client
+
+        def plain_save_and_ping() -> None:
+            plain.save()
+            client.ping()
+
+        tagged, untagged, bar = [], [], []
+        for _ in range(args.repeat):
+            untagged.append(per_save(args.rounds, plain.save))
+            bar.append(per_save(args.rounds, plain_save_and_ping))
+            tagged.append(per_save(args.rounds, product.save))
+        with count() as batch_trips, transaction.atomic():
+            for i in range(1000):
+                Product.objects.create(name=str(i), category=category)
+
+        t, u, b = statistics.median(tagged), statistics.median(untagged), statistics.median(bar)
+        rows = [
+            ("save() of an untagged model, autocommit", f"{u:8.1f}us", "", plain_trips.round_trips),
+            ("untagged save() + one PING (the bar)", f"{b:8.1f}us", "1.00", plain_trips.round_trips + 1),
+            ("save() of a tagged model, autocommit", f"{t:8.1f}us", f"{t / b:.2f}", tagged_trips.round_trips),
+            ("1,000 creates in one atomic() block", "", "", batch_trips.round_trips),
+        ]
+        print(f"{'row':46} {'median':>10} {'vs bar':>7} {'Redis round trips':>18}")
+        for label, median, ratio, trips in rows:
+            print(f"{label:46} {median:>10} {ratio:>7} {trips:>18}")
+        print(f"time overhead: {(t - u) / (b - u):.2f} round trips (one round trip = bar - untagged save)")
+
+
+if __name__ == "__main__":
+    main()

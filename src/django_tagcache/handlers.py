@@ -1,0 +1,156 @@
+"""Signal receivers: model writes -> tags of the rows before and after -> transaction batch.
+
+Receivers are connected per model (``sender=``), only for models with cache tags, so a write to
+any other model costs nothing. The values a row's tags depend on are snapshotted when an
+instance is initialised (from the database, or by the caller), so a save knows the row's tags
+before the change without a query.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import signals
+
+from . import sqlwatch, transaction
+from .registry import registry, values_of
+
+if TYPE_CHECKING:
+    from django.db import models
+
+SNAPSHOT = "_tagcache_snapshot"
+BEFORE = "_tagcache_before"
+PRE_CLEAR = "_tagcache_cleared"
+
+
+def connect(model: type[models.Model]) -> None:
+    """Connect the receivers for ``model`` (idempotent: each has a dispatch_uid per model)."""
+    uid = f"django_tagcache.{model._meta.label_lower}"
+    signals.post_init.connect(_post_init, sender=model, dispatch_uid=f"{uid}.post_init")
+    signals.pre_save.connect(_pre_save, sender=model, dispatch_uid=f"{uid}.pre_save")
+    signals.post_save.connect(_post_save, sender=model, dispatch_uid=f"{uid}.post_save")
+    signals.post_delete.connect(_post_delete, sender=model, dispatch_uid=f"{uid}.post_delete")
+    for through in _throughs(model):
+        uid = f"django_tagcache.m2m.{through._meta.label_lower}"
+        signals.m2m_changed.connect(_m2m_changed, sender=through, dispatch_uid=uid)
+
+
+def disconnect(model: type[models.Model]) -> None:
+    uid = f"django_tagcache.{model._meta.label_lower}"
+    for signal in (signals.post_init, signals.pre_save, signals.post_save, signals.post_delete):
+        signal.disconnect(sender=model, dispatch_uid=f"{uid}.{signal_name(signal)}")
+    for through in _throughs(model):
+        signals.m2m_changed.disconnect(
+            sender=through, dispatch_uid=f"django_tagcache.m2m.{through._meta.label_lower}"
+        )
+
+
+def _throughs(model: type[models.Model]) -> list[type[models.Model]]:
+    """Intermediate models of every many-to-many relation of ``model``, from either side."""
+    found = [f.remote_field.through for f in model._meta.many_to_many]
+    found += [rel.through for rel in model._meta.related_objects if rel.many_to_many]  # type: ignore[attr-defined]
+    return [through for through in found if isinstance(through, type)]
+
+
+def signal_name(signal: object) -> str:
+    names = {
+        id(signals.post_init): "post_init",
+        id(signals.pre_save): "pre_save",
+        id(signals.post_save): "post_save",
+        id(signals.post_delete): "post_delete",
+    }
+    return names[id(signal)]
+
+
+def _snapshot(instance: models.Model) -> None:
+    instance.__dict__[SNAPSHOT] = values_of(instance, registry.snapshot_names(type(instance)))
+
+
+def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    _snapshot(instance)
+
+
+def _before_values(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:
+    """Values of the row as stored before this save, or None for a row that does not exist yet."""
+    names = registry.snapshot_names(model)
+    snapshot: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
+    pk = snapshot.get("pk") if not instance._state.adding else instance.pk
+    if pk is None:
+        return None
+    if not instance._state.adding and all(name in snapshot for name in names):
+        return snapshot
+    # Rare paths, one query: a row saved through a new instance with an explicit primary key, or
+    # an instance loaded with some tag fields deferred.
+    pk_name = model._meta.pk.attname
+    wanted = [name if name != "pk" else pk_name for name in names]
+    row = model._base_manager.using(using).filter(pk=pk).values(*wanted).first()
+    if row is None:
+        return None
+    row["pk"] = pk
+    return row
+
+
+def _pre_save(
+    sender: type[models.Model], instance: models.Model, raw: bool, using: str, **kwargs: Any
+) -> None:
+    before = _before_values(sender, instance, using)
+    instance.__dict__[BEFORE] = (before, registry.tags(sender, before) if before is not None else set())
+    sqlwatch.saving(instance, sender, using)
+
+
+def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    before, tags = instance.__dict__.pop(BEFORE, (None, set()))
+    after = values_of(instance, registry.snapshot_names(sender))
+    if after != before:  # most saves leave the tag fields alone: then the tags are the same
+        tags = tags | registry.tags(sender, after)
+    tags |= sqlwatch.saved(instance)
+    instance.__dict__[SNAPSHOT] = after
+    transaction.add(tags, using)
+
+
+def _post_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    names = registry.snapshot_names(sender)
+    tags = registry.tags(sender, values_of(instance, names))
+    snapshot = instance.__dict__.get(SNAPSHOT)
+    if snapshot:
+        tags |= registry.tags(sender, snapshot)
+    transaction.add(tags, using)
+
+
+def _m2m_changed(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    reverse: bool,
+    model: type[models.Model],
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
+) -> None:
+    if action == "pre_clear":
+        # Which rows lose the relation is known only before the clear: one query.
+        instance.__dict__[PRE_CLEAR] = set(
+            _related_manager(sender, instance, model).values_list("pk", flat=True)
+        )
+        return
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    related = instance.__dict__.pop(PRE_CLEAR, set()) if action == "post_clear" else set(pk_set or ())
+    tags: set[str] = set()
+    for side, pks in ((type(instance), {instance.pk}), (model, related)):
+        for config in registry.chain(side):
+            tags.add(config.label)
+            tags.update(f"{config.label}:{pk}" for pk in pks)
+    transaction.add(tags, using)
+
+
+def _related_manager(through: type[models.Model], instance: models.Model, model: type[models.Model]) -> Any:
+    """The manager of ``instance`` for the m2m relation whose intermediate model is ``through``."""
+    for field in type(instance)._meta.get_fields():
+        if not field.many_to_many:
+            continue
+        if not field.auto_created and getattr(field.remote_field, "through", None) is through:
+            return getattr(instance, field.name)  # the forward side: the ManyToManyField
+        if field.auto_created and getattr(field, "through", None) is through:
+            return getattr(instance, str(field.get_accessor_name()))  # type: ignore[union-attr]
+    return model._base_manager.none()

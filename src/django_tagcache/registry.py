@@ -1,0 +1,239 @@
+"""Models -> tag templates: ``Meta.cache_tags``, ``register()``, and the tags of an instance.
+
+Every registered model gets its model tag ``<app_label>.<model_name>`` and its instance tag
+``<app_label>.<model_name>:<pk>``, plus its templates rendered over the instance. A proxy model
+shares its concrete model's configuration (templates declared on a proxy add to it: they
+describe the same rows). A multi-table child carries the tags of its registered parents too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import options
+
+if TYPE_CHECKING:
+    from django.db import models
+
+logger = logging.getLogger("django_tagcache")
+META_OPTION = "cache_tags"
+_FORMATTER = string.Formatter()
+# Characters a rendered value may not carry into a tag: they are percent-encoded instead.
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f%]")
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def enable_meta_option() -> None:
+    """Let ``class Meta`` accept ``cache_tags``.
+
+    Django rejects unknown Meta attributes when a model class is created, so the name must be
+    in ``django.db.models.options.DEFAULT_NAMES`` before any model module is imported. The app
+    config calls this when Django creates it, which is before models are imported.
+    """
+    if META_OPTION not in options.DEFAULT_NAMES:
+        options.DEFAULT_NAMES = (*options.DEFAULT_NAMES, META_OPTION)
+
+
+class TemplateError(ValueError):
+    """A tag template that cannot be rendered for its model."""
+
+
+@dataclass(frozen=True)
+class TagTemplate:
+    """One ``str.format`` template and the instance attributes it reads."""
+
+    text: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, model: type[models.Model], text: object) -> TagTemplate:
+        if not isinstance(text, str) or not text:
+            raise TemplateError(
+                f"{model._meta.label}: a cache tag template must be a non-empty string, not {text!r}."
+            )
+        allowed = {"pk"} | {f.attname for f in model._meta.concrete_fields}
+        relations = {f.name: f.attname for f in model._meta.concrete_fields if f.is_relation}
+        names: list[str] = []
+        try:
+            parsed = list(_FORMATTER.parse(text))
+        except ValueError as exc:
+            raise TemplateError(
+                f"{model._meta.label}: cache tag template {text!r} is malformed: {exc}."
+            ) from exc
+        for _literal, name, _spec, _conversion in parsed:
+            if name is None:
+                continue
+            if name in relations:
+                raise TemplateError(
+                    f"{model._meta.label}: cache tag template {text!r} uses {{{name}}}, which would load the "
+                    f"related row on every save; use {{{relations[name]}}}."
+                )
+            if name not in allowed:
+                raise TemplateError(
+                    f"{model._meta.label}: cache tag template {text!r} uses {{{name}}}, which is not a "
+                    f"concrete field of the model; use pk or one of: {', '.join(sorted(allowed - {'pk'}))}."
+                )
+            names.append(name)
+        return cls(text, tuple(dict.fromkeys(names)))
+
+    def render(self, values: dict[str, Any]) -> str | None:
+        """The tag for these values, or None when one of them is None (a null foreign key).
+
+        Never raises: a save must not fail because of a tag. Values holding whitespace, control
+        characters or ``%`` are percent-encoded; a template whose format spec does not fit its
+        value (``{name:d}`` on text) is logged and renders nothing.
+        """
+        safe: dict[str, Any] = {}
+        for name in self.names:
+            value = values.get(name)
+            if value is None:
+                return None
+            if isinstance(value, str) and _UNSAFE.search(value):
+                value = _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", value)
+            safe[name] = value
+        try:
+            tag = self.text.format(**safe)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            logger.error("django-tagcache: tag template %r cannot render %r: %s", self.text, safe, exc)
+            return None
+        if _SPACE.search(tag):  # a non-string value whose text has spaces, or a literal in the template
+            tag = _SPACE.sub(lambda m: f"%{ord(m.group()):02X}", tag)
+        if len(tag) > 200:  # keep far below MAX_TAG_LENGTH, deterministically
+            tag = tag[:150] + "~" + hashlib.sha1(tag.encode(), usedforsecurity=False).hexdigest()[:16]
+        return tag
+
+
+@dataclass
+class ModelTags:
+    """The tag configuration of one concrete model."""
+
+    model: type[models.Model]
+    templates: list[TagTemplate] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.model._meta.label_lower
+
+    @property
+    def names(self) -> set[str]:
+        return {name for template in self.templates for name in template.names}
+
+    def add_templates(self, model: type[models.Model], texts: Iterable[object]) -> None:
+        for text in texts:
+            try:
+                template = TagTemplate.parse(model, text)
+            except TemplateError as exc:
+                self.errors.append(str(exc))
+            else:
+                if template not in self.templates:
+                    self.templates.append(template)
+
+
+class Registry:
+    """Which models have cache tags. One per process (see ``registry``); tests may build their own."""
+
+    def __init__(self) -> None:
+        self._configs: dict[type[models.Model], ModelTags] = {}
+        # Per-model answers, asked on every write: computed once, dropped on any registration.
+        self._chains: dict[type[models.Model], tuple[ModelTags, ...]] = {}
+        self._names: dict[type[models.Model], tuple[str, ...]] = {}
+        self._children: dict[type[models.Model], tuple[str, ...]] = {}
+
+    def register(self, model: type[models.Model], templates: Sequence[object] = ()) -> ModelTags:
+        concrete = model._meta.concrete_model or model
+        config = self._configs.get(concrete)
+        if config is None:
+            config = self._configs[concrete] = ModelTags(concrete)
+        config.add_templates(model, templates)
+        self._forget()
+        return config
+
+    def unregister(self, model: type[models.Model]) -> None:
+        self._configs.pop(model._meta.concrete_model or model, None)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._chains.clear()
+        self._names.clear()
+        self._children.clear()
+
+    def configs(self) -> list[ModelTags]:
+        return list(self._configs.values())
+
+    def chain(self, model: type[models.Model]) -> tuple[ModelTags, ...]:
+        """The configurations that apply to rows of ``model``: its own and its registered parents'."""
+        chain = self._chains.get(model)
+        if chain is None:
+            concrete = model._meta.concrete_model or model
+            candidates = [concrete, *concrete._meta.get_parent_list()]
+            chain = self._chains[model] = tuple(self._configs[m] for m in candidates if m in self._configs)
+        return chain
+
+    def is_registered(self, model: type[models.Model]) -> bool:
+        return bool(self.chain(model))
+
+    def descendants(self, model: type[models.Model]) -> list[ModelTags]:
+        """Registered multi-table children of ``model`` (their rows share its primary key)."""
+        concrete = model._meta.concrete_model or model
+        return [
+            c for m, c in self._configs.items() if m is not concrete and concrete in m._meta.get_parent_list()
+        ]
+
+    def snapshot_names(self, model: type[models.Model]) -> tuple[str, ...]:
+        """Attributes whose loaded values give the row's tags before a change."""
+        names = self._names.get(model)
+        if names is None:
+            found = {"pk"}
+            for config in self.chain(model):
+                found |= config.names
+            names = self._names[model] = tuple(sorted(found))
+        return names
+
+    def tags(self, model: type[models.Model], values: dict[str, Any]) -> set[str]:
+        """Tags of a row of ``model`` whose attributes have ``values`` (``pk`` included)."""
+        tags: set[str] = set()
+        pk = values.get("pk")
+        for config in self.chain(model):
+            tags.add(config.label)
+            if pk is not None:
+                tags.add(f"{config.label}:{pk}")
+            for template in config.templates:
+                tag = template.render(values)
+                if tag is not None:
+                    tags.add(tag)
+        if pk is not None:
+            # A parent row saved on its own may be a child's row too: same primary key.
+            children = self._children.get(model)
+            if children is None:
+                children = self._children[model] = tuple(child.label for child in self.descendants(model))
+            tags.update(f"{label}:{pk}" for label in children)
+        return tags
+
+
+#: The process-wide registry filled from ``Meta.cache_tags`` and :func:`register`.
+registry = Registry()
+
+
+def values_of(instance: models.Model, names: Iterable[str]) -> dict[str, Any]:
+    """Current values of ``names`` on ``instance``, skipping deferred fields (never a query)."""
+    loaded = instance.__dict__
+    values: dict[str, Any] = {}
+    for name in names:
+        if name == "pk":
+            values["pk"] = instance.pk
+        elif name in loaded:
+            values[name] = loaded[name]
+    return values
+
+
+def tags_for(obj: models.Model) -> set[str]:
+    """Every tag of a model instance: model tag, instance tag and rendered templates."""
+    model = type(obj)
+    return registry.tags(model, values_of(obj, registry.snapshot_names(model)))

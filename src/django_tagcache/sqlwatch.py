@@ -1,0 +1,128 @@
+"""Bulk writes the ORM sends no signal for: ``QuerySet.update()``, ``bulk_create()``, ``bulk_update()``.
+
+A database execute wrapper (Django's instrumentation hook, installed on each connection as it is
+created) looks at every statement's first words. An INSERT, UPDATE or DELETE on the table of a
+model with cache tags invalidates that model's tag (and its registered multi-table children's)
+through the transaction batch. Statements on other tables cost one string check.
+
+While ``save()`` runs, its own statements are held back and handed to ``post_save``, so that an
+autocommit save costs one Redis round trip, not two.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import transaction
+from .registry import registry
+
+if TYPE_CHECKING:
+    from django.db import models
+
+_WRITE = re.compile(
+    r"""^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:[`"]?\w+[`"]?\.)?[`"]?(\w+)[`"]?""",
+    re.IGNORECASE,
+)
+_local = threading.local()
+
+
+@dataclass
+class _Saving:
+    instance_id: int
+    tables: frozenset[str]
+    using: str
+    held: set[str] = field(default_factory=set)
+
+
+def _stack() -> list[_Saving]:
+    stack: list[_Saving] | None = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
+
+
+def _tables(model: type[models.Model]) -> frozenset[str]:
+    concrete = model._meta.concrete_model or model
+    return frozenset(m._meta.db_table for m in (concrete, *concrete._meta.get_parent_list()))
+
+
+def saving(instance: models.Model, model: type[models.Model], using: str) -> None:
+    """A save of ``instance`` starts: hold back the tags of its own statements."""
+    _stack().append(_Saving(id(instance), _tables(model), using))
+
+
+def saved(instance: models.Model) -> set[str]:
+    """The save of ``instance`` ended: the tags its statements were holding back."""
+    stack = _stack()
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position].instance_id == id(instance):
+            return stack.pop(position).held
+    return set()
+
+
+def reset(**kwargs: Any) -> None:
+    """Forget saves that never finished (an exception between pre_ and post_save), flushing what they held.
+
+    Connected to ``request_started``: such a save raised into the previous request.
+    """
+    stack = _stack()
+    entries = list(stack)
+    stack.clear()
+    for entry in entries:
+        transaction.flush(entry.held, entry.using)
+
+
+def table_tags() -> dict[str, frozenset[str]]:
+    """Table name -> model tags to invalidate when a statement writes to it."""
+    tags: dict[str, set[str]] = {}
+    for config in registry.configs():
+        table = config.model._meta.db_table
+        tags.setdefault(table, set()).add(config.label)
+        for child in registry.descendants(config.model):
+            tags[table].add(child.label)
+    return {table: frozenset(labels) for table, labels in tags.items()}
+
+
+def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    """The execute wrapper: run the statement, then queue the tags of the table it wrote to."""
+    if sql[:1] in ("S", "s"):  # SELECT / SAVEPOINT: the common case, decided without a regex
+        return execute(sql, params, many, context)
+    match = _WRITE.match(sql)
+    labels = registry_tables().get(match.group(1)) if match else None
+    if not labels:
+        return execute(sql, params, many, context)
+    result = execute(sql, params, many, context)
+    table = match.group(1) if match else ""
+    stack = _stack()
+    connection = context["connection"]
+    if stack and table in stack[-1].tables and not connection.in_atomic_block:
+        stack[-1].held |= labels
+    else:
+        transaction.add(labels, connection.alias)
+    return result
+
+
+_tables_cache: dict[str, frozenset[str]] | None = None
+
+
+def registry_tables() -> dict[str, frozenset[str]]:
+    global _tables_cache
+    if _tables_cache is None:
+        _tables_cache = table_tags()
+    return _tables_cache
+
+
+def forget_tables() -> None:
+    """Rebuild the table map on next use (after a model is registered)."""
+    global _tables_cache
+    _tables_cache = None
+
+
+def install(connection: Any, **kwargs: Any) -> None:
+    """Add the wrapper to a database connection (a ``connection_created`` receiver); idempotent."""
+    if watch not in connection.execute_wrappers:
+        connection.execute_wrappers.append(watch)

@@ -1,0 +1,122 @@
+"""ORM events -> one de-duplicated invalidation per transaction, after it commits.
+
+Outside a transaction, tags are invalidated at once. Inside one, they are collected per database
+alias and sent in one call when the outermost block commits (``transaction.on_commit``); a
+rollback sends nothing.
+
+Savepoints: Django drops the on_commit callbacks registered inside a savepoint that rolls back.
+So one callback (a :class:`_Batch`) is registered per savepoint level that adds tags, and at
+commit the first batch to run sends the tags of every batch still alive, in one call. The state
+is per thread, like Django's connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connections, transaction
+
+from . import metrics
+from .exceptions import TagCacheUnavailable
+
+logger = logging.getLogger("django_tagcache")
+_local = threading.local()
+
+
+class _Batch:
+    """The on_commit callback of one savepoint level; the first to run flushes for all."""
+
+    __slots__ = ("__qualname__", "done", "tags", "using")
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.tags: set[str] = set()
+        self.done = False
+        # Django names a robust callback by its __qualname__ when logging an error it raised.
+        self.__qualname__ = "django_tagcache.transaction._Batch"
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        state = _state(self.using)
+        batches = list(state.batches.values())
+        remaining = state.callbacks
+        if remaining is not None and not any(entry[1] is self for entry in remaining):
+            # ``remaining`` is the list Django is running (this batch was popped from it): the
+            # batches still in it are exactly the live ones; any other was rolled back with its
+            # savepoint. Otherwise a savepoint rollback replaced the list after the last add, and
+            # every known batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
+            alive = {id(entry[1]) for entry in remaining}
+            batches = [b for b in batches if b is self or id(b) in alive]
+        tags: set[str] = set()
+        for batch in batches:
+            tags |= batch.tags
+            batch.done = True
+        state.reset()
+        flush(tags, self.using)
+
+
+class _State:
+    def __init__(self) -> None:
+        self.batches: dict[tuple[str, ...], _Batch] = {}
+        self.callbacks: list[Any] | None = None
+
+    def reset(self) -> None:
+        self.batches = {}
+        self.callbacks = None
+
+
+def _state(using: str) -> _State:
+    states: dict[str, _State] | None = getattr(_local, "states", None)
+    if states is None:
+        states = _local.states = {}
+    state = states.get(using)
+    if state is None:
+        state = states[using] = _State()
+    return state
+
+
+def add(tags: Iterable[str], using: str) -> None:
+    """Invalidate ``tags`` after the current transaction on ``using`` commits, or now outside one."""
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        flush(set(tags), using)
+        return
+    state = _state(using)
+    current = connection.run_on_commit
+    if state.callbacks is not current:
+        # Django replaced its callback list since we last looked: the transaction committed or
+        # rolled back, or a savepoint rolled back. Keep only the batches still registered.
+        # Entries are (savepoint ids, callback, robust) tuples.
+        alive = {id(entry[1]) for entry in current}
+        state.batches = {sids: b for sids, b in state.batches.items() if id(b) in alive and not b.done}
+        state.callbacks = current
+    sids = tuple(connection.savepoint_ids)
+    batch = state.batches.get(sids)
+    if batch is None:
+        batch = state.batches[sids] = _Batch(using)
+        transaction.on_commit(batch, using=using, robust=True)
+    batch.tags.update(tags)
+
+
+def flush(tags: set[str], using: str) -> None:
+    """Invalidate now. A write has already committed, so a Redis failure is logged, not raised."""
+    if not tags:
+        return
+    from .api import tagcache
+
+    try:
+        # Tags made by the registry are valid by construction: skip validating them again.
+        tagcache.invalidate_normalized(tuple(sorted(tags)))
+    except TagCacheUnavailable as exc:
+        metrics.incr("lost_invalidations")
+        logger.error(
+            "django-tagcache: %d tag(s) written on database %r could not be invalidated: %s. Entries under "
+            "them may be stale until they expire; enable TAGCACHE['OUTBOX'] to retry such invalidations.",
+            len(tags),
+            using,
+            exc,
+        )

@@ -1,0 +1,118 @@
+"""System checks and tag templates: bad configuration is reported at start-up, never in save()."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.checks import Error
+from django.db import models
+from django.test.utils import isolate_apps
+
+from django_tagcache import register
+from django_tagcache.checks import check_settings, check_tag_templates
+from django_tagcache.registry import TagTemplate, registry
+from tests.testapp.models import Category, Product
+
+
+@pytest.fixture
+def restore_registry() -> Iterator[None]:
+    saved = {model: (list(c.templates), list(c.errors)) for model, c in registry._configs.items()}
+    yield
+    for model, (templates, errors) in saved.items():
+        config = registry.register(model)
+        config.templates[:], config.errors[:] = templates, errors
+    for model in set(registry._configs) - set(saved):
+        registry.unregister(model)
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [message.id for message in messages]
+
+
+@isolate_apps("tests.testapp")
+def test_template_errors_are_precise() -> None:
+    class Item(models.Model):
+        name = models.CharField(max_length=10)
+        owner = models.ForeignKey(Category, on_delete=models.CASCADE)
+
+        class Meta:
+            app_label = "shop"
+
+    with pytest.raises(ValueError, match=r"\{nope\}, which is not a concrete field"):
+        TagTemplate.parse(Item, "x:{nope}")
+    with pytest.raises(ValueError, match=r"use \{owner_id\}"):
+        TagTemplate.parse(Item, "owner:{owner}")
+    with pytest.raises(ValueError, match="not a concrete field"):
+        TagTemplate.parse(Item, "owner:{owner_id.x}")
+    with pytest.raises(ValueError, match="malformed"):
+        TagTemplate.parse(Item, "x:{name")
+    with pytest.raises(ValueError, match="non-empty string"):
+        TagTemplate.parse(Item, "")
+    assert TagTemplate.parse(Item, "item:{pk}:{name!s}:{owner_id:>4}").names == ("pk", "name", "owner_id")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("restore_registry")
+def test_bad_template_is_a_check_error_and_save_still_works() -> None:
+    assert check_tag_templates() == []
+    register(Category, tags=["{nope}", "fine:{name}"])
+    errors = check_tag_templates()
+    assert ids(errors) == ["django_tagcache.E004"]
+    assert "{nope}" in errors[0].msg
+    category = Category.objects.create(name="ok")  # the bad template is skipped, never raised
+    from django_tagcache import tags_for
+
+    assert "fine:ok" in tags_for(category)
+
+
+@pytest.mark.usefixtures("restore_registry")
+def test_register_takes_a_list() -> None:
+    with pytest.raises(TypeError, match="list of templates"):
+        register(Category, tags="category:{pk}")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("restore_registry")
+def test_a_format_spec_that_does_not_fit_renders_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    register(Category, tags=["n:{name:d}"])
+    category = Category.objects.create(name="text")
+    from django_tagcache import tags_for
+
+    assert not any(tag.startswith("n:") for tag in tags_for(category))
+    assert "cannot render" in caplog.text
+
+
+def test_rendering_keeps_tags_valid() -> None:
+    template = TagTemplate.parse(Product, "name:{name}")
+    assert template.render({"name": "50% off\tnow"}) == "name:50%25%20off%09now"
+    assert template.render({"name": None}) is None
+    long = template.render({"name": "x" * 500})
+    assert long is not None
+    assert len(long) < 200
+    assert long == template.render({"name": "x" * 500})
+
+
+def test_meta_option_is_accepted_on_any_model() -> None:
+    assert Product._meta.original_attrs["cache_tags"] == ["category:{category_id}", "seller:{seller_id}"]
+
+
+@pytest.mark.parametrize(
+    ("tagcache", "caches", "expected"),
+    [
+        ({}, None, []),
+        ({"CACHE": "missing"}, None, ["django_tagcache.E002"]),
+        ({"CACHE": "locmem"}, None, ["django_tagcache.E003"]),
+        ({"CHUNK_SIZE": 0}, None, ["django_tagcache.E001"]),
+        ({"RETRY": {"ATTEMPTS": 0}}, None, ["django_tagcache.E001"]),
+        ({"SCRIPT_MODE": "lua"}, None, ["django_tagcache.E001"]),
+        ({"DEFAULT_TIMEOUT": "soon"}, None, ["django_tagcache.E001"]),
+        ({"CHUNKSIZE": 10}, None, ["django_tagcache.W001"]),
+    ],
+)
+def test_settings_checks(settings: Any, tagcache: dict[str, Any], caches: Any, expected: list[str]) -> None:
+    settings.TAGCACHE = tagcache
+    messages = check_settings()
+    assert ids(messages) == expected
+    assert all(isinstance(m, Error) for m in messages if str(m.id).startswith("django_tagcache.E"))

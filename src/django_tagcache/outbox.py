@@ -1,0 +1,142 @@
+"""The outbox: invalidations written to the database with the change, deleted when Redis confirms.
+
+With ``TAGCACHE['OUTBOX'] = True``, a transaction's tags are also written to a row of
+:class:`PendingInvalidation` inside the same transaction: one row per batch (and per 500 tags),
+inserted with the batch's first tags and updated only when new tags join it. If the process dies
+after the commit, or Redis cannot be reached, the row survives and ``tagcache_drain`` (or the next
+successful invalidation in any process) replays it. Replaying is idempotent: invalidating a tag
+twice removes nothing the first time did not, so concurrent drains are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import DatabaseError, models, transaction
+from django.utils import timezone
+
+from . import metrics, namespaces
+from .exceptions import TagCacheUnavailable
+
+logger = logging.getLogger("django_tagcache")
+ROW_TAGS = 500
+DRAIN_BATCH = 100
+
+
+class PendingInvalidation(models.Model):
+    """Tags whose invalidation is not yet confirmed by Redis."""
+
+    created = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    cache = models.CharField(
+        max_length=100, blank=True, help_text="Cache alias; blank for TAGCACHE['CACHE']."
+    )
+    namespace = models.CharField(max_length=64, blank=True, help_text="The namespace the tags belong to.")
+    tags = models.JSONField(default=list)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts so far.")
+    last_error = models.TextField(blank=True)
+    last_attempt = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        app_label = "django_tagcache"
+        ordering = ["created", "pk"]  # noqa: RUF012 - Django reads Meta, it is never mutated
+        verbose_name = "pending invalidation"
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{len(self.tags)} tag(s) pending since {self.created:%Y-%m-%d %H:%M:%S}"
+
+
+class Recorder:
+    """The outbox rows of one batch of tags (one savepoint level of one transaction)."""
+
+    __slots__ = ("current", "ids", "recorded", "using")
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.ids: list[int] = []
+        self.current: PendingInvalidation | None = None
+        self.recorded: set[str] = set()
+
+    def record(self, tags: set[str]) -> None:
+        """Make the rows hold ``tags`` (the batch's whole set); writes only when it grew."""
+        new = tags - self.recorded
+        if not new:
+            return
+        manager = PendingInvalidation.objects.using(self.using)
+        if self.current is None or len(self.current.tags) + len(new) > ROW_TAGS:
+            self.current = manager.create(tags=sorted(new), namespace=namespaces.current() or "")
+            self.ids.append(self.current.pk)
+        else:
+            self.current.tags = sorted({*self.current.tags, *new})
+            manager.filter(pk=self.current.pk).update(tags=self.current.tags)
+        self.recorded |= new
+
+
+def confirm(ids: Iterable[int], using: str) -> None:
+    """Redis confirmed: delete the rows (after the commit, in autocommit)."""
+    ids = list(ids)
+    if ids:
+        PendingInvalidation.objects.using(using).filter(pk__in=ids).delete()
+
+
+def failed(ids: Iterable[int], tags: set[str], using: str, error: Exception) -> None:
+    """Redis failed: count the attempt on the batch's rows, or write a row for tags that had none."""
+    now, message = timezone.now(), str(error)[:2000]
+    try:
+        manager = PendingInvalidation.objects.using(using)
+        ids = list(ids)
+        if ids:
+            manager.filter(pk__in=ids).update(
+                attempts=models.F("attempts") + 1, last_error=message, last_attempt=now
+            )
+        else:
+            manager.create(
+                tags=sorted(tags),
+                namespace=namespaces.current() or "",
+                attempts=1,
+                last_error=message,
+                last_attempt=now,
+            )
+    except DatabaseError:
+        metrics.incr("lost_invalidations")
+        logger.exception("django-tagcache: could not record %d tag(s) in the outbox", len(tags))
+
+
+def drain(using: str = "default", *, limit: int | None = None, cache: Any = None) -> tuple[int, int]:
+    """Replay pending rows, oldest first: (rows replayed, rows still failing). Safe to run concurrently."""
+    from .api import TagCache
+
+    replayed = failing = 0
+    manager = PendingInvalidation.objects.using(using)
+    while limit is None or replayed + failing < limit:
+        with transaction.atomic(using=using):
+            rows = manager.order_by("created", "pk")
+            if transaction.get_connection(using).features.has_select_for_update_skip_locked:
+                rows = rows.select_for_update(skip_locked=True)
+            batch = list(
+                rows[: DRAIN_BATCH if limit is None else min(DRAIN_BATCH, limit - replayed - failing)]
+            )
+            if not batch:
+                break
+            done: list[int] = []
+            for row in batch:
+                tagcache = cache or TagCache(row.cache or None)
+                try:
+                    with namespaces.in_namespace(row.namespace or None):
+                        tagcache.invalidate_tags(*row.tags)
+                except TagCacheUnavailable as exc:
+                    failing += 1
+                    manager.filter(pk=row.pk).update(
+                        attempts=models.F("attempts") + 1,
+                        last_error=str(exc)[:2000],
+                        last_attempt=timezone.now(),
+                    )
+                else:
+                    done.append(row.pk)
+            manager.filter(pk__in=done).delete()
+            replayed += len(done)
+        if failing:
+            break  # Redis is still down: stop here rather than walk the whole table
+    return replayed, failing

@@ -1,0 +1,52 @@
+"""Staleness budgets: how long an invalidated entry may still be served while it is recomputed.
+
+A tag's class comes from the longest prefix rule that matches it: ``TAGCACHE['STALENESS']['TAGS']``
+(prefix -> class name), then the rules of models (``Meta.cache_staleness`` or
+``register(..., staleness=...)`` give the class to the model's tags and its templates'
+prefixes), else ``DEFAULT``. A class with budget 0 (``critical``) deletes entries at once.
+"""
+
+from __future__ import annotations
+
+from .conf import conf
+from .registry import registry
+
+# Per process: budgets asked on every invalidation, computed once per tag. Cleared by reset().
+_cache: dict[str, int] = {}
+_rules_cache: list[tuple[str, str]] = []
+
+
+def reset() -> None:
+    """Forget computed budgets (settings or registrations changed)."""
+    _cache.clear()
+    _rules_cache.clear()
+
+
+def _rules() -> list[tuple[str, str]]:
+    if _rules_cache:
+        return _rules_cache
+    rules: dict[str, str] = {}
+    for config in registry.configs():
+        if config.staleness:
+            rules.setdefault(config.label, config.staleness)
+            for template in config.templates:
+                prefix = template.text.split("{", 1)[0]
+                if prefix:
+                    rules.setdefault(prefix, config.staleness)
+    rules.update(conf.STALENESS.tags)  # settings win over models
+    _rules_cache[:] = sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True)
+    return _rules_cache
+
+
+def budget_ms(tag: str) -> int:
+    """The staleness budget of ``tag``, in milliseconds (0: delete its entries at once)."""
+    budget = _cache.get(tag)
+    if budget is None:
+        settings = conf.STALENESS
+        name = next((cls for prefix, cls in _rules() if tag.startswith(prefix)), settings.default)
+        # An unknown class (reported by check E005) counts as the default one.
+        budget = int(settings.classes.get(name, settings.classes[settings.default]) * 1000)
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[tag] = budget
+    return budget

@@ -1,0 +1,140 @@
+"""Real faults: Redis stopped, paused, or cut off mid-flight. Reads and writes fail open, the
+circuit opens and closes again, and no invalidation is silently dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from django_tagcache import TagCacheUnavailable, metrics
+from tests.faults import Faulty
+
+RESET = 0.35  # a little more than the breaker's RESET_TIMEOUT in tests/faults.py
+
+
+def open_circuit(faulty: Faulty) -> None:
+    for _ in range(3):
+        faulty.tc.get("any")
+    assert faulty.tc.store.breaker is not None
+    assert faulty.tc.store.breaker.state == "open"
+
+
+def test_stopped_redis_fails_open_and_opens_the_circuit(faulty: Faulty) -> None:
+    tc = faulty.tc
+    tc.set("k", 1, tags=["t"])
+    faulty.stop()
+    assert tc.get("k") is None
+    assert tc.set("k2", 2, tags=["t"]) is False
+    assert tc.get_or_set("k3", lambda: "computed", tags=["t"]) == "computed"
+    assert tc.store.breaker is not None
+    assert tc.store.breaker.state == "open"
+    before = metrics.snapshot()
+    for _ in range(20):
+        assert tc.get("k") is None
+    after = metrics.snapshot()
+    assert after["retries"] == before["retries"]  # an open circuit sends nothing to the network
+    assert after["circuit_open"] == 1  # logged and counted once, however many calls it refused
+    with pytest.raises(TagCacheUnavailable):
+        tc.invalidate_tags("t")  # never dropped silently
+
+
+def test_the_circuit_closes_when_redis_is_back(faulty: Faulty) -> None:
+    tc = faulty.tc
+    faulty.stop()
+    open_circuit(faulty)
+    faulty.restart()
+    time.sleep(RESET)
+    assert tc.set("k", 1, tags=["t"]) is True  # the half-open probe
+    assert tc.store.breaker is not None
+    assert tc.store.breaker.state == "closed"
+    snapshot = metrics.snapshot()
+    assert (snapshot["circuit_open"], snapshot["circuit_half_open"], snapshot["circuit_closed"]) == (1, 1, 1)
+    assert tc.invalidate_tags("t") == 1
+
+
+def test_a_failed_probe_opens_the_circuit_again(faulty: Faulty) -> None:
+    faulty.stop()
+    open_circuit(faulty)
+    time.sleep(RESET)
+    assert faulty.tc.get("k") is None  # the probe fails: Redis is still down
+    assert faulty.tc.store.breaker is not None
+    assert faulty.tc.store.breaker.state == "open"
+    assert metrics.snapshot()["circuit_open"] == 2
+
+
+def test_paused_redis_fails_open_until_it_resumes(faulty: Faulty) -> None:
+    tc = faulty.tc
+    tc.set("k", "v", tags=["t"])
+    faulty.admin().client_pause(1200)
+    assert tc.get("k") is None  # the read timed out: served as a miss
+    assert tc.get_or_set("k", lambda: "computed", tags=["t"]) == "computed"
+    time.sleep(1.3 + RESET)
+    assert tc.get("k") == "v"
+
+
+def test_a_server_busy_in_debug_sleep_fails_open(faulty: Faulty) -> None:
+    tc = faulty.tc
+    tc.set("k", "v", tags=["t"])
+    command = faulty.admin().execute_command
+    sleeper = threading.Thread(target=lambda: command("DEBUG", "SLEEP", "1"))  # type: ignore[no-untyped-call]
+    sleeper.start()
+    time.sleep(0.05)
+    assert tc.get("k") is None
+    sleeper.join()
+    time.sleep(RESET)
+    assert tc.get("k") == "v"
+
+
+def test_connections_cut_mid_flight_raise_then_recover(faulty: Faulty) -> None:
+    tc = faulty.tc
+    for i in range(10):
+        tc.set(f"k{i}", i, tags=["t"])
+    faulty.proxy.cut(refuse=True)
+    with pytest.raises(TagCacheUnavailable):
+        tc.invalidate_tags("t")
+    assert faulty.admin().exists(tc.store.keys.entry("k0")) == 1  # nothing happened, and it said so
+    faulty.proxy.heal()
+    time.sleep(RESET)
+    assert tc.invalidate_tags("t") == 10
+
+
+def test_a_cut_during_a_big_drain_is_finished_by_the_retry(faulty: Faulty, settings: object) -> None:
+    tc = faulty.tc
+    store = tc.store
+    pipe = faulty.admin().pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set(store.keys.entry(f"e{i}"), b"x")
+        pipe.zadd(store.keys.index("big"), {store.keys.entry(f"e{i}"): "+inf"})
+    pipe.execute()
+
+    def cut_soon() -> None:
+        time.sleep(0.002)
+        faulty.proxy.cut(refuse=True)
+
+    cutter = threading.Thread(target=cut_soon)
+    cutter.start()
+    try:
+        tc.invalidate_tags("big")
+        finished_anyway = True
+    except TagCacheUnavailable:
+        finished_anyway = False
+    cutter.join()
+    faulty.proxy.heal()
+    time.sleep(RESET)
+    if not finished_anyway:
+        tc.invalidate_tags("big")  # the caller retries: the pending set leads it to what is left
+    admin = faulty.admin()
+    assert not any(admin.exists(store.keys.entry(f"e{i}")) for i in range(0, 5000, 97))
+    assert admin.dbsize() <= 2  # at most the generation and nothing else of the big tag
+
+
+def test_fail_open_read_of_an_unreachable_port_is_a_connection_error() -> None:
+    import redis
+
+    from tests.servers import free_port
+
+    with pytest.raises(RedisConnectionError):
+        redis.Redis(port=free_port(), socket_connect_timeout=0.2).get("x")

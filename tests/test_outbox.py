@@ -1,0 +1,181 @@
+"""The outbox: no invalidation is lost across a Redis outage or a crash after commit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+
+from django_tagcache import tagcache
+from django_tagcache.outbox import ROW_TAGS, PendingInvalidation
+from tests.faults import Faulty
+from tests.testapp.models import Category, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+RESET = 0.35
+
+
+@pytest.fixture
+def outbox(settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "OUTBOX": True}
+
+
+@pytest.fixture
+def faulty_outbox(settings: Any, faulty: Faulty) -> Faulty:
+    settings.TAGCACHE = {**settings.TAGCACHE, "OUTBOX": True}
+    return faulty
+
+
+def rows() -> list[PendingInvalidation]:
+    return list(PendingInvalidation.objects.all())
+
+
+@pytest.mark.usefixtures("outbox")
+def test_the_row_is_written_in_the_transaction_and_deleted_after_redis_confirms() -> None:
+    cat = Category.objects.create(name="c")
+    with transaction.atomic():
+        product = Product.objects.create(name="Blue", category=cat)
+        (row,) = rows()
+        assert f"shop.product:{product.pk}" in row.tags
+    assert rows() == []
+
+
+@pytest.mark.usefixtures("outbox")
+def test_a_rollback_leaves_no_row() -> None:
+    cat = Category.objects.create(name="c")
+
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            Product.objects.create(name="Blue", category=cat)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        create_then_fail()
+    assert rows() == []
+
+
+@pytest.mark.usefixtures("outbox")
+def test_rows_are_per_batch_and_updated_only_when_tags_grow(django_assert_max_num_queries: Any) -> None:
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="Blue", category=cat)
+    with transaction.atomic():
+        for i in range(3):
+            product.name = str(i)
+            product.save()  # same tags each time: only the first save writes the row
+            if i == 0:
+                first = PendingInvalidation.objects.get()
+        assert rows()[0].pk == first.pk
+        with django_assert_max_num_queries(1):  # the UPDATE of the product, nothing for the outbox
+            product.save()
+    with transaction.atomic():
+        for i in range(ROW_TAGS + 10):
+            Product.objects.create(name=str(i), category=cat)
+        assert len(rows()) == 2  # at most ROW_TAGS tags a row
+    assert rows() == []
+
+
+def test_an_outage_loses_nothing_with_the_outbox(faulty_outbox: Faulty) -> None:
+    tc = faulty_outbox.tc
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="Blue", category=cat)
+    tc.set("category page", "old", tags=[f"category:{cat.pk}"])
+    faulty_outbox.proxy.cut(refuse=True)
+    with transaction.atomic():
+        product.name = "Red"
+        product.save()
+    assert Product.objects.get().name == "Red"  # the write committed despite Redis
+    (row,) = rows()
+    assert (row.attempts, f"category:{cat.pk}" in row.tags) == (1, True)
+    assert row.last_error
+    faulty_outbox.proxy.heal()
+    time.sleep(RESET)
+    assert tc.get("category page") == "old"  # stale until the outbox is replayed
+    call_command("tagcache_drain")
+    assert tc.get("category page") is None
+    assert rows() == []
+
+
+def test_the_next_successful_flush_replays_what_failed(faulty_outbox: Faulty) -> None:
+    tc = faulty_outbox.tc
+    cat = Category.objects.create(name="c")
+    tc.set("page", "old", tags=[f"category:{cat.pk}"])
+    faulty_outbox.proxy.cut(refuse=True)
+    Product.objects.create(name="Blue", category=cat)  # autocommit: a row is written on failure
+    assert len(rows()) == 1
+    faulty_outbox.proxy.heal()
+    time.sleep(RESET)
+    Category.objects.create(name="other")  # any successful invalidation drains the outbox
+    assert rows() == []
+    assert tc.get("page") is None
+
+
+def test_drain_while_redis_is_down_fails_and_counts_the_attempt(faulty_outbox: Faulty) -> None:
+    faulty_outbox.proxy.cut(refuse=True)
+    Category.objects.create(name="c")
+    with pytest.raises(CommandError, match="still refuses"):
+        call_command("tagcache_drain")
+    (row,) = rows()
+    assert row.attempts == 2
+    faulty_outbox.proxy.heal()
+    time.sleep(RESET)
+    call_command("tagcache_drain", "--limit", "5")
+    assert rows() == []
+
+
+@pytest.mark.usefixtures("outbox")
+def test_duplicate_and_out_of_order_replays_never_leave_stale_values() -> None:
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="v1", category=cat)
+    old = PendingInvalidation.objects.create(tags=[f"shop.product:{product.pk}"])
+    duplicate = PendingInvalidation.objects.create(tags=[f"shop.product:{product.pk}"])
+
+    def card() -> str:
+        return str(Product.objects.get(pk=product.pk).name)
+
+    assert tagcache.get_or_set("card", card, tags=[product]) == "v1"
+    Product.objects.filter(pk=product.pk).update(name="v2")
+    tagcache.invalidate_tags(product)
+    assert tagcache.get_or_set("card", card, tags=[product]) == "v2"
+    call_command("tagcache_drain")  # an old invalidation replayed late, twice: harmless
+    assert {old.pk, duplicate.pk}.isdisjoint(r.pk for r in rows())
+    assert tagcache.get_or_set("card", card, tags=[product]) == "v2"
+
+
+@pytest.mark.usefixtures("outbox")
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"), reason="a crash test needs a database two processes share"
+)
+def test_a_crash_between_commit_and_invalidation_leaves_the_row() -> None:
+    """A child process commits a save and dies before its on_commit invalidation runs."""
+    cat = Category.objects.create(name="c")
+    database = connection.settings_dict["NAME"]
+    url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
+    # on_commit callbacks run in the order they were registered: the crash, registered before
+    # the write, runs first and the process dies before the invalidation batch can run.
+    script = f"""
+import os, django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+os.environ["DATABASE_URL"] = {url!r}
+django.setup()
+from django.conf import settings
+settings.TAGCACHE = {{**settings.TAGCACHE, "OUTBOX": True}}
+from django.db import transaction
+from tests.testapp.models import Product
+with transaction.atomic():
+    transaction.on_commit(lambda: os._exit(0))
+    Product.objects.create(name="crash", category_id={cat.pk})
+"""
+    env = {**os.environ, "REDIS_URL": os.environ.get("REDIS_URL", "")}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=os.getcwd())
+    assert Product.objects.filter(name="crash").exists()
+    (row,) = rows()
+    assert "shop.product" in row.tags
+    assert row.attempts == 0
+    call_command("tagcache_drain")
+    assert rows() == []

@@ -1,0 +1,114 @@
+"""Staleness budgets: soft purges serve the previous value, within its budget, while one caller refreshes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from django_tagcache import TagCache, metrics
+from django_tagcache.checks import check_tag_templates
+from django_tagcache.registry import registry
+from django_tagcache.staleness import budget_ms
+from tests.testapp.models import Label
+
+STALENESS = {"TAGS": {"promo": "best_effort", "promo:vip": "critical", "price": "important"}}
+
+
+@pytest.fixture(autouse=True)
+def _budgets(settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "STALENESS": STALENESS}
+
+
+def test_budgets_follow_the_longest_prefix_then_models_then_the_default() -> None:
+    assert budget_ms("promo:summer") == 600_000
+    assert budget_ms("promo:vip:1") == 0
+    assert budget_ms("price:7") == 30_000
+    assert budget_ms("shop.label:3") == 600_000  # Label's Meta.cache_staleness
+    assert budget_ms("label-name:red") == 600_000  # ...which covers its templates' prefixes
+    assert budget_ms("category:1") == 0  # critical by default
+
+
+def soft(tc: TagCache, raw: redis.Redis) -> bool:
+    return tc.store.standalone  # a cluster deletes at once: renaming entries would cross slots
+
+
+def test_a_soft_purge_serves_the_old_value_while_one_caller_refreshes(tc: TagCache, raw: redis.Redis) -> None:
+    assert tc.get_or_set("banner", lambda: "old", tags=["promo:summer"]) == "old"
+    assert tc.invalidate_tags("promo:summer") == 1
+    assert tc.get("banner") is None  # plain reads never see stale data
+    seen_meanwhile = []
+
+    def refresh() -> str:
+        # Another reader arrives while this one recomputes: it gets the previous value at once.
+        seen_meanwhile.append(tc.get_or_set("banner", lambda: "computed twice", tags=["promo:summer"]))
+        return "new"
+
+    assert tc.get_or_set("banner", refresh, tags=["promo:summer"]) == "new"
+    if soft(tc, raw):
+        assert seen_meanwhile == ["old"]
+        assert metrics.snapshot()["stale_served"] == 1
+    else:
+        assert seen_meanwhile == ["computed twice"]
+    assert tc.get("banner") == "new"
+    assert raw.exists(tc.store.keys.entry("banner") + ":stale") == 0  # the fresh value replaced it
+
+
+def test_the_stale_copy_lives_no_longer_than_the_budget(tc: TagCache, raw: redis.Redis) -> None:
+    tc.get_or_set("a", lambda: 1, timeout=None, tags=["price:1"])
+    tc.get_or_set("b", lambda: 1, timeout=5, tags=["price:1"])
+    tc.invalidate_tags("price:1")
+    if not soft(tc, raw):
+        return
+    assert 0 < raw.pttl(tc.store.keys.entry("a") + ":stale") <= 30_000  # the budget
+    assert 0 < raw.pttl(tc.store.keys.entry("b") + ":stale") <= 5_000  # its own, shorter, life
+
+
+def test_critical_tags_delete_at_once(tc: TagCache, raw: redis.Redis) -> None:
+    tc.get_or_set("k", lambda: "v", tags=["promo:vip:1"])
+    tc.invalidate_tags("promo:vip:1")
+    assert raw.exists(tc.store.keys.entry("k") + ":stale") == 0
+    assert tc.get_or_set("k", lambda: "fresh", tags=["promo:vip:1"]) == "fresh"
+
+
+def test_a_hard_purge_also_removes_the_stale_copy(tc: TagCache, raw: redis.Redis) -> None:
+    tc.get_or_set("k", lambda: "v1", tags=["promo:summer", "category:1"])
+    tc.invalidate_tags("promo:summer")  # soft: a stale copy remains
+    tc.get_or_set("k", lambda: "v2", tags=["promo:summer", "category:1"])
+    tc.invalidate_tags("promo:summer")  # soft again: v2 becomes the stale copy
+    tc.invalidate_tags("category:1")  # critical: nothing of k may be served any more
+    assert raw.exists(tc.store.keys.entry("k") + ":stale") == 0
+
+
+def test_soft_purges_of_big_tags_are_drained_softly(tc: TagCache, raw: redis.Redis, settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "CHUNK_SIZE": 10}
+    tc = TagCache(tc._alias)
+    for i in range(35):
+        tc.get_or_set(f"k{i}", lambda i=i: i, tags=["promo:big"])
+    assert tc.invalidate_tags("promo:big") == 35
+    if soft(tc, raw):
+        assert all(raw.exists(tc.store.keys.entry(f"k{i}") + ":stale") for i in range(35))
+
+
+def test_unknown_staleness_class_on_a_model_is_a_check_error() -> None:
+    config = registry.register(Label)
+    previous, config.staleness = config.staleness, "eventually"
+    try:
+        assert [m.id for m in check_tag_templates()] == ["django_tagcache.E005"]
+    finally:
+        config.staleness = previous
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"DEFAULT": "nope"}, {"TAGS": {"x": "nope"}}, {"CLASSES": {"slow": -1}}, {"OTHER": 1}],
+)
+def test_bad_staleness_settings_are_refused(settings: Any, bad: dict[str, Any]) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_tagcache.conf import conf
+
+    settings.TAGCACHE = {"STALENESS": bad}
+    with pytest.raises(ImproperlyConfigured):
+        conf.STALENESS  # noqa: B018

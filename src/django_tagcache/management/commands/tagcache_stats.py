@@ -1,0 +1,83 @@
+"""``manage.py tagcache_stats``: how much this app holds in Redis, and what this process counted."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from ... import metrics
+from ...inspection import keyspace_stats
+from ..base import TagCacheCommand
+
+PROCESS_NOTE = (
+    "Counters are this process's own since it started (a management command starts fresh); "
+    "fleet-wide numbers come from the Prometheus export of each worker."
+)
+
+
+class Command(TagCacheCommand):
+    help = (
+        "Count tags and entries (SCAN over this app's keys, or --sample N keys and extrapolate), estimate "
+        "index memory, and print this process's counters."
+    )
+
+    def add_command_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--sample",
+            type=int,
+            metavar="N",
+            help="Read only N keys of the keyspace and extrapolate with DBSIZE, instead of a full scan.",
+        )
+        parser.add_argument(
+            "--memory-sample",
+            type=int,
+            default=200,
+            metavar="N",
+            help="Indexes whose MEMORY USAGE is measured (default 200); the total is extrapolated.",
+        )
+
+    def run(self, alias: str, options: dict[str, Any]) -> None:
+        sample, memory_sample = options["sample"], options["memory_sample"]
+        if sample is not None and sample < 1:
+            raise CommandError(f"--sample must be 1 or more, not {sample}.")
+        if memory_sample < 0:
+            raise CommandError(f"--memory-sample must be 0 or more, not {memory_sample}.")
+        redis_stats = keyspace_stats(self.store(alias), sample=sample, memory_sample=memory_sample)
+        counters = metrics.snapshot()
+        timings = {op: {"calls": n, "seconds": s} for op, (n, s) in metrics.timings().items()}
+        data = {
+            "cache": alias,
+            "redis": redis_stats,
+            "process": {"counters": counters, "timings": timings, "note": PROCESS_NOTE},
+        }
+        self.emit(options, data, self.lines(data))
+
+    def lines(self, data: dict[str, Any]) -> list[str]:
+        stats = data["redis"]
+        about = "" if stats["exact_counts"] else "~"
+        lines = [
+            f"Cache {data['cache']!r} ({stats['method']}: "
+            f"{stats['keys_scanned']} of {stats['dbsize']} keys read)",
+            f"  tags (indexes):   {about}{stats['tags']}",
+            f"  entries:          {about}{stats['entries']}",
+            f"  pending drains:   {about}{stats['pending_drains']}",
+        ]
+        if stats["indexes_measured"]:
+            lines += [
+                f"  index memory:     ~{stats['index_memory_bytes']} bytes "
+                f"(MEMORY USAGE of {stats['indexes_measured']} indexes, extrapolated)",
+                f"  index members:    ~{stats['index_members']} (extrapolated the same way)",
+            ]
+            if stats["members_per_entry"] is not None:
+                lines.append(
+                    f"  members per entry: ~{stats['members_per_entry']} (tags per entry, plus dead members)"
+                )
+        lines.append("This process:")
+        for name, value in data["process"]["counters"].items():
+            lines.append(f"  {name:<20} {value}")
+        for op, timing in data["process"]["timings"].items():
+            lines.append(f"  time in {op:<12} {timing['seconds']:.3f} s over {timing['calls']} call(s)")
+        lines.append(f"  ({PROCESS_NOTE})")
+        return lines

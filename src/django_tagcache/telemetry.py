@@ -1,0 +1,69 @@
+"""OpenTelemetry spans around Redis work, when ``opentelemetry-api`` is installed.
+
+Without it, :func:`span` is a no-op context manager. With the API but no SDK configured, the
+API's own no-op tracer is used: spans cost next to nothing until a project configures tracing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from . import metrics
+
+T = TypeVar("T")
+
+# The tracer, looked up at first use: None not yet, False when opentelemetry-api is missing.
+# A tracer taken before the project sets its TracerProvider is a proxy that follows it later.
+_tracer: Any = None
+
+
+def _get_tracer() -> Any:
+    global _tracer
+    if _tracer is None:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            _tracer = False
+        else:
+            _tracer = trace.get_tracer("django_tagcache")
+    return _tracer
+
+
+def _reset() -> None:
+    """Forget the tracer (for tests)."""
+    global _tracer
+    _tracer = None
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    """Run the block in a client span ``tagcache.<name>``; yields the span, or None without OpenTelemetry.
+
+    ``attributes`` become span attributes (None values are left out); ``db.system.name`` is
+    "redis". An exception leaving the block is recorded on the span and re-raised.
+    """
+    tracer = _get_tracer()
+    if not tracer:
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    values = {"db.system.name": "redis"}
+    values.update({key: value for key, value in attributes.items() if value is not None})
+    with tracer.start_as_current_span(f"tagcache.{name}", kind=SpanKind.CLIENT, attributes=values) as current:
+        yield current
+
+
+def traced(op: str, func: Callable[[], T], **attributes: Any) -> T:
+    """Run ``func`` as one Redis operation: timed in the metrics, and in a span when OpenTelemetry is on."""
+    started = time.perf_counter()
+    try:
+        if not _get_tracer():
+            return func()
+        with span(op, **attributes):
+            return func()
+    finally:
+        metrics.observe_duration(op, time.perf_counter() - started)

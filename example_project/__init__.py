@@ -1,0 +1,1 @@
+"""The example shop: every feature of django-tagcache in one small Django project (docs/example.md)."""

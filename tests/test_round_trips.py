@@ -1,16 +1,23 @@
 """What each call costs in Redis commands and round trips, counted on both ends.
 
 The client side counts what a real connection sends (tests/counting.py); the server side reads
-INFO commandstats. Both must agree with the promise in the docs.
+INFO commandstats. Both must agree with the promise in the docs. On a Redis Cluster a "round
+trip" is one message to one node: a phase that pipelines to three primaries counts three, sent
+at once (docs/cluster.md gives the cluster's costs, asserted here too).
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import pytest
 import redis
 
 from django_tagcache import TagCache, cached
 from django_tagcache.api import get_store
+from django_tagcache.backends import is_cluster
+from django_tagcache.cluster_store import TOMBSTONE
+from tests.cluster import cluster_server_calls, primaries_of
 from tests.counting import count, server_calls
 
 
@@ -24,6 +31,10 @@ def warm(tc: TagCache) -> TagCache:
     return tc
 
 
+def _server_calls(raw: redis.Redis) -> dict[str, int]:
+    return cluster_server_calls(raw) if is_cluster(raw) else server_calls(raw)
+
+
 def _script_command(raw: redis.Redis) -> str:
     return "fcall" if get_store_mode(raw) == "function" else "evalsha"
 
@@ -34,10 +45,10 @@ def get_store_mode(raw: redis.Redis) -> str:
 
 def test_get_hit_is_one_get(warm: TagCache, raw: redis.Redis) -> None:
     warm.set("k", "v", tags=["a", "b", "c"])
-    before = server_calls(raw)
+    before = _server_calls(raw)
     with count() as tally:
         assert warm.get("k") == "v"
-    after = server_calls(raw)
+    after = _server_calls(raw)
     assert tally.round_trips == 1
     assert tally.commands == ["GET"]
     assert after["get"] - before["get"] == 1
@@ -51,10 +62,22 @@ def test_get_miss_is_one_get(warm: TagCache) -> None:
 
 def test_set_with_three_tags_is_one_round_trip(warm: TagCache, raw: redis.Redis) -> None:
     script = _script_command(raw)
-    before = server_calls(raw)
+    before = _server_calls(raw)
     with count() as tally:
         warm.set("k", "v", tags=["a", "b", "c"])
-    after = server_calls(raw)
+    after = _server_calls(raw)
+    if is_cluster(raw):
+        # Index the entry in each tag's slot, store it, reread the generations: three phases,
+        # the first and last one message per primary involved (a, b and c: all three).
+        nodes = primaries_of(raw, [warm.store.keys.tag(tag) for tag in "abc"])
+        assert len(nodes) == 3
+        assert tally.round_trips == 7
+        assert sorted(tally.commands) == sorted([script.upper()] * 4 + ["GET"] * 3)
+        assert after[script] - before[script] == 4
+        # The entry (cluster_set.lua) and the tags' generations, created where missing (a plain
+        # set reads them too: tombstones name them).
+        assert after["set"] - before["set"] == 4
+        return
     assert tally.round_trips == 1
     assert tally.commands == [script.upper()]
     assert after[script] - before[script] == 1
@@ -75,6 +98,16 @@ def test_invalidating_k_tags_is_one_round_trip(warm: TagCache, raw: redis.Redis,
     with count() as tally:
         removed = warm.invalidate_tags(*[f"tag{i}" for i in range(k)])
     assert removed == k
+    if is_cluster(raw):
+        # Set the indexes aside (a call per tag slot), tombstone the entries (a call per entry
+        # slot and tag), acknowledge each set-aside index: each phase one message per primary.
+        store = warm.store
+        tag_keys = [store.keys.tag(f"tag{i}") for i in range(k)]
+        entry_keys = [store.keys.entry(f"e{i}") for i in range(k)]
+        tag_slots = {store.runner.slot(key) for key in tag_keys}  # type: ignore[attr-defined]
+        assert tally.round_trips == 2 * len(primaries_of(raw, tag_keys)) + len(primaries_of(raw, entry_keys))
+        assert tally.commands == [script.upper()] * (len(tag_slots) + 2 * k)
+        return
     assert tally.round_trips == 1
     assert tally.commands == [script.upper()]
 
@@ -90,6 +123,20 @@ def test_get_or_set_miss_is_three_round_trips(warm: TagCache, raw: redis.Redis) 
     script = _script_command(raw).upper()
     with count() as tally:
         warm.get_or_set("k", lambda: "v", tags=["a", "b", "c"])
+    if is_cluster(raw):
+        # GET (miss); at once: the generations (a call per slot), the entry again and the
+        # recompute lock; then the write's three phases, the lock released with the store.
+        store = warm.store
+        tags = [store.keys.tag(tag) for tag in "abc"]
+        entry = store.keys.entry("k")
+        lock = store.lock_key(entry)  # type: ignore[attr-defined]
+        assert sorted(tally.commands) == sorted(
+            ["GET", *[script] * 3, "GET", "SET", *[script] * 5, *["GET"] * 3]
+        )
+        assert tally.round_trips == (
+            1 + len(primaries_of(raw, [*tags, entry, lock])) + 2 * 3 + len(primaries_of(raw, [entry, lock]))
+        )
+        return
     # GET (miss), read the generations, then the checked write.
     assert tally.commands == ["GET", script, script]
     assert tally.round_trips == 3
@@ -123,8 +170,20 @@ def test_big_tag_is_drained_in_bounded_chunks(warm: TagCache, raw: redis.Redis, 
         pipe.set(store.keys.entry(f"e{i}"), b"x")
         pipe.zadd(store.keys.index("big"), {store.keys.entry(f"e{i}"): "+inf"})
     pipe.execute()
+    members = [bytes(m).decode() for m in cast("list[bytes]", raw.zrange(store.keys.index("big"), 0, -1))]
     with count() as tally:
         assert tc.invalidate_tags("big") == 1050
+    if is_cluster(raw):
+        # One call sets the index aside and returns its first 100 members; then per chunk one
+        # tombstone message per primary holding some of its entries, and one call to acknowledge
+        # the chunk (and read the next). What is left are tombstones, gone after TOMBSTONE_TTL.
+        chunks = [members[i : i + 100] for i in range(0, len(members), 100)]
+        assert len(chunks) == 11
+        assert tally.round_trips == 1 + sum(len(primaries_of(raw, chunk)) + 1 for chunk in chunks)
+        left = list(raw.scan_iter(match="*tagcache:e:*", count=1000))
+        assert all(cast("bytes", raw.get(key)).startswith(TOMBSTONE) for key in left)
+        assert list(raw.scan_iter(match="*:{big}:d", count=1000)) == []
+        return
     # One call renames the index aside, then 11 drain calls of at most 100 entries each.
     assert tally.round_trips == 12
     assert not list(raw.scan_iter(match="*tagcache:e:*", count=1000))

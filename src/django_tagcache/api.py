@@ -8,23 +8,28 @@ and writes fail open (logged and counted; the caller gets its value); invalidati
 from __future__ import annotations
 
 import logging
-import pickle
-import threading
+import re
+import time
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
-from django.core.cache import caches
-
-from . import metrics
-from .backends import raw_client
+from . import metrics, recompute, serialization
 from .bubbling import note_tags
 from .conf import conf
 from .exceptions import TagCacheUnavailable
+from .namespaces import in_namespace
 from .retry import RETRYABLE
-from .scripts import ScriptRunner
 from .signals import tags_invalidated
-from .store import StoreOptions, TagStore
+from .stores import get_store, reset_stores
 from .tags import normalize_tags
+from .telemetry import traced
+
+if TYPE_CHECKING:
+    from .store import TagStore
+
+_NAMESPACE_IN_KEY = re.compile(r":n:([A-Za-z0-9_.-]{1,64}):t:\{")
+
+__all__ = ["DEFAULT_TIMEOUT", "TagCache", "get_store", "invalidate_tags", "reset_stores", "tagcache"]
 
 logger = logging.getLogger("django_tagcache")
 
@@ -37,44 +42,6 @@ class _Default:
 #: Use ``TAGCACHE['DEFAULT_TIMEOUT']``.
 DEFAULT_TIMEOUT: Final = _Default()
 _MISSING: Final = object()
-
-# One store per cache alias and process: it holds the alias' client and the loaded-script
-# state. Rebuilt when CACHES or TAGCACHE change (see apps.py); reset_stores() empties it.
-_stores: dict[str, TagStore] = {}
-_stores_lock = threading.Lock()
-
-
-def get_store(alias: str | None = None) -> TagStore:
-    """The :class:`~django_tagcache.store.TagStore` of a cache alias (default: ``TAGCACHE['CACHE']``)."""
-    alias = alias or conf.CACHE
-    store = _stores.get(alias)
-    if store is None:
-        with _stores_lock:
-            store = _stores.get(alias)
-            if store is None:
-                store = _stores[alias] = _build_store(alias)
-    return store
-
-
-def _build_store(alias: str) -> TagStore:
-    client = raw_client(alias)
-    options = StoreOptions(
-        key_prefix=conf.KEY_PREFIX,
-        chunk_size=conf.CHUNK_SIZE,
-        generation_ttl_ms=conf.GENERATION_TTL * 1000,
-        prune_per_write=conf.PRUNE_PER_WRITE,
-        retry=conf.RETRY,
-    )
-    mode = cast("Any", conf.SCRIPT_MODE)
-    return TagStore(
-        client, make_key=caches[alias].make_key, options=options, scripts=ScriptRunner(client, mode)
-    )
-
-
-def reset_stores() -> None:
-    """Forget every store; the next call builds them again from the current settings."""
-    with _stores_lock:
-        _stores.clear()
 
 
 def _ttl_ms(timeout: float | _Default | None) -> int | None:
@@ -90,8 +57,7 @@ def _ttl_ms(timeout: float | _Default | None) -> int | None:
     return max(1, int(timeout * 1000))
 
 
-def _serialize(value: Any) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+_serialize = serialization.dumps
 
 
 class TagCache:
@@ -111,23 +77,24 @@ class TagCache:
         return get_store(self._alias)
 
     def _fail_open(self, what: str, exc: Exception) -> None:
-        metrics.incr("failures")
-        logger.warning(
-            "django-tagcache: %s failed, Redis unreachable (%s); serving without the cache.", what, exc
-        )
+        recompute.fail_open(what, exc)
 
     def _read(self, key: str, version: int | None) -> Any:
         store = self.store
+        started = time.perf_counter()
         try:
             raw = store.get(store.keys.entry(key, version))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
+        finally:
+            # Timed, not traced: a GET is not worth a span on the hottest path.
+            metrics.observe_duration("read", time.perf_counter() - started)
         if raw is None:
             metrics.incr("misses")
             return _MISSING
         metrics.incr("hits")
-        return pickle.loads(raw)
+        return serialization.loads(raw)[0]
 
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         """The value cached under ``key``, or ``default``. One GET."""
@@ -161,7 +128,8 @@ class TagCache:
             )
         store = self.store
         try:
-            stored = store.write(store.keys.entry(key, version), payload, ttl, tag_list)
+            entry = store.keys.entry(key, version)
+            stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
         except RETRYABLE as exc:
             self._fail_open("write", exc)
             return False
@@ -195,48 +163,14 @@ class TagCache:
         tags: Callable[[], object],
         version: int | None,
     ) -> Any:
-        value = self._read(key, version)
-        if value is not _MISSING:
-            return value
-        tag_list = normalize_tags(tags())
-        ttl = _ttl_ms(timeout)
         store = self.store
-        expected: list[str] | None = None
-        if ttl is not None and tag_list:
-            try:
-                # Read before computing: any invalidation from now on moves a token and refuses the write.
-                expected = store.generations(tag_list)
-            except RETRYABLE as exc:
-                self._fail_open("generation read", exc)
-                ttl = None
-        value = default() if callable(default) else default
-        if ttl is not None:
-            self._store_computed(store, key, version, value, ttl, tag_list, expected)
-        return value
-
-    def _store_computed(
-        self,
-        store: TagStore,
-        key: str,
-        version: int | None,
-        value: Any,
-        ttl: int,
-        tag_list: tuple[str, ...],
-        expected: list[str] | None,
-    ) -> None:
-        payload = _serialize(value)
-        if len(payload) > conf.MAX_ENTRY_SIZE:
-            metrics.incr("oversized")
-            logger.warning(
-                "django-tagcache: not caching %r: %d bytes is over MAX_ENTRY_SIZE.", key, len(payload)
-            )
-            return
-        try:
-            stored = store.write(store.keys.entry(key, version), payload, ttl, tag_list, expected)
-        except RETRYABLE as exc:
-            self._fail_open("write", exc)
-            return
-        metrics.incr("stores" if stored else "refused_writes")
+        return recompute.get_or_compute(
+            store,
+            store.keys.entry(key, version),
+            lambda: default() if callable(default) else default,
+            _ttl_ms(timeout),
+            lambda: normalize_tags(tags()),
+        )
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
@@ -247,22 +181,51 @@ class TagCache:
             self._fail_open("delete", exc)
             return False
 
-    def invalidate_tags(self, *tags: object, source: str | None = None) -> int:
+    def invalidate_tags(self, *tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
         """Delete every entry cached under any of ``tags``; returns the number of entries removed.
 
         One script call for any number of tags (tags with more than ``CHUNK_SIZE`` entries are
         then drained in further short calls). When it returns, no read sees an entry written
         under those tags before the call. Raises :class:`TagCacheUnavailable` if Redis cannot be
         reached within the retry budget: an invalidation is never silently dropped.
+
+        Only the current namespace is touched, unless ``all_namespaces`` (which needs ``source``,
+        for the audit, and scans the keyspace for the namespaces that use the tags).
         """
-        return self.invalidate_normalized(normalize_tags(list(tags)), source=source)
+        tag_list = normalize_tags(list(tags))
+        if all_namespaces:
+            return self._invalidate_everywhere(tag_list, source)
+        return self.invalidate_normalized(tag_list, source=source)
+
+    def _invalidate_everywhere(self, tag_list: tuple[str, ...], source: str | None) -> int:
+        """Invalidate in every namespace that has entries under the tags (a SCAN of the keyspace)."""
+        if not source:
+            raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
+        store = self.store
+        found: set[str | None] = {None}
+        try:
+            for tag in tag_list:
+                for key in store.client.scan_iter(match=store.keys.tag_pattern(tag), count=1000):
+                    name = _NAMESPACE_IN_KEY.search(key.decode() if isinstance(key, bytes) else str(key))
+                    if name:
+                        found.add(name.group(1))
+        except RETRYABLE as exc:
+            raise TagCacheUnavailable(
+                f"Could not list the namespaces of {len(tag_list)} tag(s): {exc}"
+            ) from exc
+        removed = 0
+        for namespace in sorted(found, key=lambda n: n or ""):
+            with in_namespace(namespace):
+                removed += self.invalidate_normalized(tag_list, source=source)
+        return removed
 
     def invalidate_normalized(self, tag_list: tuple[str, ...], source: str | None = None) -> int:
         """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings)."""
         if not tag_list:
             return 0
         try:
-            removed = self.store.invalidate(tag_list)
+            store = self.store
+            removed = traced("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list))
         except RETRYABLE as exc:
             metrics.incr("failures")
             raise TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}") from exc
@@ -275,6 +238,6 @@ class TagCache:
 tagcache = TagCache()
 
 
-def invalidate_tags(*tags: object, source: str | None = None) -> int:
+def invalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
     """Invalidate ``tags`` on the default tag cache; see :meth:`TagCache.invalidate_tags`."""
-    return tagcache.invalidate_tags(*tags, source=source)
+    return tagcache.invalidate_tags(*tags, source=source, all_namespaces=all_namespaces)

@@ -23,20 +23,40 @@ class TagCacheConfig(AppConfig):
         enable_meta_option()
 
     def ready(self) -> None:
-        from . import checks, orm, sqlwatch, tags
+        from . import cdn, checks, orm, sqlwatch, tags
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
         orm.register_from_meta()
         setting_changed.connect(_settings_changed, dispatch_uid="django_tagcache.settings_changed")
+        cdn.install()  # connects the CDN_PURGE hook, if set
         connection_created.connect(sqlwatch.install, dispatch_uid="django_tagcache.sqlwatch")
         for connection in connections.all(initialized_only=True):
             sqlwatch.install(connection)
         request_started.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset")
+        self._ready_operations()
+
+    def _ready_operations(self) -> None:
+        """Audit receiver, Prometheus collector and the admin's purge action."""
+        from django.apps import apps
+
+        from . import audit, prometheus
+        from .conf import conf
+        from .signals import tags_invalidated
+
+        tags_invalidated.connect(audit.on_tags_invalidated, dispatch_uid="django_tagcache.audit")
+        if conf.PROMETHEUS:
+            prometheus.install()  # a no-op without prometheus-client
+        if conf.ADMIN_ACTION and apps.is_installed("django.contrib.admin"):
+            from .admin import install_purge_action
+
+            install_purge_action()
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("CACHES", "TAGCACHE"):
+        from . import staleness
         from .api import reset_stores
 
         reset_stores()
+        staleness.reset()

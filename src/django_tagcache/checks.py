@@ -19,13 +19,16 @@ def register_checks() -> None:
     """Register the checks (from AppConfig.ready(), never at import)."""
     register(check_settings, Tags.caches)
     register(check_tag_templates, Tags.models)
+    # Asks Redis, so it runs where database checks run: `manage.py check --database default`, migrate.
+    register(check_eviction_policy, Tags.database)
+    register(check_admin_order, Tags.admin)
 
 
 def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E004: a tag template (``Meta.cache_tags`` or ``register()``) that cannot be rendered."""
+    """E004: a tag template that cannot be rendered; E005: an unknown staleness class on a model."""
     from .registry import registry
 
-    return [
+    messages: list[CheckMessage] = [
         Error(
             error,
             hint="Tag templates may use {pk} and the model's concrete field attnames.",
@@ -34,6 +37,20 @@ def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
         for config in registry.configs()
         for error in config.errors
     ]
+    try:
+        classes = conf.STALENESS.classes
+    except ImproperlyConfigured:
+        return messages  # reported by E001
+    messages += [
+        Error(
+            f"{config.model._meta.label}: unknown staleness class {config.staleness!r}.",
+            hint=f"Use one of: {', '.join(sorted(classes))}, or add it to TAGCACHE['STALENESS']['CLASSES'].",
+            id="django_tagcache.E005",
+        )
+        for config in registry.configs()
+        if config.staleness is not None and config.staleness not in classes
+    ]
+    return messages
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -73,3 +90,78 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def check_eviction_policy(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W002: Redis evicts with an ``allkeys-*`` policy; W003: the policy could not be read.
+
+    Like Django's own database checks it only runs when asked for databases (``check --database``,
+    ``migrate``): it talks to a server, which a plain ``check`` or ``runserver`` should not wait on.
+    """
+    from redis.exceptions import RedisClusterException, RedisError
+
+    from .backends import is_cluster, raw_client
+
+    if databases is None:
+        return []
+    try:
+        alias = conf.CACHE
+    except ImproperlyConfigured:
+        return []  # E001 says why
+    if alias not in settings.CACHES or backend_kind(caches[alias]) is None:
+        return []  # E002 / E003
+    try:
+        client = raw_client(alias)
+        # A cluster answers per node: ask every primary, each may be configured differently.
+        options = {"target_nodes": "primaries"} if is_cluster(client) else {}
+        reply: Any = client.config_get("maxmemory-policy", **options)
+    except (RedisError, RedisClusterException, OSError) as exc:
+        return [
+            Warning(
+                f"Could not check the maxmemory-policy of the Redis behind cache {alias!r}: {exc}",
+                hint="Make sure it is not an allkeys-* policy (see django_tagcache.W002), or run the "
+                "check where Redis can be reached and CONFIG GET is allowed.",
+                id="django_tagcache.W003",
+            )
+        ]
+    answers = [reply] if "maxmemory-policy" in reply else list(reply.values())
+    policies = sorted({str(answer.get("maxmemory-policy", "")) for answer in answers})
+    unsafe = [policy for policy in policies if policy.startswith("allkeys-")]
+    if not unsafe:
+        return []
+    return [
+        Warning(
+            f"The Redis behind cache {alias!r} evicts with maxmemory-policy {', '.join(unsafe)}: under "
+            "memory pressure it may evict a tag index while the entries it lists stay, and nothing "
+            "would invalidate those entries any more.",
+            hint="Use volatile-lru or volatile-ttl (entries have TTLs, tag indexes of entries that "
+            "never expire have none), or noeviction; or give the cache its own Redis.",
+            id="django_tagcache.W002",
+        )
+    ]
+
+
+def check_admin_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W004: the admin's ModelAdmins were not registered yet when the purge action was installed."""
+    from django.apps import apps
+
+    try:
+        wanted = conf.ADMIN_ACTION
+    except ImproperlyConfigured:
+        return []  # E001 says why
+    if not wanted or not apps.is_installed("django.contrib.admin"):
+        return []
+    names = [config.name for config in apps.get_app_configs()]
+    if names.index("django.contrib.admin") < names.index("django_tagcache"):
+        return []
+    return [
+        Warning(
+            "'django_tagcache' comes before 'django.contrib.admin' in INSTALLED_APPS, so the admin had not "
+            'registered its ModelAdmins when django_tagcache added the "Purge cached data" action.',
+            hint="List 'django_tagcache' after 'django.contrib.admin', or mix "
+            "django_tagcache.admin.PurgeCacheMixin into your ModelAdmins.",
+            id="django_tagcache.W004",
+        )
+    ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
@@ -15,10 +17,22 @@ DEFAULTS: dict[str, Any] = {
     "CHUNK_SIZE": 2000,
     "GENERATION_TTL": 86400,
     "PRUNE_PER_WRITE": 64,
+    "TOMBSTONE_TTL": 10,
     "MAX_ENTRY_SIZE": 8 * 1024 * 1024,
     "MAX_TAG_LENGTH": 256,
     "SCRIPT_MODE": "auto",
     "RETRY": {},
+    "CIRCUIT_BREAKER": {},
+    "STAMPEDE": {},
+    "TTL_JITTER": 0.1,
+    "XFETCH_BETA": 0.0,
+    "OUTBOX": False,
+    "NAMESPACE": None,
+    "STALENESS": {},
+    "CDN_HEADER": None,
+    "CDN_PURGE": None,
+    "ADMIN_ACTION": True,
+    "PROMETHEUS": True,
 }
 
 RETRY_DEFAULTS: dict[str, float] = {
@@ -27,6 +41,35 @@ RETRY_DEFAULTS: dict[str, float] = {
     "MAX_BACKOFF": 0.2,
     "BUDGET": 1.0,
 }
+
+
+BREAKER_DEFAULTS: dict[str, float] = {"FAILURES": 5, "RESET_TIMEOUT": 5.0}
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int
+    reset_timeout: float
+
+
+STAMPEDE_DEFAULTS: dict[str, float] = {"LOCK_TTL": 30.0, "WAIT": 1.0, "POLL": 0.02}
+
+
+@dataclass(frozen=True)
+class StampedeSettings:
+    lock_ttl: float
+    wait: float
+    poll: float
+
+
+STALENESS_CLASSES: dict[str, float] = {"critical": 0, "important": 30, "best_effort": 600}
+
+
+@dataclass(frozen=True)
+class StalenessSettings:
+    classes: dict[str, float]
+    tags: dict[str, str]
+    default: str
 
 
 @dataclass(frozen=True)
@@ -94,6 +137,11 @@ class Settings:
         return self._int("PRUNE_PER_WRITE", 1)
 
     @property
+    def TOMBSTONE_TTL(self) -> int:
+        """Redis Cluster: seconds a removed entry's tombstone lives (see docs/cluster.md)."""
+        return self._int("TOMBSTONE_TTL", 1)
+
+    @property
     def MAX_ENTRY_SIZE(self) -> int:
         return self._int("MAX_ENTRY_SIZE", 1)
 
@@ -134,6 +182,133 @@ class Settings:
             max_backoff=float(merged["MAX_BACKOFF"]),
             budget=float(merged["BUDGET"]),
         )
+
+    @property
+    def CDN_HEADER(self) -> str | None:
+        value = self._get("CDN_HEADER")
+        if value not in (None, "Surrogate-Key", "Cache-Tag"):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['CDN_HEADER'] must be None, 'Surrogate-Key' or 'Cache-Tag', not {value!r}."
+            )
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def CDN_PURGE(self) -> Callable[[tuple[str, ...]], object] | None:
+        value = self._get("CDN_PURGE")
+        if value is None or callable(value):
+            return cast("Callable[[tuple[str, ...]], object] | None", value)
+        try:
+            hook = import_string(value) if isinstance(value, str) else None
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"TAGCACHE['CDN_PURGE'] cannot be imported: {exc}") from exc
+        if not callable(hook):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['CDN_PURGE'] must be a dotted path to a callable taking the tags, not {value!r}."
+            )
+        return cast("Callable[[tuple[str, ...]], object]", hook)
+
+    @property
+    def CIRCUIT_BREAKER(self) -> BreakerSettings:
+        given = self._get("CIRCUIT_BREAKER")
+        if not isinstance(given, dict) or set(given) - set(BREAKER_DEFAULTS):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['CIRCUIT_BREAKER'] must be a dict with keys among {sorted(BREAKER_DEFAULTS)}, "
+                f"not {given!r}."
+            )
+        merged = {**BREAKER_DEFAULTS, **given}
+        failures, reset = merged["FAILURES"], merged["RESET_TIMEOUT"]
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+            raise ImproperlyConfigured("TAGCACHE['CIRCUIT_BREAKER']['FAILURES'] must be an integer >= 0.")
+        if isinstance(reset, bool) or not isinstance(reset, (int, float)) or reset <= 0:
+            raise ImproperlyConfigured("TAGCACHE['CIRCUIT_BREAKER']['RESET_TIMEOUT'] must be seconds > 0.")
+        return BreakerSettings(failures=failures, reset_timeout=float(reset))
+
+    @property
+    def STAMPEDE(self) -> StampedeSettings:
+        given = self._get("STAMPEDE")
+        if not isinstance(given, dict) or set(given) - set(STAMPEDE_DEFAULTS):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['STAMPEDE'] must be a dict with keys among {sorted(STAMPEDE_DEFAULTS)}, "
+                f"not {given!r}."
+            )
+        merged = {**STAMPEDE_DEFAULTS, **given}
+        for name, value in merged.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ImproperlyConfigured(
+                    f"TAGCACHE['STAMPEDE'][{name!r}] must be a number of seconds >= 0."
+                )
+        if merged["POLL"] <= 0:
+            raise ImproperlyConfigured("TAGCACHE['STAMPEDE']['POLL'] must be > 0.")
+        return StampedeSettings(float(merged["LOCK_TTL"]), float(merged["WAIT"]), float(merged["POLL"]))
+
+    @property
+    def TTL_JITTER(self) -> float:
+        value = self._get("TTL_JITTER")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ImproperlyConfigured(f"TAGCACHE['TTL_JITTER'] must be a fraction in [0, 1), not {value!r}.")
+        return float(value)
+
+    @property
+    def XFETCH_BETA(self) -> float:
+        value = self._get("XFETCH_BETA")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ImproperlyConfigured(f"TAGCACHE['XFETCH_BETA'] must be a number >= 0, not {value!r}.")
+        return float(value)
+
+    def _bool(self, name: str) -> bool:
+        value = self._get(name)
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"TAGCACHE[{name!r}] must be True or False, not {value!r}.")
+        return value
+
+    @property
+    def ADMIN_ACTION(self) -> bool:
+        """Give every tagged model's admin the "Purge cached data" action (read at start-up)."""
+        return self._bool("ADMIN_ACTION")
+
+    @property
+    def PROMETHEUS(self) -> bool:
+        """Export the metrics to prometheus-client's registry when it is installed (read at start-up)."""
+        return self._bool("PROMETHEUS")
+
+    @property
+    def NAMESPACE(self) -> str | None:
+        value = self._get("NAMESPACE")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['NAMESPACE'] must be the dotted path of a callable, or None, not {value!r}."
+            )
+        return value
+
+    @property
+    def STALENESS(self) -> StalenessSettings:
+        given = self._get("STALENESS")
+        if not isinstance(given, dict) or set(given) - {"CLASSES", "TAGS", "DEFAULT"}:
+            raise ImproperlyConfigured(
+                f"TAGCACHE['STALENESS'] must be a dict with keys among CLASSES, TAGS, DEFAULT, not {given!r}."
+            )
+        classes = {**STALENESS_CLASSES, **given.get("CLASSES", {})}
+        for name, seconds in classes.items():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise ImproperlyConfigured(f"Staleness class {name!r} must be a number of seconds >= 0.")
+        tags = given.get("TAGS", {})
+        default = given.get("DEFAULT", "critical")
+        if not isinstance(tags, dict) or not all(isinstance(p, str) and p for p in tags):
+            raise ImproperlyConfigured("TAGCACHE['STALENESS']['TAGS'] must map tag prefixes to class names.")
+        for name in [default, *tags.values()]:
+            if name not in classes:
+                raise ImproperlyConfigured(
+                    f"Unknown staleness class {name!r} in TAGCACHE['STALENESS']; "
+                    f"known: {', '.join(sorted(classes))}."
+                )
+        return StalenessSettings(classes=classes, tags=dict(tags), default=default)
+
+    @property
+    def OUTBOX(self) -> bool:
+        value = self._get("OUTBOX")
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"TAGCACHE['OUTBOX'] must be True or False, not {value!r}.")
+        return value
 
     def unknown_keys(self) -> list[str]:
         """Keys in settings.TAGCACHE that this version does not know (reported by a system check)."""

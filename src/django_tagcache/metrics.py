@@ -1,4 +1,4 @@
-"""In-process counters of what the cache did.
+"""In-process counters of what the cache did, and the time it spent talking to Redis.
 
 Process-global by nature (one set of counters per worker process); ``reset()`` exists for tests.
 """
@@ -6,7 +6,10 @@ Process-global by nature (one set of counters per worker process); ``reset()`` e
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 COUNTERS = (
     "hits",
@@ -20,10 +23,21 @@ COUNTERS = (
     "retries",
     "failures",
     "lost_invalidations",
+    "circuit_open",
+    "circuit_half_open",
+    "circuit_closed",
+    "early_recomputes",
+    "stampede_waits",
+    "stampede_timeouts",
+    "stale_served",
+    "audit_failures",
 )
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
+# Per operation: [number of calls, seconds spent]. Operation names are a small fixed set
+# ("get", "write", "invalidate", ...): each becomes a Prometheus label value.
+_durations: dict[str, list[float]] = {}
 
 
 def incr(name: str, amount: int = 1) -> None:
@@ -44,6 +58,34 @@ def snapshot() -> dict[str, int]:
         return {name: _counts.get(name, 0) for name in COUNTERS}
 
 
+def observe_duration(op: str, seconds: float) -> None:
+    """Count one call of ``op`` that took ``seconds`` (wall clock, retries included)."""
+    with _lock:
+        slot = _durations.get(op)
+        if slot is None:
+            _durations[op] = [1, seconds]
+        else:
+            slot[0] += 1
+            slot[1] += seconds
+
+
+@contextmanager
+def timed(op: str) -> Iterator[None]:
+    """Time the block as one call of ``op``; a block that raises is timed too."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe_duration(op, time.perf_counter() - started)
+
+
+def timings() -> dict[str, tuple[int, float]]:
+    """Per operation: (calls, seconds spent), for every operation observed so far."""
+    with _lock:
+        return {op: (int(count), total) for op, (count, total) in sorted(_durations.items())}
+
+
 def reset() -> None:
     with _lock:
         _counts.clear()
+        _durations.clear()

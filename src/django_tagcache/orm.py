@@ -7,24 +7,25 @@ from collections.abc import Iterable, Sequence
 from django.apps import apps
 from django.db import models
 
-from . import handlers, sqlwatch
+from . import handlers, sqlwatch, staleness
 from .api import invalidate_tags
 from .registry import ModelTags, registry, tags_for
 
 __all__ = ["invalidate_model", "invalidate_objects", "register", "resolve_model_source", "tags_for"]
 
 
-def register(model: type[models.Model], tags: Sequence[str] = ()) -> None:
+def register(model: type[models.Model], tags: Sequence[str] = (), staleness: str | None = None) -> None:
     """Give ``model`` cache tags, as ``Meta.cache_tags`` would: for models you don't own.
 
     Call it from an ``AppConfig.ready()``. ``tags`` are ``str.format`` templates over the
     instance's concrete fields (``{pk}``, ``{field}``, ``{fk_id}``); the model and instance tags
     are added automatically. Errors in templates are reported by the system check
-    ``django_tagcache.E004`` at start-up, never raised inside a ``save()``.
+    ``django_tagcache.E004`` at start-up, never raised inside a ``save()``. ``staleness`` names
+    the staleness class of the model's tags, as ``Meta.cache_staleness`` would.
     """
     if isinstance(tags, str):
         raise TypeError(f"register({model.__name__}, tags=...) takes a list of templates, not one string.")
-    registry.register(model, list(tags))
+    registry.register(model, list(tags), staleness)
     connect_models()
 
 
@@ -34,6 +35,7 @@ def connect_models() -> None:
         if registry.is_registered(model):
             handlers.connect(model)
     sqlwatch.forget_tables()
+    staleness.reset()
 
 
 def register_from_meta() -> None:
@@ -48,7 +50,7 @@ def register_from_meta() -> None:
                 f"{model._meta.label}: Meta.cache_tags must be a list of tag templates, not {declared!r}."
             )
             continue
-        registry.register(model, list(declared))
+        registry.register(model, list(declared), model._meta.original_attrs.get("cache_staleness"))
     connect_models()
 
 

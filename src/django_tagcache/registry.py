@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tagcache")
 META_OPTION = "cache_tags"
+META_OPTIONS = (META_OPTION, "cache_staleness")
 _FORMATTER = string.Formatter()
 # Characters a rendered value may not carry into a tag: they are percent-encoded instead.
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f%]")
@@ -36,8 +37,9 @@ def enable_meta_option() -> None:
     in ``django.db.models.options.DEFAULT_NAMES`` before any model module is imported. The app
     config calls this when Django creates it, which is before models are imported.
     """
-    if META_OPTION not in options.DEFAULT_NAMES:
-        options.DEFAULT_NAMES = (*options.DEFAULT_NAMES, META_OPTION)
+    missing = tuple(name for name in META_OPTIONS if name not in options.DEFAULT_NAMES)
+    if missing:
+        options.DEFAULT_NAMES = (*options.DEFAULT_NAMES, *missing)
 
 
 class TemplateError(ValueError):
@@ -116,6 +118,7 @@ class ModelTags:
     model: type[models.Model]
     templates: list[TagTemplate] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    staleness: str | None = None
 
     @property
     def label(self) -> str:
@@ -146,12 +149,16 @@ class Registry:
         self._names: dict[type[models.Model], tuple[str, ...]] = {}
         self._children: dict[type[models.Model], tuple[str, ...]] = {}
 
-    def register(self, model: type[models.Model], templates: Sequence[object] = ()) -> ModelTags:
+    def register(
+        self, model: type[models.Model], templates: Sequence[object] = (), staleness: str | None = None
+    ) -> ModelTags:
         concrete = model._meta.concrete_model or model
         config = self._configs.get(concrete)
         if config is None:
             config = self._configs[concrete] = ModelTags(concrete)
         config.add_templates(model, templates)
+        if staleness is not None:
+            config.staleness = staleness
         self._forget()
         return config
 

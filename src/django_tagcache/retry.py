@@ -20,7 +20,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from . import metrics
@@ -53,7 +53,8 @@ def call_with_retry(policy: RetrySettings, func: Callable[[], T]) -> T:
     left = max(0.0, policy.budget - (time.monotonic() - started))
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(left),
-        wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
+        # Full jitter: a random wait up to the exponential bound, so retrying clients spread out.
+        wait=wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff),
         retry=retry_if_exception_type(RETRYABLE),
         before_sleep=_count_retry,
         reraise=True,

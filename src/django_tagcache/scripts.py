@@ -20,7 +20,21 @@ if TYPE_CHECKING:
     import redis
     from redis.commands.core import Script
 
-SCRIPT_NAMES = ("write", "generations", "invalidate", "drain")
+SCRIPT_NAMES = (
+    "write",
+    "generations",
+    "invalidate",
+    "drain",
+    "miss",
+    "unlock",
+    # Redis Cluster: each touches one slot and declares every key (see cluster_store.py).
+    "cluster_index",
+    "cluster_set",
+    "cluster_invalidate",
+    "cluster_tombstone",
+    "cluster_drain",
+    "cluster_unlock",
+)
 Mode = Literal["auto", "eval", "function"]
 
 

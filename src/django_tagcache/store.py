@@ -17,123 +17,51 @@ is the thin synchronous I/O layer on top.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from .retry import call_with_retry
+from redis.cluster import RedisCluster
+
+from .keys import KeyScheme, MakeKey, hash_tag
+from .protocol import (
+    Miss,
+    StoreOptions,
+    new_token,
+    new_tokens,
+    parse_invalidate,
+    parse_miss,
+    plan_generations,
+    plan_invalidate,
+    plan_miss,
+    plan_write,
+)
+from .retry import RETRYABLE, call_with_retry
 from .scripts import ScriptRunner
 
 if TYPE_CHECKING:
     import redis
 
-    from .conf import RetrySettings
+    from .breaker import CircuitBreaker
+
+# Re-exported: the store's collaborators, reachable from one module.
+__all__ = [
+    "KeyScheme",
+    "MakeKey",
+    "Miss",
+    "StoreOptions",
+    "TagStore",
+    "hash_tag",
+    "new_token",
+    "new_tokens",
+    "parse_invalidate",
+    "parse_miss",
+    "plan_generations",
+    "plan_invalidate",
+    "plan_miss",
+    "plan_write",
+]
 
 T = TypeVar("T")
-MakeKey = Callable[[str, "int | None"], str]
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """Everything the store needs from settings, passed in explicitly."""
-
-    key_prefix: str = "tagcache"
-    chunk_size: int = 2000
-    generation_ttl_ms: int = 86_400_000
-    prune_per_write: int = 64
-    index_slack_ms: int = 1000
-    retry: RetrySettings | None = None
-
-
-def new_token() -> str:
-    """A generation token: random, so no token ever comes back after an eviction or restart."""
-    return os.urandom(16).hex()
-
-
-def new_tokens(count: int) -> list[str]:
-    """``count`` generation tokens from one read of the system's random source."""
-    pool = os.urandom(16 * count).hex()
-    return [pool[32 * i : 32 * i + 32] for i in range(count)]
-
-
-class KeyScheme:
-    """Builds every Redis key from the cache backend's ``make_key`` (KEY_PREFIX, VERSION, KEY_FUNCTION)."""
-
-    def __init__(self, make_key: MakeKey, prefix: str) -> None:
-        self._make_key = make_key
-        self._entry = f"{prefix}:e:"
-        self._tag = f"{prefix}:t:"
-        # Hot tags (model tags, popular instances) recur on every write: remember their keys.
-        self._tags: dict[str, str] = {}
-
-    def entry(self, key: str, version: int | None = None) -> str:
-        return str(self._make_key(self._entry + key, version))
-
-    def tag(self, tag: str) -> str:
-        """The base every key of ``tag`` starts with; the braces pin them to one cluster slot."""
-        base = self._tags.get(tag)
-        if base is None:
-            if len(self._tags) >= 10_000:
-                self._tags.clear()
-            base = self._tags[tag] = str(self._make_key(self._tag + "{" + tag + "}", None))
-        return base
-
-    def index(self, tag: str) -> str:
-        return self.tag(tag) + ":i"
-
-    def generation(self, tag: str) -> str:
-        return self.tag(tag) + ":g"
-
-
-# Standalone scripts take one base key per tag and derive the tag's other keys (see the .lua files).
-
-
-def plan_write(
-    scheme: KeyScheme,
-    options: StoreOptions,
-    entry: str,
-    payload: bytes,
-    ttl_ms: int,
-    tags: Sequence[str],
-    expected: Sequence[str] | None,
-) -> tuple[list[str], list[Any]]:
-    """Keys and arguments of write.lua. ``ttl_ms`` 0 means no expiry."""
-    keys = [entry, *(scheme.tag(tag) for tag in tags)]
-    args: list[Any] = [
-        payload,
-        ttl_ms,
-        0 if expected is None else 1,
-        options.prune_per_write,
-        options.index_slack_ms,
-    ]
-    if expected is not None:
-        args += expected
-    return keys, args
-
-
-def plan_generations(
-    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
-) -> tuple[list[str], list[Any]]:
-    keys = [scheme.generation(tag) for tag in tags]
-    args: list[Any] = new_tokens(len(tags))
-    args.append(options.generation_ttl_ms)
-    return keys, args
-
-
-def plan_invalidate(
-    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
-) -> tuple[list[str], list[Any]]:
-    keys = [scheme.tag(tag) for tag in tags]
-    return keys, [options.chunk_size, options.generation_ttl_ms, *new_tokens(len(tags))]
-
-
-def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:
-    """(entries removed, [(renamed index, pending set), ...] still to drain)."""
-    removed = int(reply[0])
-    rest = [item.decode() if isinstance(item, bytes) else str(item) for item in reply[1:]]
-    pending = sorted(set(zip(rest[0::2], rest[1::2], strict=True)))
-    return removed, pending
 
 
 class TagStore:
@@ -146,16 +74,38 @@ class TagStore:
         make_key: MakeKey,
         options: StoreOptions,
         scripts: ScriptRunner | None = None,
+        breaker: CircuitBreaker | None = None,
+        namespace: Callable[[], str | None] | None = None,
     ) -> None:
         self.client = client
         self.options = options
-        self.keys = KeyScheme(make_key, options.key_prefix)
+        self.keys = KeyScheme(make_key, options.key_prefix, namespace)
         self.scripts = scripts or ScriptRunner(client)
+        self.breaker = breaker
+        # On one server, scripts derive a tag's keys from its base key and touch member keys; a
+        # cluster allows neither (ClusterTagStore has its own steps, and no soft purges).
+        self.standalone = not isinstance(client, RedisCluster)
+        # Tag -> staleness budget in ms (soft purge); single server only, set by the store factory.
+        self.staleness: Callable[[str], int] | None = None
 
     def _call(self, func: Callable[[], T]) -> T:
-        if self.options.retry is None:
-            return func()
-        return call_with_retry(self.options.retry, func)
+        """Run one Redis call under the circuit breaker and the retry policy."""
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.before_call()  # raises CircuitOpen (a connection error) while Redis is down
+        try:
+            result = func() if self.options.retry is None else call_with_retry(self.options.retry, func)
+        except RETRYABLE:
+            if breaker is not None:
+                breaker.record_failure()
+            raise
+        except BaseException:
+            if breaker is not None:
+                breaker.record_success()  # Redis answered, if only with an error: it is up
+            raise
+        if breaker is not None:
+            breaker.record_success()
+        return result
 
     def get(self, entry: str) -> bytes | None:
         """The raw payload of an entry, or None: one GET."""
@@ -168,17 +118,43 @@ class TagStore:
         ttl_ms: int,
         tags: Sequence[str],
         expected: Sequence[str] | None = None,
+        owner: str = "",
     ) -> bool:
         """Store an entry and its tag memberships atomically; False if a generation moved.
 
-        Without tags and without a generation check this is a plain SET.
+        ``owner`` releases the recompute lock taken by :meth:`prepare_miss`, stored or not.
+        Without tags, check or lock this is a plain SET.
         """
-        if not tags:
+        if not tags and not owner:
             if ttl_ms:
                 return bool(self._call(lambda: self.client.set(entry, payload, px=ttl_ms)))
             return bool(self._call(lambda: self.client.set(entry, payload)))
-        keys, args = plan_write(self.keys, self.options, entry, payload, ttl_ms, tags, expected)
+        keys, args = plan_write(self.keys, self.options, entry, payload, ttl_ms, tags, expected, owner)
         return bool(self._call(lambda: self.scripts("write", keys, args)))
+
+    def prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
+        """After a miss: the tags' generation tokens (created where missing), the recompute lock if
+        ``lock_ttl_ms`` (single flight), and the entry if it appeared meanwhile: one script call."""
+        owner = new_token() if lock_ttl_ms else ""
+        keys, args = plan_miss(self.keys, self.options, entry, tags, owner, lock_ttl_ms)
+        return parse_miss(self._call(lambda: self.scripts("miss", keys, args)), owner)
+
+    def finish_miss(
+        self,
+        entry: str,
+        payload: bytes,
+        ttl_ms: int,
+        tags: Sequence[str],
+        expected: Sequence[str] | None,
+        owner: str,
+    ) -> bool:
+        """Write a recomputed entry (checked against ``expected``) and release the lock ``owner`` holds,
+        in one script call."""
+        return self.write(entry, payload, ttl_ms, tags, expected, owner)
+
+    def unlock(self, entry: str, owner: str) -> None:
+        """Release a recompute lock this caller holds (after a failed compute)."""
+        self._call(lambda: self.scripts("unlock", [entry + ":lock"], [owner]))
 
     def generations(self, tags: Sequence[str]) -> list[str]:
         """The current generation token of each tag, created where missing: one script call."""
@@ -200,17 +176,22 @@ class TagStore:
         """
         if not tags:
             return 0
-        keys, args = plan_invalidate(self.keys, self.options, tags)
+        budgets = [self.staleness(tag) for tag in tags] if self.staleness is not None else None
+        keys, args = plan_invalidate(self.keys, self.options, tags, budgets)
         removed, pending = parse_invalidate(self._call(lambda: self.scripts("invalidate", keys, args)))
+        by_pending = {
+            base + ":p": budget for base, budget in zip(keys, budgets or [0] * len(keys), strict=True)
+        }
         for aside, pending_set in pending:
-            removed += self.drain(aside, pending_set)
+            removed += self.drain(aside, pending_set, by_pending.get(pending_set, 0))
         return removed
 
-    def drain(self, aside: str, pending_set: str) -> int:
-        """Delete the entries of an index renamed aside, chunk by chunk, until none is left."""
+    def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
+        """Delete (or soften, see ``stale_ms``) the entries of an index renamed aside, chunk by chunk."""
         removed = 0
+        keys, args = [aside, pending_set], [self.options.chunk_size, stale_ms]
         while True:
-            reply = self._call(lambda: self.scripts("drain", [aside, pending_set], [self.options.chunk_size]))
+            reply = self._call(lambda: self.scripts("drain", keys, args))
             removed += int(reply[0])
             if int(reply[1]) == 0:
                 return removed

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from . import metrics
+from .breaker import CircuitOpen
+from .conf import conf
 from .exceptions import TagCacheUnavailable
 
 logger = logging.getLogger("django_tagcache")
@@ -29,12 +31,13 @@ _local = threading.local()
 class _Batch:
     """The on_commit callback of one savepoint level; the first to run flushes for all."""
 
-    __slots__ = ("__qualname__", "done", "tags", "using")
+    __slots__ = ("__qualname__", "done", "outbox", "tags", "using")
 
     def __init__(self, using: str) -> None:
         self.using = using
         self.tags: set[str] = set()
         self.done = False
+        self.outbox = _recorder(using) if conf.OUTBOX else None
         # Django names a robust callback by its __qualname__ when logging an error it raised.
         self.__qualname__ = "django_tagcache.transaction._Batch"
 
@@ -52,11 +55,21 @@ class _Batch:
             alive = {id(entry[1]) for entry in remaining}
             batches = [b for b in batches if b is self or id(b) in alive]
         tags: set[str] = set()
+        rows: list[int] = []
         for batch in batches:
             tags |= batch.tags
             batch.done = True
+            if batch.outbox is not None:
+                rows += batch.outbox.ids
         state.reset()
-        flush(tags, self.using)
+        flush(tags, self.using, rows)
+
+
+def _recorder(using: str) -> Any:
+    # The outbox defines a model: import it once apps are ready, never with this module.
+    from .outbox import Recorder
+
+    return Recorder(using)
 
 
 class _State:
@@ -100,18 +113,40 @@ def add(tags: Iterable[str], using: str) -> None:
         batch = state.batches[sids] = _Batch(using)
         transaction.on_commit(batch, using=using, robust=True)
     batch.tags.update(tags)
+    if batch.outbox is not None:
+        # Inside the transaction: the row commits, or rolls back, with the change itself.
+        batch.outbox.record(batch.tags)
 
 
-def flush(tags: set[str], using: str) -> None:
-    """Invalidate now. A write has already committed, so a Redis failure is logged, not raised."""
+def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
+    """Invalidate now. A write has already committed, so a Redis failure is logged, not raised.
+
+    With the outbox on, the batch's rows are deleted once Redis confirms, and a failure is
+    recorded on them (or in a new row, for a write made outside a transaction) for a later drain.
+    """
     if not tags:
         return
     from .api import tagcache
+    from .outbox import DRAIN_BATCH, confirm, drain, failed
 
+    outbox = conf.OUTBOX
     try:
         # Tags made by the registry are valid by construction: skip validating them again.
         tagcache.invalidate_normalized(tuple(sorted(tags)))
     except TagCacheUnavailable as exc:
+        if outbox:
+            _outbox_pending[using] = True
+            failed(rows, tags, using, exc)
+            # While the circuit is open every commit lands here; the breaker already said why.
+            log = logger.debug if isinstance(exc.__cause__, CircuitOpen) else logger.warning
+            log(
+                "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); they wait "
+                "in the outbox for the next successful invalidation or tagcache_drain.",
+                len(tags),
+                using,
+                exc,
+            )
+            return
         metrics.incr("lost_invalidations")
         logger.error(
             "django-tagcache: %d tag(s) written on database %r could not be invalidated: %s. Entries under "
@@ -120,3 +155,21 @@ def flush(tags: set[str], using: str) -> None:
             using,
             exc,
         )
+        return
+    if outbox:
+        confirm(rows, using)
+        if _outbox_pending.get(using, True):
+            # Redis works again (or this process has not looked yet): replay what others left.
+            _outbox_pending[using] = False
+            try:
+                _, still_failing = drain(using, limit=DRAIN_BATCH)
+            except DatabaseError:
+                logger.exception("django-tagcache: could not replay the outbox on %r", using)
+                still_failing = 1
+            if still_failing:
+                _outbox_pending[using] = True
+
+
+# Per process and database alias: whether outbox rows may be waiting. Unknown (True) at start, so
+# the first successful flush looks once; set again whenever a flush fails.
+_outbox_pending: dict[str, bool] = {}

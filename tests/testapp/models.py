@@ -21,7 +21,8 @@ class Label(models.Model):
     name = models.CharField(max_length=50)
 
     class Meta:
-        cache_tags: list[str] = []
+        cache_tags = ["label-name:{name}"]
+        cache_staleness = "best_effort"
 
 
 class Product(models.Model):

@@ -1,15 +1,17 @@
 """How to reach the raw redis-py client behind each supported cache backend.
 
-Supported: ``django_redis.cache.RedisCache`` (default and Sentinel clients) and Django's own
+Supported: ``django_redis.cache.RedisCache`` (default and Sentinel clients, and Redis Cluster
+through :class:`django_tagcache.cluster.RedisClusterClient`) and Django's own
 ``django.core.cache.backends.redis.RedisCache``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
+from redis.cluster import RedisCluster
 
 from . import builtin
 
@@ -38,8 +40,16 @@ def backend_kind(cache: BaseCache) -> Kind | None:
     return None
 
 
+def is_cluster(client: object) -> TypeGuard[RedisCluster]:
+    """Whether a raw client talks to a Redis Cluster (django-redis with RedisClusterClient)."""
+    return isinstance(client, RedisCluster)
+
+
 def raw_client(alias: str) -> redis.Redis:
-    """The redis-py client that writes for cache ``alias``; never a second connection pool."""
+    """The redis-py client that writes for cache ``alias``; never a second connection pool.
+
+    For a Redis Cluster it is the alias' one ``redis.cluster.RedisCluster`` (see :func:`is_cluster`).
+    """
     cache = caches[alias]
     kind = backend_kind(cache)
     if kind == "django_redis":

@@ -3,13 +3,33 @@
 -- KEYS[1]  the renamed index
 -- KEYS[2]  the pending set of its tag
 -- ARGV[1]  how many entries to delete in this call
+-- ARGV[2]  the tag's staleness budget in ms: 0 deletes; more keeps '<entry>:stale' (see invalidate.lua)
 --
 -- Returns {removed, left}: entries deleted now, and members still listed.
 local chunk = tonumber(ARGV[1])
+local stale_ms = tonumber(ARGV[2] or '0')
 local members = redis.call('ZRANGE', KEYS[1], 0, chunk - 1)
 local removed = 0
-for first = 1, #members, 1000 do
-  removed = removed + redis.call('UNLINK', unpack(members, first, math.min(first + 999, #members)))
+if stale_ms == 0 then
+  local keys = {}
+  for j = 1, #members do
+    keys[#keys + 1] = members[j]
+    keys[#keys + 1] = members[j] .. ':stale'
+  end
+  for first = 1, #keys, 1000 do
+    removed = removed + redis.call('UNLINK', unpack(keys, first, math.min(first + 999, #keys)))
+  end
+else
+  for j = 1, #members do
+    local life = redis.call('PTTL', members[j])
+    if life ~= -2 then
+      redis.call('RENAME', members[j], members[j] .. ':stale')
+      if life == -1 or life > stale_ms then
+        redis.call('PEXPIRE', members[j] .. ':stale', stale_ms)
+      end
+      removed = removed + 1
+    end
+  end
 end
 if #members > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #members - 1)

@@ -10,6 +10,9 @@
 -- ARGV[1]       how many entries this call may delete in all (keeps the call short)
 -- ARGV[2]       time to live of a generation token, in ms
 -- ARGV[2 + i]   the new generation token of tag i
+-- ARGV[2 + n + i]  the staleness budget of tag i in ms (n tags): 0 deletes its entries; more keeps
+--               each as '<entry>:stale' for that long (at most its own remaining life), for
+--               get_or_set to serve while one caller recomputes it (a soft purge)
 --
 -- Returns {removed, dead_1, pending_1, dead_2, pending_2, ...}: the number of entries deleted,
 -- then every renamed index still to drain (drain.lua) with the pending set that lists it.
@@ -17,20 +20,46 @@
 -- leaves work that the next invalidation of the same tag finishes.
 local budget = tonumber(ARGV[1])
 local gen_ttl = ARGV[2]
+local ntags = #KEYS
 local removed = 0
 local result = {0}
 
-for i = 1, #KEYS do
+-- Delete (budget 0) or soften (keep a stale copy) the entries members[first..last].
+local function purge(members, first, last, stale_ms)
+  local count = 0
+  if stale_ms == 0 then
+    local keys = {}
+    for j = first, last do
+      keys[#keys + 1] = members[j]
+      keys[#keys + 1] = members[j] .. ':stale' -- a soft purge's copy must not outlive a hard one
+    end
+    for from = 1, #keys, 1000 do
+      count = count + redis.call('UNLINK', unpack(keys, from, math.min(from + 999, #keys)))
+    end
+    return count
+  end
+  for j = first, last do
+    local life = redis.call('PTTL', members[j])
+    if life ~= -2 then
+      local stale = members[j] .. ':stale'
+      redis.call('RENAME', members[j], stale)
+      if life == -1 or life > stale_ms then
+        redis.call('PEXPIRE', stale, stale_ms)
+      end
+      count = count + 1
+    end
+  end
+  return count
+end
+
+for i = 1, ntags do
   local index, generation, pending = KEYS[i] .. ':i', KEYS[i] .. ':g', KEYS[i] .. ':p'
   local aside = index .. ':' .. ARGV[2 + i]
+  local stale_ms = tonumber(ARGV[2 + ntags + i])
   redis.call('SET', generation, ARGV[2 + i], 'PX', gen_ttl)
   local size = redis.call('ZCARD', index)
   if size > 0 and size <= budget then
-    local members = redis.call('ZRANGE', index, 0, -1)
-    -- unpack() is bounded by the Lua stack: delete in slices.
-    for first = 1, size, 1000 do
-      removed = removed + redis.call('UNLINK', unpack(members, first, math.min(first + 999, size)))
-    end
+    removed = removed + purge(redis.call('ZRANGE', index, 0, -1), 1, size, stale_ms)
     redis.call('DEL', index)
     budget = budget - size
   elseif size > 0 then

@@ -9,7 +9,9 @@
 -- ARGV[3]                   "1": store only if every generation still equals the token read at the miss
 -- ARGV[4]                   how many expired members to prune from each index (bounded work per write)
 -- ARGV[5]                   how long an index outlives its longest-lived member, in ms
--- ARGV[5 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
+-- ARGV[6]                   the owner token of the recompute lock (KEYS[1] .. ':lock') to release,
+--                           or '' (stored or refused, the lock is released either way)
+-- ARGV[6 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
 --
 -- Returns 1 when stored, 0 when refused because a tag was invalidated after the miss.
 local entry = KEYS[1]
@@ -19,11 +21,15 @@ local prune = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
 local ntags = #KEYS - 1
 
+if ARGV[6] ~= '' and redis.call('GET', entry .. ':lock') == ARGV[6] then
+  redis.call('DEL', entry .. ':lock')
+end
+
 if check then
   for i = 1, ntags do
     -- A missing generation never matches: tokens are created at the miss, so a generation
     -- that disappeared (expiry, eviction) means the reader cannot prove its data is fresh.
-    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[5 + i] then
+    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[6 + i] then
       return 0
     end
   end
@@ -31,6 +37,8 @@ end
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+-- A fresh value replaces any copy a soft purge kept.
+redis.call('DEL', entry .. ':stale')
 local score
 if ttl > 0 then
   redis.call('SET', entry, ARGV[1], 'PX', ttl)
@@ -42,18 +50,25 @@ end
 
 for i = 1, ntags do
   local index = KEYS[1 + i] .. ':i'
-  redis.call('ZADD', index, score, entry)
-  -- Members are scored by expiry, so the expired ones are the lowest ranks.
-  local expired = redis.call('ZCOUNT', index, '-inf', '(' .. now_ms)
-  if expired > 0 then
-    redis.call('ZREMRANGEBYRANK', index, 0, math.min(expired, prune) - 1)
+  -- Only a new member grows the index, so only then is it worth pruning: each new member pays
+  -- for removing up to `prune` dead ones, which keeps the index within its live entries.
+  if redis.call('ZADD', index, score, entry) == 1 then
+    -- Members are scored by expiry, so the expired ones are the lowest ranks.
+    local expired = redis.call('ZCOUNT', index, '-inf', '(' .. now_ms)
+    if expired > 0 then
+      redis.call('ZREMRANGEBYRANK', index, 0, math.min(expired, prune) - 1)
+    end
   end
-  -- The index lives exactly as long as its longest-lived member (plus slack).
-  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-  if last[2] == 'inf' then
+  -- The index outlives its longest-lived member (by the slack). Its TTL only ever needs to grow
+  -- here: a new index (no TTL yet, one member) gets this entry's; one without TTL because it
+  -- holds an entry that never expires keeps none.
+  if ttl == 0 then
     redis.call('PERSIST', index)
   else
-    redis.call('PEXPIREAT', index, tonumber(last[2]) + slack)
+    local life = redis.call('PTTL', index)
+    if (life >= 0 and life < ttl + slack) or (life == -1 and redis.call('ZCARD', index) == 1) then
+      redis.call('PEXPIRE', index, ttl + slack)
+    end
   end
 end
 return 1

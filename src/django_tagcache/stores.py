@@ -1,0 +1,65 @@
+"""One :class:`~django_tagcache.store.TagStore` per cache alias and process, built from settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+from django.core.cache import caches
+
+from . import namespaces, staleness
+from .backends import is_cluster, raw_client
+from .breaker import CircuitBreaker
+from .cluster_store import ClusterTagStore
+from .conf import conf
+from .scripts import ScriptRunner
+from .store import KeyScheme, StoreOptions, TagStore
+
+# A store holds its alias' client, loaded-script state and circuit breaker. Rebuilt when CACHES
+# or TAGCACHE change (see apps.py); reset_stores() empties the map.
+_stores: dict[str, TagStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(alias: str | None = None) -> TagStore:
+    """The :class:`~django_tagcache.store.TagStore` of a cache alias (default: ``TAGCACHE['CACHE']``)."""
+    alias = alias or conf.CACHE
+    store = _stores.get(alias)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(alias)
+            if store is None:
+                store = _stores[alias] = _build_store(alias)
+    return store
+
+
+def _build_store(alias: str) -> TagStore:
+    client = raw_client(alias)
+    options = StoreOptions(
+        key_prefix=conf.KEY_PREFIX,
+        chunk_size=conf.CHUNK_SIZE,
+        generation_ttl_ms=conf.GENERATION_TTL * 1000,
+        prune_per_write=conf.PRUNE_PER_WRITE,
+        tombstone_ttl_ms=conf.TOMBSTONE_TTL * 1000,
+        retry=conf.RETRY,
+    )
+    mode = cast("Any", conf.SCRIPT_MODE)
+    make_key = caches[alias].make_key
+    store: TagStore
+    if is_cluster(client):
+        # Scripts there may touch one slot each: the same promises, kept in several steps.
+        store = ClusterTagStore(client, make_key=make_key, options=options, mode=mode)
+    else:
+        store = TagStore(client, make_key=make_key, options=options, scripts=ScriptRunner(client, mode))
+    breaker = conf.CIRCUIT_BREAKER
+    store.breaker = CircuitBreaker(alias, failures=breaker.failures, reset_timeout=breaker.reset_timeout)
+    store.keys = KeyScheme(make_key, options.key_prefix, namespace=namespaces.current)
+    if store.standalone:
+        store.staleness = staleness.budget_ms  # soft purges rename entries: one server only
+    return store
+
+
+def reset_stores() -> None:
+    """Forget every store; the next call builds them again from the current settings."""
+    with _stores_lock:
+        _stores.clear()

@@ -103,3 +103,69 @@ def test_xfetch_recomputes_before_expiry(tc: TagCache, settings: Any) -> None:
     assert TagCache(tc._alias).get_or_set("k", compute, timeout=3600, tags=["t"]) == 1
     assert metrics.snapshot()["early_recomputes"] == 1
     assert tc.get("k") == 1
+
+
+def fragment_stampede(alias: str, callers: int, render_seconds: float) -> int:
+    """``callers`` threads render one cold fragment at once; returns how often its body ran."""
+    from django_tagcache.fragments import render_fragment
+
+    rendered = []
+    barrier = threading.Barrier(callers)
+    results: list[str] = []
+
+    def body() -> str:
+        rendered.append(1)
+        time.sleep(render_seconds)
+        return "<p>sidebar</p>"
+
+    def caller() -> None:
+        barrier.wait()
+        results.append(render_fragment(alias=alias, key="frag", timeout=60, tags=lambda: ("menu",), render=body))
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["<p>sidebar</p>"] * callers
+    return len(rendered)
+
+
+def test_a_cold_fragment_is_rendered_once(alias: str, settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "STAMPEDE": {"WAIT": 10.0}}
+    assert fragment_stampede(alias, callers=20, render_seconds=0.2) == 1
+
+
+def test_without_the_lock_every_caller_renders_the_fragment(alias: str, settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "STAMPEDE": {"LOCK_TTL": 0}}
+    assert fragment_stampede(alias, callers=10, render_seconds=0.2) > 1
+
+
+def test_a_soft_purged_fragment_is_served_stale_while_one_caller_renders(tc: TagCache, settings: Any) -> None:
+    from django_tagcache.fragments import render_fragment
+
+    if not tc.store.standalone:
+        pytest.skip("soft purges need a single server")
+    settings.TAGCACHE = {**settings.TAGCACHE, "STALENESS": {"TAGS": {"promo": "best_effort"}}}
+    alias = tc._alias or "default"
+
+    def fragment(text: str, started: threading.Event | None = None) -> str:
+        def body() -> str:
+            if started is not None:
+                started.set()
+                time.sleep(0.3)
+            return text
+
+        return render_fragment(alias=alias, key="banner", timeout=60, tags=lambda: ("promo:1",), render=body)
+
+    assert fragment("old") == "old"
+    TagCache(alias).invalidate_tags("promo:1")
+    rendering = threading.Event()
+    first = threading.Thread(target=fragment, args=("new", rendering))
+    first.start()
+    rendering.wait(5)
+    # While the first caller renders the new text, another request gets the stale copy at once.
+    assert fragment("never rendered") == "old"
+    first.join()
+    assert metrics.snapshot()["stale_served"] == 1
+    assert fragment("again") == "new"

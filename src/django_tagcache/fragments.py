@@ -10,6 +10,7 @@ from . import bubbling, metrics
 from .api import _ttl_ms, get_store
 from .rendering import Scope, fail_open, read_entry, write_entry
 from .retry import RETRYABLE
+from .singleflight import release, single_flight, wait_for
 from .tags import normalize_tags
 
 
@@ -67,11 +68,20 @@ def render_fragment(
         _delete(alias, entry)
         return text
     scope = Scope(alias)
-    scope.begin(own)
-    with scope.entered():
-        text = render()
-    # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
-    write_entry(alias, entry, "".join([text]), ttl, scope)
+    scope.begin(own)  # the tokens are read now, before any data the fragment shows
+    owner = single_flight(alias, entry)
+    if owner is None:  # another caller is rendering it: serve theirs if it comes in time
+        served = wait_for(alias, entry)
+        if served is not None:
+            return str(served)
+        owner = ""
+    try:
+        with scope.entered():
+            text = render()
+        # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
+        write_entry(alias, entry, "".join([text]), ttl, scope)
+    finally:
+        release(alias, entry, owner)
     return text
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import bubbling, metrics
+from . import bubbling, metrics, recompute
 from .api import get_store
 from .conf import conf
 from .retry import RETRYABLE
@@ -156,9 +156,9 @@ def served_stale(tags: Iterable[str]) -> None:
 
 
 def fail_open(what: str, exc: Exception) -> None:
-    """Count and log a Redis failure that the caller survives by rendering without the cache."""
-    metrics.incr("failures")
-    logger.warning("django-tagcache: %s failed, Redis unreachable (%s); rendering uncached.", what, exc)
+    """Count and log a Redis failure that the caller survives by rendering without the cache
+    (not logged while the circuit breaker refuses calls: it said so once already)."""
+    recompute.fail_open(what, exc)
 
 
 def read_entry(alias: str, entry: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:

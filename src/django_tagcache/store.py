@@ -152,6 +152,10 @@ class TagStore:
         in one script call."""
         return self.write(entry, payload, ttl_ms, tags, expected, owner)
 
+    def lock(self, entry: str, owner: str, lock_ttl_ms: int) -> bool:
+        """Take the recompute lock of ``entry`` for ``owner`` unless someone holds it (a plain SET NX)."""
+        return bool(self._call(lambda: self.client.set(entry + ":lock", owner, nx=True, px=lock_ttl_ms)))
+
     def unlock(self, entry: str, owner: str) -> None:
         """Release a recompute lock this caller holds (after a failed compute)."""
         self._call(lambda: self.scripts("unlock", [entry + ":lock"], [owner]))

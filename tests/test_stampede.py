@@ -120,7 +120,9 @@ def fragment_stampede(alias: str, callers: int, render_seconds: float) -> int:
 
     def caller() -> None:
         barrier.wait()
-        results.append(render_fragment(alias=alias, key="frag", timeout=60, tags=lambda: ("menu",), render=body))
+        results.append(
+            render_fragment(alias=alias, key="frag", timeout=60, tags=lambda: ("menu",), render=body)
+        )
 
     threads = [threading.Thread(target=caller) for _ in range(callers)]
     for thread in threads:

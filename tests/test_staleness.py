@@ -112,3 +112,25 @@ def test_bad_staleness_settings_are_refused(settings: Any, bad: dict[str, Any]) 
     settings.TAGCACHE = {"STALENESS": bad}
     with pytest.raises(ImproperlyConfigured):
         conf.STALENESS  # noqa: B018
+
+
+def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, raw: redis.Redis) -> None:
+    """The stale copy is fine to show within its budget, but never to bake into a cached fragment."""
+    from django_tagcache.fragments import render_fragment
+
+    if not soft(tc, raw):
+        pytest.skip("soft purges need a single server")
+    alias = tc._alias or "default"
+    tc.get_or_set("price", lambda: "old", tags=["promo:summer"])
+    tc.invalidate_tags("promo:summer")
+    # Another caller is refreshing the price right now: it holds the lock.
+    assert tc.store.lock(tc.store.keys.entry("price"), "someone else", 10_000)
+    text = render_fragment(
+        alias=alias,
+        key="price-box",
+        timeout=60,
+        tags=lambda: ("box",),
+        render=lambda: f"<b>{tc.get_or_set('price', lambda: 'new', tags=['promo:summer'])}</b>",
+    )
+    assert text == "<b>old</b>"
+    assert raw.exists(tc.store.keys.entry("price-box")) == 0

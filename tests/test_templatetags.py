@@ -333,8 +333,10 @@ def test_a_fragment_miss_reads_generations_once_and_writes_once(alias: str) -> N
     TagCache(alias).store.scripts.load()
     with count() as tally:
         render('{% tagcache 600 "f" tags="a b c" %}x{% endtagcache %}', alias)
-    assert tally.round_trips == 3  # GET, generations of a b c, the checked write
+    # GET, generations of a b c, the single-flight lock, the checked write (which releases it).
+    assert tally.round_trips == 4
     assert tally.commands[0] == "GET"
+    assert tally.commands[2] == "SET"
 
 
 def test_nested_misses_read_each_tag_once(alias: str) -> None:
@@ -342,8 +344,8 @@ def test_nested_misses_read_each_tag_once(alias: str) -> None:
     TagCache(alias).store.scripts.load()
     with count() as tally:
         render(NESTED, alias, counter=Count())
-    # Per fragment: GET, one generation read (its own tag), one write.
-    assert tally.round_trips == 9
+    # Per fragment: GET, one generation read (its own tag), the lock, one write.
+    assert tally.round_trips == 12
 
 
 # --- Jinja2 ------------------------------------------------------------------------------------

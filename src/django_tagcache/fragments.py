@@ -78,10 +78,11 @@ def render_fragment(
     try:
         with scope.entered():
             text = render()
-        # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
-        write_entry(alias, entry, "".join([text]), ttl, scope)
-    finally:
+    except BaseException:
         release(alias, entry, owner)
+        raise
+    # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
+    write_entry(alias, entry, "".join([text]), ttl, scope, owner)  # the write releases the lock
     return text
 
 

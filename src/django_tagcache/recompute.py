@@ -98,6 +98,9 @@ def get_or_compute(
             return current  # someone else is already recomputing early
         if miss.stale is not None:
             metrics.incr("stale_served")  # within the tag's staleness budget, while one caller refreshes
+            from .rendering import served_stale  # rendering imports this module
+
+            served_stale(tag_list)  # a fragment or page rendering now may not be stored
             return serialization.loads(miss.stale)[0]
         waited = _wait_for(store, entry, stampede.wait, stampede.poll)
         if waited is not MISSING:

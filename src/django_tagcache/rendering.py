@@ -22,6 +22,7 @@ per cache alias (generations live in that alias' Redis).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 from collections.abc import Iterable, Iterator
@@ -155,6 +156,12 @@ def served_stale(tags: Iterable[str]) -> None:
     bubbling.note_tags(tags)
 
 
+def _release(store: Any, entry: str, owner: str) -> None:
+    if owner:
+        with contextlib.suppress(*RETRYABLE):  # else the lock expires on its own
+            store.unlock(entry, owner)
+
+
 def fail_open(what: str, exc: Exception) -> None:
     """Count and log a Redis failure that the caller survives by rendering without the cache
     (not logged while the circuit breaker refuses calls: it said so once already)."""
@@ -183,28 +190,33 @@ def read_entry(alias: str, entry: str) -> tuple[Any, tuple[str, ...], tuple[str,
     return value, tags, tokens
 
 
-def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope) -> bool:
+def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope, owner: str = "") -> bool:
     """Store a rendered value under the scope's tags, checked against the scope's tokens; True if stored.
 
     The payload carries the tags and tokens, so the entry can vouch for them when it is served
     inside another scope. A refused write is counted, never raised; so is a write that fails
-    because Redis is unreachable.
+    because Redis is unreachable. ``owner`` is the single-flight lock this render holds: it is
+    released by the write itself, or here when nothing is written.
     """
     tags, expected = scope.expected()
+    store = get_store(alias)
     if scope.tokens.unavailable:
+        _release(store, entry, owner)
         return False
     if expected is None:
         metrics.incr("refused_writes")
         scope.tokens.heal()
+        _release(store, entry, owner)
         return False
     payload = pickle.dumps((value, tags, tuple(expected)), pickle.HIGHEST_PROTOCOL)
     if len(payload) > conf.MAX_ENTRY_SIZE:
         metrics.incr("oversized")
         logger.warning("django-tagcache: not caching %r: %d bytes, over MAX_ENTRY_SIZE.", entry, len(payload))
+        _release(store, entry, owner)
         return False
-    store = get_store(alias)
     try:
-        stored = store.write(entry, payload, ttl_ms, tags, expected)
+        # Releases the lock in the same call (one script call on a single server).
+        stored = store.finish_miss(entry, payload, ttl_ms, tags, expected, owner)
     except RETRYABLE as exc:
         fail_open("write", exc)
         return False

@@ -95,14 +95,20 @@ class RedisServer:
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
         timeout: float = 10.0,
+        config_file: str | None = None,
     ) -> RedisServer:
-        """Start a server on 127.0.0.1 and wait until it answers PING."""
+        """Start a server on 127.0.0.1 and wait until it answers PING.
+
+        ``config_file`` comes first on the command line, where redis-server wants it (a sentinel
+        needs one it can write to).
+        """
         binary = binary or find_redis_server()
         workdir = tempfile.mkdtemp(prefix="tagcache-redis-")
         for _attempt in range(5):
             chosen = port or free_port()
             args = [
                 binary,
+                *([config_file] if config_file else []),
                 "--port", str(chosen),
                 "--bind", "127.0.0.1",
                 "--save", "",

@@ -10,10 +10,8 @@ round trip, measured here as an untagged save followed by a PING.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-from benchmarks._setup import redis_url, result
+from benchmarks._setup import paired, redis_url, result
 
 
 def configure(url: str) -> None:
@@ -46,18 +44,10 @@ def configure(url: str) -> None:
     call_command("migrate", run_syncdb=True, verbosity=0)
 
 
-def per_save(rounds: int, save: object) -> float:
-    assert callable(save)
-    started = time.perf_counter()
-    for _ in range(rounds):
-        save()
-    return (time.perf_counter() - started) / rounds * 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=21)
     args = parser.parse_args()
     with redis_url() as url:
         configure(url)
@@ -84,28 +74,25 @@ def main() -> None:
             plain.save()
             client.ping()
 
-        tagged, untagged, bar = [], [], []
-        for _ in range(args.repeat):
-            untagged.append(per_save(args.rounds, plain.save))
-            bar.append(per_save(args.rounds, plain_save_and_ping))
-            tagged.append(per_save(args.rounds, product.save))
+        # Paired runs: each ratio compares back-to-back measurements of both sides.
+        t, b, ratio = paired(product.save, plain_save_and_ping, rounds=args.rounds, repeat=args.repeat)
+        _, u, _ = paired(product.save, plain.save, rounds=args.rounds, repeat=max(3, args.repeat // 3))
         with count() as batch_trips, transaction.atomic():
             for i in range(1000):
                 Product.objects.create(name=str(i), category=category)
 
-        t, u, b = statistics.median(tagged), statistics.median(untagged), statistics.median(bar)
         rows = [
             ("save() of an untagged model, autocommit", f"{u:8.1f}us", "", plain_trips.round_trips),
             ("untagged save() + one PING (the bar)", f"{b:8.1f}us", "1.00", plain_trips.round_trips + 1),
-            ("save() of a tagged model, autocommit", f"{t:8.1f}us", f"{t / b:.2f}", tagged_trips.round_trips),
+            ("save() of a tagged model, autocommit", f"{t:8.1f}us", f"{ratio:.2f}", tagged_trips.round_trips),
             ("1,000 creates in one atomic() block", "", "", batch_trips.round_trips),
         ]
         print(f"{'row':46} {'median':>10} {'vs bar':>7} {'Redis round trips':>18}")
-        for label, median, ratio, trips in rows:
-            print(f"{label:46} {median:>10} {ratio:>7} {trips:>18}")
+        for label, median, shown, trips in rows:
+            print(f"{label:46} {median:>10} {shown:>7} {trips:>18}")
         overhead = (t - u) / (b - u)
         print(f"time overhead: {overhead:.2f} round trips (one round trip = bar - untagged save)")
-        result("save(), tagged vs untagged + one PING (autocommit)", t, b, t / b, "1 RT")
+        result("save(), tagged vs untagged + one PING (autocommit)", t, b, ratio, "1 RT")
         result(
             "save(), tagged: Redis round trips added", float(tagged_trips.round_trips), None, None, "<= 1", ""
         )

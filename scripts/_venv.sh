@@ -36,7 +36,7 @@ venv_bootstrap() {
     stamp=$VENV_DIR/.installed-$name
     digest=$(cd "$REPO_ROOT" && { echo "$wanted"; cat pyproject.toml requirements/*.txt; } | sha256sum)
     if [[ ! -f $stamp || $(cat "$stamp") != "$digest" ]]; then
-        echo "==> installing the project and $* into .venv"
+        echo "==> installing the project and $* into ${VENV_DIR#"$REPO_ROOT"/}"
         local args=() req
         for req in "$@"; do
             args+=(-r "$REPO_ROOT/$req")

@@ -25,16 +25,47 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-def configure_django(url: str, **tagcache: object) -> None:
+SHOP_APPS = ("django.contrib.auth", "django.contrib.contenttypes", "tests.testapp")
+
+
+def configure_django(
+    url: str,
+    *,
+    apps: tuple[str, ...] = (),
+    database: str | None = None,
+    counting: bool = False,
+    cache_options: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
+    tagcache: dict[str, object] | None = None,
+) -> None:
+    """Configure Django for one benchmark process: django-redis at ``url``, this app, and ``apps``.
+
+    ``database`` (an SQLite path, or ":memory:") adds a database and creates the tables;
+    ``counting`` counts the commands sent (tests/counting.py); ``extra`` adds settings.
+    """
     import django
     from django.conf import settings
 
+    options = dict(cache_options or {})
+    if counting:
+        from tests.counting import CountingConnection
+
+        options["CONNECTION_POOL_KWARGS"] = {"connection_class": CountingConnection}
+    installed = [app for app in apps if app != "tests.testapp"] + ["django_tagcache"]
+    installed += ["tests.testapp"] if "tests.testapp" in apps else []
     settings.configure(
-        INSTALLED_APPS=["django_tagcache"],
-        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
-        TAGCACHE={"CACHE": "default", **tagcache},
+        INSTALLED_APPS=installed,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}} if database else {},
+        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, "OPTIONS": options}},
+        TAGCACHE={"CACHE": "default", **(tagcache or {})},
+        USE_TZ=True,
+        **(extra or {}),
     )
     django.setup()
+    if database:
+        from django.core.management import call_command
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
 
 
 def paired(

@@ -15,32 +15,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._setup import paired, redis_url, result
+from benchmarks._setup import SHOP_APPS, configure_django, paired, redis_url, result
 
 
 def configure(url: str) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "cacheops",
-            "django_tagcache",
-            "tests.testapp",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
-        TAGCACHE={"CACHE": "default"},
-        CACHEOPS_REDIS=url,
-        CACHEOPS={"shop.plainproduct": {"ops": "all", "timeout": 600}},
-        USE_TZ=True,
+    configure_django(
+        url,
+        apps=(*SHOP_APPS, "cacheops"),
+        database=":memory:",
+        extra={"CACHEOPS_REDIS": url, "CACHEOPS": {"shop.plainproduct": {"ops": "all", "timeout": 600}}},
     )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", run_syncdb=True, verbosity=0)
 
 
 def main() -> None:

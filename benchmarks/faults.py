@@ -14,11 +14,12 @@ import tempfile
 import threading
 import time
 
+from benchmarks._setup import SHOP_APPS, configure_django
 from tests.proxy import Proxy
 from tests.servers import RedisServer
 
 SOCKET_TIMEOUT = 0.25
-RESILIENCE = {
+RESILIENCE: dict[str, object] = {
     "RETRY": {"ATTEMPTS": 2, "INITIAL_BACKOFF": 0.01, "BUDGET": 0.5},
     "CIRCUIT_BREAKER": {"FAILURES": 3, "RESET_TIMEOUT": 1.0},
     "OUTBOX": True,
@@ -26,31 +27,13 @@ RESILIENCE = {
 
 
 def configure(url: str, database: str) -> None:
-    import django
-    from django.conf import settings
-
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_tagcache",
-            "tests.testapp",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database}},
-        CACHES={
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "OPTIONS": {"SOCKET_TIMEOUT": SOCKET_TIMEOUT, "SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT},
-            }
-        },
-        TAGCACHE={"CACHE": "default", **RESILIENCE},
-        USE_TZ=True,
+    configure_django(
+        url,
+        apps=SHOP_APPS,
+        database=database,
+        cache_options={"SOCKET_TIMEOUT": SOCKET_TIMEOUT, "SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT},
+        tagcache=RESILIENCE,
     )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", run_syncdb=True, verbosity=0)
 
 
 def hang(server: RedisServer) -> None:

@@ -12,36 +12,23 @@ on the machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
-from benchmarks._setup import redis_url
+from benchmarks._setup import configure_django, paired, redis_url, result
 
 BODY = "".join(f"<li>product {i}: <b>{i * 3} EUR</b></li>" for i in range(40))
 
 
 def configure(url: str) -> None:
-    import django
-    from django.conf import settings
-
-    from tests.counting import CountingConnection
-
-    settings.configure(
-        INSTALLED_APPS=["django_tagcache"],
-        CACHES={
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": CountingConnection}},
-            }
+    configure_django(
+        url,
+        counting=True,
+        extra={
+            "TEMPLATES": [{"BACKEND": "django.template.backends.django.DjangoTemplates"}],
+            "ALLOWED_HOSTS": ["testserver"],
         },
-        TAGCACHE={"CACHE": "default"},
-        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates"}],
-        ALLOWED_HOSTS=["testserver"],
-        USE_TZ=True,
     )
-    django.setup()
 
 
 def fragment_hits(using: str = "") -> tuple[Callable[[], object], Callable[[], object]]:
@@ -98,28 +85,15 @@ def commands(func: Callable[[], object]) -> list[str]:
 def compare(
     name: str, theirs: Callable[[], object], ours: Callable[[], object], rounds: int, repeat: int
 ) -> float:
-    """Median time per hit of each side, and the median of the per-run ratios.
-
-    Each run times the two sides back to back (in alternating order), so that a change in the
-    machine's load between runs affects both sides of a ratio alike.
-    """
-    times: dict[str, list[float]] = {"theirs": [], "ours": []}
-    ratios: list[float] = []
+    """Median time per hit of each side, and the median of the per-run ratios (see _setup.paired)."""
     for func in (theirs, ours):
         per_call_us(func, rounds)  # warm-up
-    for run in range(repeat):
-        order = [("theirs", theirs), ("ours", ours)]
-        sample = {side: per_call_us(func, rounds) for side, func in (order if run % 2 else order[::-1])}
-        for side, value in sample.items():
-            times[side].append(value)
-        ratios.append(sample["ours"] / sample["theirs"])
-    ratio = statistics.median(ratios)
+    ours_us, theirs_us, ratio = paired(ours, theirs, rounds=rounds, repeat=repeat)
     print(f"{name}")
-    print(
-        f"  Django   {statistics.median(times['theirs']):8.1f} us/hit   Redis: {' '.join(commands(theirs))}"
-    )
-    print(f"  tagcache {statistics.median(times['ours']):8.1f} us/hit   Redis: {' '.join(commands(ours))}")
+    print(f"  Django   {theirs_us:8.1f} us/hit   Redis: {' '.join(commands(theirs))}")
+    print(f"  tagcache {ours_us:8.1f} us/hit   Redis: {' '.join(commands(ours))}")
     print(f"  ratio    {ratio:8.3f}   (median of {repeat} paired runs; bar: <= 1.10)")
+    result(name, ours_us, theirs_us, ratio, "<= 1.10")
     return ratio
 
 

@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=4.0)  # longer than writing one cycle takes
     args = parser.parse_args()
     with redis_url() as url:
-        configure_django(url, TTL_JITTER=0.0)
+        configure_django(url, tagcache={"TTL_JITTER": 0.0})
         from django_tagcache import tagcache
 
         store = tagcache.store

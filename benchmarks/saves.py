@@ -11,37 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks._setup import paired, redis_url, result
+from benchmarks._setup import SHOP_APPS, configure_django, paired, redis_url, result
 
 
 def configure(url: str) -> None:
-    import django
-    from django.conf import settings
-
-    from tests.counting import CountingConnection
-
-    settings.configure(
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django_tagcache",
-            "tests.testapp",
-        ],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        CACHES={
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": CountingConnection}},
-            }
-        },
-        TAGCACHE={"CACHE": "default"},
-        USE_TZ=True,
-    )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", run_syncdb=True, verbosity=0)
+    configure_django(url, apps=SHOP_APPS, database=":memory:", counting=True)
 
 
 def main() -> None:

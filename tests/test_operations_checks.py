@@ -79,6 +79,7 @@ def test_the_policy_of_every_cluster_primary_is_checked(settings: Any, redis_clu
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db(databases=["default", "other"])  # Django 6.1's database checks query them
 def test_it_runs_with_the_database_checks_only(own: RedisServer) -> None:
     own.client().config_set("maxmemory-policy", "allkeys-lru")
     assert "django_tagcache.W002" not in [m.id for m in run_checks()]

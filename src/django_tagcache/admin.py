@@ -69,8 +69,11 @@ class PurgeCacheMixin(_ModelAdmin):
     def has_purge_cache_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm(PERMISSION))
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 says where the actions are shown (the change list or a change form) and
+        # warns about overrides without the argument; earlier versions do not pass it.
+        location = () if action_location is None else (action_location,)
+        actions = super().get_actions(request, *location)
         if (
             self.actions is None
             or IS_POPUP_VAR in request.GET
@@ -79,9 +82,11 @@ class PurgeCacheMixin(_ModelAdmin):
             or not self.has_purge_cache_permission(request)
         ):
             return actions
-        action = self.get_action(purge_cached_data)
+        action = self.get_action(purge_cached_data, *location)
         if action is not None:
-            actions[action[1]] = action
+            # Django 6.1 returns an Action with named attributes; earlier versions a tuple.
+            name = getattr(action, "name", None) or action[1]
+            actions[name] = action
         return actions
 
 

@@ -17,6 +17,7 @@ from django_tagcache import TagCache, cached
 from django_tagcache.api import get_store
 from django_tagcache.backends import is_cluster
 from django_tagcache.cluster_store import TOMBSTONE
+from django_tagcache.scripts import server_major_version
 from tests.cluster import cluster_server_calls, primaries_of
 from tests.counting import count, server_calls
 
@@ -36,11 +37,7 @@ def _server_calls(raw: redis.Redis) -> dict[str, int]:
 
 
 def _script_command(raw: redis.Redis) -> str:
-    return "fcall" if get_store_mode(raw) == "function" else "evalsha"
-
-
-def get_store_mode(raw: redis.Redis) -> str:
-    return "function" if int(str(raw.info("server")["redis_version"]).split(".")[0]) >= 7 else "eval"
+    return "fcall" if server_major_version(raw) >= 7 else "evalsha"
 
 
 def test_get_hit_is_one_get(warm: TagCache, raw: redis.Redis) -> None:

@@ -18,6 +18,7 @@ from .bubbling import note_tags
 from .conf import conf
 from .exceptions import TagCacheUnavailable
 from .namespaces import in_namespace
+from .protocol import text
 from .retry import RETRYABLE
 from .signals import tags_invalidated
 from .stores import get_store, reset_stores
@@ -55,9 +56,6 @@ def _ttl_ms(timeout: float | _Default | None) -> int | None:
     if timeout <= 0:
         return None
     return max(1, int(timeout * 1000))
-
-
-_serialize = serialization.dumps
 
 
 class TagCache:
@@ -120,7 +118,7 @@ class TagCache:
         if ttl is None:
             self.delete(key, version=version)
             return False
-        payload = _serialize(value)
+        payload = serialization.dumps(value)
         if len(payload) > conf.MAX_ENTRY_SIZE:
             raise ValueError(
                 f"Value for {key!r} is {len(payload)} bytes serialized; TAGCACHE['MAX_ENTRY_SIZE'] is "
@@ -160,16 +158,17 @@ class TagCache:
         key: str,
         default: Any,
         timeout: float | _Default | None,
-        tags: Callable[[], object],
+        tags: Callable[[], tuple[str, ...]],
         version: int | None,
     ) -> Any:
+        """``tags`` returns normalized tags; it is called only on a miss."""
         store = self.store
         return recompute.get_or_compute(
             store,
             store.keys.entry(key, version),
             lambda: default() if callable(default) else default,
             _ttl_ms(timeout),
-            lambda: normalize_tags(tags()),
+            tags,
         )
 
     def delete(self, key: str, version: int | None = None) -> bool:
@@ -206,7 +205,7 @@ class TagCache:
         try:
             for tag in tag_list:
                 for key in store.client.scan_iter(match=store.keys.tag_pattern(tag), count=1000):
-                    name = _NAMESPACE_IN_KEY.search(key.decode() if isinstance(key, bytes) else str(key))
+                    name = _NAMESPACE_IN_KEY.search(text(key))
                     if name:
                         found.add(name.group(1))
         except RETRYABLE as exc:

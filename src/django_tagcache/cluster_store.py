@@ -29,6 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cluster_scripts import ClusterScriptRunner
+from .protocol import text
 from .store import MakeKey, Miss, StoreOptions, TagStore, new_token, new_tokens
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ class Drain:
     drains: str
     replaced: str
     members: list[bytes] | None
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ClusterTagStore(TagStore):
@@ -173,10 +170,10 @@ class ClusterTagStore(TagStore):
             return None
         seen: dict[str, str] = {}
         for group, reply in zip(groups.values(), replies, strict=True):
-            seen.update(zip(group, map(_text, reply[2:]), strict=True))
+            seen.update(zip(group, map(text, reply[2:]), strict=True))
         # The entry expires when its earliest index member does: pruning never drops the member
         # of an entry that is still alive.
-        expire_at = 0 if ttl_ms == 0 else int(min(float(_text(reply[1])) for reply in replies))
+        expire_at = 0 if ttl_ms == 0 else int(min(float(text(reply[1])) for reply in replies))
         return Indexed(seen, expire_at)
 
     def write_entry(
@@ -209,7 +206,7 @@ class ClusterTagStore(TagStore):
         now = self._call(
             lambda: self._raise_first(self.runner.send([(self.runner.slot(k), ("GET", k)) for k in keys]))
         )
-        if [None if token is None else _text(token) for token in now] == list(indexed.seen.values()):
+        if [None if token is None else text(token) for token in now] == list(indexed.seen.values()):
             return True
         self._call(lambda: self.client.delete(entry))
         return False
@@ -246,7 +243,7 @@ class ClusterTagStore(TagStore):
         replies = self._call(lambda: self.runner.run_commands(commands))
         found: dict[str, str] = {}
         for group, reply in zip(groups.values(), replies[: len(groups)], strict=True):
-            found.update(zip(group, map(_text, reply), strict=True))
+            found.update(zip(group, map(text, reply), strict=True))
         payload = replies[len(groups)]
         if payload is not None and payload.startswith(TOMBSTONE):
             payload = None
@@ -294,7 +291,7 @@ class ClusterTagStore(TagStore):
         replies = self._call(lambda: self.runner.run(calls))
         found: dict[str, str] = {}
         for group, reply in zip(groups.values(), replies, strict=True):
-            found.update(zip(group, map(_text, reply), strict=True))
+            found.update(zip(group, map(text, reply), strict=True))
         return [found[tag] for tag in tags]
 
     def invalidate(self, tags: Sequence[str]) -> int:
@@ -329,9 +326,9 @@ class ClusterTagStore(TagStore):
         drains: dict[str, Drain] = {}
         for reply in replies:
             for aside, drains_key, replaced, members in reply:
-                name = _text(aside)
+                name = text(aside)
                 if name not in drains or members is not None:
-                    drains[name] = Drain(name, _text(drains_key), _text(replaced), members)
+                    drains[name] = Drain(name, text(drains_key), text(replaced), members)
         return list(drains.values())
 
     def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
@@ -341,7 +338,7 @@ class ClusterTagStore(TagStore):
         """
         slot = self.runner.slot(pending_set)
         replaced = self._call(lambda: self.runner.execute(slot, "HGET", pending_set, aside))
-        return self.finish([Drain(aside, pending_set, "*" if replaced is None else _text(replaced), None)])
+        return self.finish([Drain(aside, pending_set, "*" if replaced is None else text(replaced), None)])
 
     def finish(self, drains: Sequence[Drain]) -> int:
         """Tombstone and acknowledge the members of ``drains`` chunk by chunk; returns entries removed."""
@@ -356,7 +353,7 @@ class ClusterTagStore(TagStore):
             groups: dict[tuple[int, str], list[str]] = defaultdict(list)
             for d in active:
                 for member in d.members or ():
-                    key = _text(member)
+                    key = text(member)
                     groups[(self.runner.slot(key), d.replaced)].append(key)
             calls = [
                 ("cluster_tombstone", keys[i : i + chunk], [replaced, self.options.tombstone_ttl_ms])

@@ -71,13 +71,16 @@ class CachedFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tags = self._tags
+        resolved: list[tuple[str, ...]] = []
 
-        def call_tags() -> object:
-            # On a hit, a tags callable is not called unless a page is collecting tags to bubble up.
-            return tags(*args, **kwargs) if callable(tags) else tags
+        def call_tags() -> tuple[str, ...]:
+            # Called on a miss, or on a hit when a page is collecting tags to bubble up; at most once.
+            if not resolved:
+                resolved.append(normalize_tags(tags(*args, **kwargs) if callable(tags) else tags))
+            return resolved[0]
 
         if collecting():
-            note_tags(normalize_tags(call_tags()))
+            note_tags(call_tags())
 
         result: R = self._cache._get_or_compute(
             self.cache_key(*args, **kwargs),

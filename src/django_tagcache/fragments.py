@@ -8,7 +8,8 @@ from django.core.cache.utils import make_template_fragment_key
 
 from . import bubbling, metrics
 from .api import _ttl_ms, get_store
-from .rendering import Scope, fail_open, read_entry, write_entry
+from .recompute import fail_open
+from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
 from .singleflight import release, single_flight, wait_for
 from .tags import normalize_tags

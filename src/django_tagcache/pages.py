@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import metrics
 from .api import _ttl_ms, get_store
-from .rendering import Scope, fail_open, read_entry, write_entry
+from .recompute import fail_open
+from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
 
 if TYPE_CHECKING:

@@ -96,10 +96,14 @@ class Miss:
     stale: bytes | None = None  # the copy a soft purge kept, if any
 
 
+def text(value: Any) -> str:
+    """A reply element as text: clients without decode_responses return bytes."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def parse_miss(reply: Sequence[Any], owner: str) -> Miss:
-    tokens = [token.decode() if isinstance(token, bytes) else str(token) for token in reply[3:]]
     return Miss(
-        tokens=tokens,
+        tokens=[text(token) for token in reply[3:]],
         payload=reply[1] or None,
         owner=owner if int(reply[0]) == 1 else "",
         stale=reply[2] or None,
@@ -118,6 +122,6 @@ def plan_invalidate(
 def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:
     """(entries removed, [(renamed index, pending set), ...] still to drain)."""
     removed = int(reply[0])
-    rest = [item.decode() if isinstance(item, bytes) else str(item) for item in reply[1:]]
+    rest = [text(item) for item in reply[1:]]
     pending = sorted(set(zip(rest[0::2], rest[1::2], strict=True)))
     return removed, pending

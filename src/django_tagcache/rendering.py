@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import bubbling, metrics, recompute
+from . import bubbling, metrics
 from .api import get_store
 from .conf import conf
+from .recompute import fail_open
 from .retry import RETRYABLE
 
 logger = logging.getLogger("django_tagcache")
@@ -160,12 +161,6 @@ def _release(store: Any, entry: str, owner: str) -> None:
     if owner:
         with contextlib.suppress(*RETRYABLE):  # else the lock expires on its own
             store.unlock(entry, owner)
-
-
-def fail_open(what: str, exc: Exception) -> None:
-    """Count and log a Redis failure that the caller survives by rendering without the cache
-    (not logged while the circuit breaker refuses calls: it said so once already)."""
-    recompute.fail_open(what, exc)
 
 
 def read_entry(alias: str, entry: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:

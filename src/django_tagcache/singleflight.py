@@ -15,7 +15,8 @@ from . import metrics
 from .api import get_store
 from .conf import conf
 from .protocol import new_token
-from .rendering import fail_open, read_entry
+from .recompute import fail_open
+from .rendering import read_entry
 from .retry import RETRYABLE
 
 

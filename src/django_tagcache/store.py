@@ -34,6 +34,7 @@ from .protocol import (
     plan_invalidate,
     plan_miss,
     plan_write,
+    text,
 )
 from .retry import RETRYABLE, call_with_retry
 from .scripts import ScriptRunner
@@ -166,7 +167,7 @@ class TagStore:
             return []
         keys, args = plan_generations(self.keys, self.options, tags)
         reply = self._call(lambda: self.scripts("generations", keys, args))
-        return [token.decode() if isinstance(token, bytes) else str(token) for token in reply]
+        return [text(token) for token in reply]
 
     def delete(self, entry: str) -> bool:
         return bool(self._call(lambda: self.client.delete(entry)))

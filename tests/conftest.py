@@ -5,12 +5,14 @@ from typing import Any
 import pytest
 import redis
 
-from django_tagcache import TagCache, metrics
+from django_tagcache import TagCache, memory, metrics
 from django_tagcache.api import get_store, reset_stores
 from tests.cluster import _cluster_session, redis_cluster  # noqa: F401 - fixtures
 from tests.faults import faulty  # noqa: F401 - a fixture of the fault suite
+from tests.keyspace import Keys
 
-BACKENDS = ["default", "builtin", "redis62", "cluster"]
+# "locmem" is LocMemCache, served by the in-process store: the same behaviour tests run against it.
+BACKENDS = ["default", "builtin", "redis62", "cluster", "locmem"]
 
 
 def _backend_param(alias: str) -> Any:
@@ -30,6 +32,7 @@ def _clean_redis() -> None:
     for url in _servers():
         with redis.Redis.from_url(url) as client:
             client.flushdb()
+    memory.reset()
     reset_stores()
     metrics.reset()
 
@@ -53,6 +56,14 @@ def tc(alias: str) -> TagCache:
 
 
 @pytest.fixture
+def keys(alias: str) -> Keys:
+    """The store's keys, read alike on Redis and on the in-process store."""
+    return Keys(alias)
+
+
+@pytest.fixture
 def raw(alias: str) -> redis.Redis:
-    """The same raw client the store uses."""
+    """The same raw client the store uses (tests that read Redis' own keys; none on the in-process store)."""
+    if alias == "locmem":
+        pytest.skip("reads or writes Redis keys directly; the in-process store has no Redis")
     return get_store(alias).client

@@ -68,7 +68,10 @@ CACHES = {
             "CONNECTION_POOL_KWARGS": {"connection_class": _COUNTING},
         },
     },
-    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # LocMemCache: django-tagcache serves it from its in-process store.
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": "t4"},
+    # A backend django-tagcache does not support, for the tests of the errors that say so.
+    "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
     "redis62": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS62_URL or "redis://127.0.0.1:1",

@@ -34,6 +34,6 @@ def test_raw_client_is_the_backends_own(alias: str) -> None:
 def test_unsupported_backend_is_refused_clearly() -> None:
     from django.core.exceptions import ImproperlyConfigured
 
-    assert backend_kind(caches["locmem"]) is None
+    assert backend_kind(caches["dummy"]) is None
     with pytest.raises(ImproperlyConfigured, match="does not support"):
-        raw_client("locmem")
+        raw_client("dummy")

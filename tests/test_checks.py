@@ -103,7 +103,7 @@ def test_meta_option_is_accepted_on_any_model() -> None:
     [
         ({}, None, []),
         ({"CACHE": "missing"}, None, ["django_tagcache.E002"]),
-        ({"CACHE": "locmem"}, None, ["django_tagcache.E003"]),
+        ({"CACHE": "dummy"}, None, ["django_tagcache.E003"]),
         ({"CHUNK_SIZE": 0}, None, ["django_tagcache.E001"]),
         ({"RETRY": {"ATTEMPTS": 0}}, None, ["django_tagcache.E001"]),
         ({"SCRIPT_MODE": "lua"}, None, ["django_tagcache.E001"]),

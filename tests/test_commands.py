@@ -20,6 +20,7 @@ from django_tagcache import TagCache, metrics, pruning
 from django_tagcache.api import get_store
 from django_tagcache.models import PurgeRecord
 from django_tagcache.scripts import SCRIPT_NAMES, source
+from tests import keyspace
 from tests.testapp.models import Category, Product, Restaurant, Untagged
 
 pytestmark = pytest.mark.django_db
@@ -150,7 +151,7 @@ def test_invalidate_dry_run_changes_nothing(tc: TagCache, alias: str) -> None:
         (("bad tag",), "cannot hold whitespace"),
         (("x" * 300,), "the limit is 256"),
         (("red", "--cache", "nope"), "Unknown cache alias 'nope'"),
-        (("red", "--cache", "locmem"), "does not support"),
+        (("red", "--cache", "dummy"), "does not support"),
     ],
 )
 def test_invalidate_rejects_bad_input(args: tuple[str, ...], match: str) -> None:
@@ -197,6 +198,7 @@ def test_exit_codes_on_the_command_line() -> None:
 
 
 def test_inspect_lists_members_ttls_and_memory(tc: TagCache, alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     tc.set("k1", 1, tags=["t"], timeout=600)
     tc.set("gone", 1, tags=["t"], timeout=600)
     tc.delete("gone")  # the index keeps its member until it would have expired
@@ -226,6 +228,7 @@ def test_inspect_lists_members_ttls_and_memory(tc: TagCache, alias: str) -> None
 
 
 def test_inspect_a_tag_nothing_uses(alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     data = run_json("tagcache_inspect", "unused", "--cache", alias)
     assert (data["members"], data["generation"], data["index_memory_bytes"]) == (0, None, None)
     assert "(no index)" in run("tagcache_inspect", "unused", "--cache", alias)
@@ -282,6 +285,7 @@ def test_stats_counts_tags_and_entries_and_shows_the_counters(
 
 
 def test_stats_sample_extrapolates(tc: TagCache, alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     for n in range(50):
         tc.set(f"k{n}", n, tags=[f"t{n}"])
     stats = run_json("tagcache_stats", "--cache", alias, "--sample", "10")["redis"]
@@ -301,6 +305,7 @@ def test_stats_rejects_bad_input() -> None:
 
 
 def test_prune_removes_members_of_missing_entries(tc: TagCache, alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     tc.set("a1", 1, tags=["a", "b"])
     tc.set("a2", 2, tags=["a", "b"])
     tc.set("b1", 3, tags=["b"])
@@ -324,6 +329,7 @@ def test_prune_removes_members_of_missing_entries(tc: TagCache, alias: str) -> N
 
 
 def test_prune_removes_expired_members_in_bounded_steps(tc: TagCache, alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     tc.set("live", 1, tags=["c"])
     index = tc.store.keys.index("c")
     tc.store.client.zadd(index, {f"ghost{n}": 1000 + n for n in range(5)})  # expired in 1970
@@ -433,3 +439,17 @@ def test_commands_work_in_one_namespace() -> None:
     assert run_json("tagcache_invalidate", "red", "--namespace", "tenant1")["removed"] == 2
     assert tc.get("a") == 2  # the other namespace is untouched
     fails("tagcache_stats", "--namespace", "no spaces", match="Cache namespace 'no spaces' is invalid")
+
+
+@pytest.mark.parametrize(
+    "command", ["tagcache_inspect", "tagcache_stats", "tagcache_prune", "tagcache_scripts"]
+)
+def test_commands_that_read_redis_refuse_the_in_process_store_clearly(command: str) -> None:
+    args = ("t",) if command == "tagcache_inspect" else ()
+    fails(command, *args, "--cache", "locmem", match=f"in-process store.*{command} reads Redis")
+
+
+def test_invalidate_works_on_the_in_process_store() -> None:
+    TagCache("locmem").set("k", 1, tags=["t"])
+    assert "1 cache entry removed" in run("tagcache_invalidate", "t", "--cache", "locmem")
+    assert TagCache("locmem").get("k") is None

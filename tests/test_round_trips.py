@@ -18,6 +18,7 @@ from django_tagcache.api import get_store
 from django_tagcache.backends import is_cluster
 from django_tagcache.cluster_store import TOMBSTONE
 from django_tagcache.scripts import server_major_version
+from tests import keyspace
 from tests.cluster import cluster_server_calls, primaries_of
 from tests.counting import count, server_calls
 
@@ -25,6 +26,7 @@ from tests.counting import count, server_calls
 @pytest.fixture
 def warm(tc: TagCache) -> TagCache:
     """Open the connection and load the scripts, so that counts see only the call under test."""
+    keyspace.skip_in_process(tc._alias or "")
     tc.set("warmup", 1, tags=["warmup"])
     tc.get_or_set("warmup2", 1, tags=["warmup"])
     tc.invalidate_tags("warmup")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from django_tagcache import TagCache, metrics
 from django_tagcache.checks import check_tag_templates
 from django_tagcache.registry import registry
 from django_tagcache.staleness import budget_ms
+from tests.keyspace import Keys
 from tests.testapp.models import Label
 
 STALENESS = {"TAGS": {"promo": "best_effort", "promo:vip": "critical", "price": "important"}}
@@ -30,11 +30,11 @@ def test_budgets_follow_the_longest_prefix_then_models_then_the_default() -> Non
     assert budget_ms("category:1") == 0  # critical by default
 
 
-def soft(tc: TagCache, raw: redis.Redis) -> bool:
+def soft(tc: TagCache) -> bool:
     return tc.store.standalone  # a cluster deletes at once: renaming entries would cross slots
 
 
-def test_a_soft_purge_serves_the_old_value_while_one_caller_refreshes(tc: TagCache, raw: redis.Redis) -> None:
+def test_a_soft_purge_serves_the_old_value_while_one_caller_refreshes(tc: TagCache, keys: Keys) -> None:
     assert tc.get_or_set("banner", lambda: "old", tags=["promo:summer"]) == "old"
     assert tc.invalidate_tags("promo:summer") == 1
     assert tc.get("banner") is None  # plain reads never see stale data
@@ -46,49 +46,49 @@ def test_a_soft_purge_serves_the_old_value_while_one_caller_refreshes(tc: TagCac
         return "new"
 
     assert tc.get_or_set("banner", refresh, tags=["promo:summer"]) == "new"
-    if soft(tc, raw):
+    if soft(tc):
         assert seen_meanwhile == ["old"]
         assert metrics.snapshot()["stale_served"] == 1
     else:
         assert seen_meanwhile == ["computed twice"]
     assert tc.get("banner") == "new"
-    assert raw.exists(tc.store.keys.entry("banner") + ":stale") == 0  # the fresh value replaced it
+    assert keys.exists(tc.store.keys.entry("banner") + ":stale") == 0  # the fresh value replaced it
 
 
-def test_the_stale_copy_lives_no_longer_than_the_budget(tc: TagCache, raw: redis.Redis) -> None:
+def test_the_stale_copy_lives_no_longer_than_the_budget(tc: TagCache, keys: Keys) -> None:
     tc.get_or_set("a", lambda: 1, timeout=None, tags=["price:1"])
     tc.get_or_set("b", lambda: 1, timeout=5, tags=["price:1"])
     tc.invalidate_tags("price:1")
-    if not soft(tc, raw):
+    if not soft(tc):
         return
-    assert 0 < raw.pttl(tc.store.keys.entry("a") + ":stale") <= 30_000  # the budget
-    assert 0 < raw.pttl(tc.store.keys.entry("b") + ":stale") <= 5_000  # its own, shorter, life
+    assert 0 < keys.pttl(tc.store.keys.entry("a") + ":stale") <= 30_000  # the budget
+    assert 0 < keys.pttl(tc.store.keys.entry("b") + ":stale") <= 5_000  # its own, shorter, life
 
 
-def test_critical_tags_delete_at_once(tc: TagCache, raw: redis.Redis) -> None:
+def test_critical_tags_delete_at_once(tc: TagCache, keys: Keys) -> None:
     tc.get_or_set("k", lambda: "v", tags=["promo:vip:1"])
     tc.invalidate_tags("promo:vip:1")
-    assert raw.exists(tc.store.keys.entry("k") + ":stale") == 0
+    assert keys.exists(tc.store.keys.entry("k") + ":stale") == 0
     assert tc.get_or_set("k", lambda: "fresh", tags=["promo:vip:1"]) == "fresh"
 
 
-def test_a_hard_purge_also_removes_the_stale_copy(tc: TagCache, raw: redis.Redis) -> None:
+def test_a_hard_purge_also_removes_the_stale_copy(tc: TagCache, keys: Keys) -> None:
     tc.get_or_set("k", lambda: "v1", tags=["promo:summer", "category:1"])
     tc.invalidate_tags("promo:summer")  # soft: a stale copy remains
     tc.get_or_set("k", lambda: "v2", tags=["promo:summer", "category:1"])
     tc.invalidate_tags("promo:summer")  # soft again: v2 becomes the stale copy
     tc.invalidate_tags("category:1")  # critical: nothing of k may be served any more
-    assert raw.exists(tc.store.keys.entry("k") + ":stale") == 0
+    assert keys.exists(tc.store.keys.entry("k") + ":stale") == 0
 
 
-def test_soft_purges_of_big_tags_are_drained_softly(tc: TagCache, raw: redis.Redis, settings: Any) -> None:
+def test_soft_purges_of_big_tags_are_drained_softly(tc: TagCache, keys: Keys, settings: Any) -> None:
     settings.TAGCACHE = {**settings.TAGCACHE, "CHUNK_SIZE": 10}
     tc = TagCache(tc._alias)
     for i in range(35):
         tc.get_or_set(f"k{i}", lambda i=i: i, tags=["promo:big"])
     assert tc.invalidate_tags("promo:big") == 35
-    if soft(tc, raw):
-        assert all(raw.exists(tc.store.keys.entry(f"k{i}") + ":stale") for i in range(35))
+    if soft(tc):
+        assert all(keys.exists(tc.store.keys.entry(f"k{i}") + ":stale") for i in range(35))
 
 
 def test_unknown_staleness_class_on_a_model_is_a_check_error() -> None:
@@ -114,11 +114,11 @@ def test_bad_staleness_settings_are_refused(settings: Any, bad: dict[str, Any]) 
         conf.STALENESS  # noqa: B018
 
 
-def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, raw: redis.Redis) -> None:
+def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, keys: Keys) -> None:
     """The stale copy is fine to show within its budget, but never to bake into a cached fragment."""
     from django_tagcache.fragments import render_fragment
 
-    if not soft(tc, raw):
+    if not soft(tc):
         pytest.skip("soft purges need a single server")
     alias = tc._alias or "default"
     tc.get_or_set("price", lambda: "old", tags=["promo:summer"])
@@ -133,4 +133,4 @@ def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, raw: re
         render=lambda: f"<b>{tc.get_or_set('price', lambda: 'new', tags=['promo:summer'])}</b>",
     )
     assert text == "<b>old</b>"
-    assert raw.exists(tc.store.keys.entry("price-box")) == 0
+    assert keys.exists(tc.store.keys.entry("price-box")) == 0

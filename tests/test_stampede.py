@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-import redis
 
 from django_tagcache import TagCache, metrics
+from tests.keyspace import Keys
 
 
 def stampede(tc: TagCache, callers: int, compute_seconds: float) -> int:
@@ -55,36 +55,36 @@ def test_waiters_compute_themselves_after_the_bound(tc: TagCache, settings: Any)
     assert metrics.snapshot()["stampede_timeouts"] >= 1
 
 
-def test_a_failed_compute_releases_the_lock(tc: TagCache, raw: redis.Redis) -> None:
+def test_a_failed_compute_releases_the_lock(tc: TagCache, keys: Keys) -> None:
     def boom() -> str:
         raise RuntimeError("database down")
 
     with pytest.raises(RuntimeError):
         tc.get_or_set("k", boom, tags=["t"])
-    assert not list(raw.scan_iter(match="*:lock", count=100))
+    assert not keys.locks()
     started = time.monotonic()
     assert tc.get_or_set("k", lambda: "v", tags=["t"]) == "v"
     assert time.monotonic() - started < 60  # sanity: it did not wait for a lock left behind
 
 
-def test_the_lock_is_released_by_the_write(tc: TagCache, raw: redis.Redis) -> None:
+def test_the_lock_is_released_by_the_write(tc: TagCache, keys: Keys) -> None:
     tc.get_or_set("k", lambda: "v", tags=["t"])
     tc.get_or_set("untagged", lambda: "v")
-    assert not list(raw.scan_iter(match="*:lock", count=100))
+    assert not keys.locks()
 
 
-def test_ttl_jitter_shortens_computed_entries_only(tc: TagCache, raw: redis.Redis, settings: Any) -> None:
+def test_ttl_jitter_shortens_computed_entries_only(tc: TagCache, keys: Keys, settings: Any) -> None:
     settings.TAGCACHE = {"TTL_JITTER": 0.5}
     tc = TagCache(tc._alias)
     ttls = set()
     for i in range(20):
         tc.get_or_set(f"k{i}", i, timeout=100, tags=["t"])
-        ttl = raw.pttl(tc.store.keys.entry(f"k{i}"))
+        ttl = keys.pttl(tc.store.keys.entry(f"k{i}"))
         assert 50_000 <= ttl <= 100_000
         ttls.add(ttl // 1000)
     assert len(ttls) > 1
     tc.set("plain", 1, timeout=100, tags=["t"])
-    assert raw.pttl(tc.store.keys.entry("plain")) > 99_000
+    assert keys.pttl(tc.store.keys.entry("plain")) > 99_000
 
 
 def test_xfetch_recomputes_before_expiry(tc: TagCache, settings: Any) -> None:

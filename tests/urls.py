@@ -22,9 +22,10 @@ def _patterns(prefix: str, views: dict[str, Callable[..., Any]]) -> list[URLPatt
 
 # The admin, for tests/test_admin.py (the purge action and the purge page).
 urlpatterns: list[URLPattern | URLResolver] = [path("admin/", admin.site.urls)]
-# One set of views per Redis cache alias: the `alias` fixture runs the page tests on each backend.
+# One set of views per Redis or LocMem cache alias: the `alias` fixture runs the page tests on each backend.
 for _alias, _config in settings.CACHES.items():
-    if "redis" not in str(_config["BACKEND"]).lower():  # type: ignore[index]  # django-stubs: dict[str, object]
+    _backend = str(_config["BACKEND"]).lower()  # type: ignore[index]  # django-stubs: dict[str, object]
+    if "redis" not in _backend and "locmem" not in _backend:
         continue
     urlpatterns += _patterns(f"{_alias}/", decorated_views(_alias))
     urlpatterns += _patterns(f"site/{_alias}/", undecorated_views(_alias))

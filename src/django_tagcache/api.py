@@ -17,6 +17,7 @@ from . import metrics, recompute, serialization
 from .bubbling import note_tags
 from .conf import conf
 from .exceptions import TagCacheUnavailable
+from .memory import MemoryStore
 from .namespaces import in_namespace
 from .protocol import text
 from .retry import RETRYABLE
@@ -204,7 +205,13 @@ class TagCache:
         found: set[str | None] = {None}
         try:
             for tag in tag_list:
-                for key in store.client.scan_iter(match=store.keys.tag_pattern(tag), count=1000):
+                pattern = store.keys.tag_pattern(tag)
+                keys = (
+                    store.scan_indexes(pattern)
+                    if isinstance(store, MemoryStore)
+                    else store.client.scan_iter(match=pattern, count=1000)
+                )
+                for key in keys:
                     name = _NAMESPACE_IN_KEY.search(text(key))
                     if name:
                         found.add(name.group(1))

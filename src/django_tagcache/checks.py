@@ -9,6 +9,7 @@ from django.core.cache import caches
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from . import deploy_checks
 from .backends import SUPPORTED, backend_kind
 from .conf import DEFAULTS, conf
 
@@ -22,6 +23,8 @@ def register_checks() -> None:
     # Asks Redis, so it runs where database checks run: `manage.py check --database default`, migrate.
     register(check_eviction_policy, Tags.database)
     register(check_admin_order, Tags.admin)
+    register(deploy_checks.check_in_process_store, Tags.caches)
+    register(deploy_checks.check_socket_timeouts, Tags.caches)
 
 
 def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -110,8 +113,8 @@ def check_eviction_policy(
         alias = conf.CACHE
     except ImproperlyConfigured:
         return []  # E001 says why
-    if alias not in settings.CACHES or backend_kind(caches[alias]) is None:
-        return []  # E002 / E003
+    if alias not in settings.CACHES or backend_kind(caches[alias]) in (None, "locmem"):
+        return []  # E002 / E003, or the in-process store: no Redis to ask
     try:
         client = raw_client(alias)
         # A cluster answers per node: ask every primary, each may be configured differently.

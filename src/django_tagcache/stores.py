@@ -7,13 +7,13 @@ from typing import Any, cast
 
 from django.core.cache import caches
 
-from . import namespaces, staleness
-from .backends import is_cluster, raw_client
+from . import memory, namespaces, staleness
+from .backends import backend_kind, is_cluster, raw_client
 from .breaker import CircuitBreaker
 from .cluster_store import ClusterTagStore
 from .conf import conf
 from .scripts import ScriptRunner
-from .store import KeyScheme, StoreOptions, TagStore
+from .store import KeyScheme, MakeKey, StoreOptions, TagStore
 
 # A store holds its alias' client, loaded-script state and circuit breaker. Rebuilt when CACHES
 # or TAGCACHE change (see apps.py); reset_stores() empties the map.
@@ -34,7 +34,6 @@ def get_store(alias: str | None = None) -> TagStore:
 
 
 def _build_store(alias: str) -> TagStore:
-    client = raw_client(alias)
     options = StoreOptions(
         key_prefix=conf.KEY_PREFIX,
         chunk_size=conf.CHUNK_SIZE,
@@ -43,8 +42,11 @@ def _build_store(alias: str) -> TagStore:
         tombstone_ttl_ms=conf.TOMBSTONE_TTL * 1000,
         retry=conf.RETRY,
     )
-    mode = cast("Any", conf.SCRIPT_MODE)
     make_key = caches[alias].make_key
+    if backend_kind(caches[alias]) == "locmem":
+        return _memory_store(alias, make_key, options)
+    client = raw_client(alias)
+    mode = cast("Any", conf.SCRIPT_MODE)
     store: TagStore
     if is_cluster(client):
         # Scripts there may touch one slot each: the same promises, kept in several steps.
@@ -56,6 +58,15 @@ def _build_store(alias: str) -> TagStore:
     store.keys = KeyScheme(make_key, options.key_prefix, namespace=namespaces.current)
     if store.standalone:
         store.staleness = staleness.budget_ms  # soft purges rename entries: one server only
+    return store
+
+
+def _memory_store(alias: str, make_key: MakeKey, options: StoreOptions) -> TagStore:
+    """LocMemCache: the in-process store, with this alias' data (kept when the store is rebuilt)."""
+    store = memory.MemoryStore(
+        memory.state_for(alias), make_key=make_key, options=options, namespace=namespaces.current
+    )
+    store.staleness = staleness.budget_ms
     return store
 
 

@@ -2,7 +2,8 @@
 
 Supported: ``django_redis.cache.RedisCache`` (default and Sentinel clients, and Redis Cluster
 through :class:`django_tagcache.cluster.RedisClusterClient`) and Django's own
-``django.core.cache.backends.redis.RedisCache``.
+``django.core.cache.backends.redis.RedisCache``; and Django's ``LocMemCache``, which has no Redis
+client and is served by the in-process store (:mod:`django_tagcache.memory`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.exceptions import ImproperlyConfigured
 from redis.cluster import RedisCluster
 
@@ -19,11 +21,12 @@ if TYPE_CHECKING:
     import redis
     from django.core.cache.backends.base import BaseCache
 
-Kind = Literal["django_redis", "django"]
+Kind = Literal["django_redis", "django", "locmem"]
 
 SUPPORTED = (
     "django_redis.cache.RedisCache",
     "django.core.cache.backends.redis.RedisCache",
+    "django.core.cache.backends.locmem.LocMemCache (in-process, for tests and local development)",
 )
 
 
@@ -37,6 +40,8 @@ def backend_kind(cache: BaseCache) -> Kind | None:
         return "django_redis"
     if builtin.is_builtin(cache):
         return "django"
+    if isinstance(cache, LocMemCache):
+        return "locmem"  # served by the in-process store (django_tagcache.memory), not Redis
     return None
 
 
@@ -59,6 +64,11 @@ def raw_client(alias: str) -> redis.Redis:
         return client
     if kind == "django":
         return builtin.raw_client(cache)
+    if kind == "locmem":
+        raise ImproperlyConfigured(
+            f"Cache {alias!r} uses LocMemCache: django-tagcache serves it from its in-process store, "
+            "which has no Redis client."
+        )
     raise ImproperlyConfigured(
         f"Cache {alias!r} uses {type(cache).__module__}.{type(cache).__qualname__}, which django-tagcache "
         f"does not support; use one of: {', '.join(SUPPORTED)}."

@@ -46,6 +46,8 @@ class TagCacheCommand(BaseCommand):
 
     #: Whether the command has a ``--json`` switch.
     json_output = True
+    #: Whether the command reads Redis itself (keys, memory, scripts), which the in-process store has not.
+    needs_redis = False
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
@@ -93,10 +95,17 @@ class TagCacheCommand(BaseCommand):
             cache = caches[alias]
         except InvalidCacheBackendError as exc:
             raise CommandError(f"Cache {alias!r} cannot be loaded: {exc}") from exc
-        if backend_kind(cache) is None:
+        kind = backend_kind(cache)
+        if kind is None:
             raise CommandError(
                 f"Cache {alias!r} uses {type(cache).__module__}.{type(cache).__qualname__}, which "
                 f"django-tagcache does not support; use one of: {', '.join(SUPPORTED)}."
+            )
+        if kind == "locmem" and self.needs_redis:
+            raise CommandError(
+                f"Cache {alias!r} is LocMemCache, served by django-tagcache's in-process store, whose data "
+                f"lives inside each process: {self.__module__.rsplit('.', 1)[-1]} reads Redis and has "
+                "nothing to read here. Run it against a Redis cache alias (--cache)."
             )
 
     def store(self, alias: str) -> TagStore:

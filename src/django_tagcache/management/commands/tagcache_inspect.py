@@ -17,6 +17,7 @@ def _ms(value: int | None) -> str:
 
 
 class Command(TagCacheCommand):
+    needs_redis = True
     help = (
         "Show one tag: its index members (entry keys, expiry, whether each entry still exists), member "
         "count, generation token, the index's TTL and memory, and any interrupted invalidation left to drain."

@@ -35,6 +35,7 @@ class ProgressBar:
 
 
 class Command(TagCacheCommand):
+    needs_redis = True
     help = (
         "Remove tag index members whose entry expired or no longer exists, and finish interrupted "
         "invalidations. Scans in bounded steps; safe to run while the site is up."

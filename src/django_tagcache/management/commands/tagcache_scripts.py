@@ -21,6 +21,7 @@ def _version(info: dict[str, Any]) -> str:
 
 
 class Command(TagCacheCommand):
+    needs_redis = True
     help = (
         "Load the bundled Lua scripts (Redis 7 Functions library, or EVALSHA scripts) and verify that the "
         "server holds them. --check only verifies, and exits with status 4 if any is missing."

@@ -18,6 +18,7 @@ PROCESS_NOTE = (
 
 
 class Command(TagCacheCommand):
+    needs_redis = True
     help = (
         "Count tags and entries (SCAN over this app's keys, or --sample N keys and extrapolate), estimate "
         "index memory, and print this process's counters."

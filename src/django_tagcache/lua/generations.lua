@@ -10,11 +10,18 @@
 --
 -- Returns the tokens, in KEYS order.
 local ttl = ARGV[#KEYS + 1]
-local tokens = redis.call('MGET', unpack(KEYS))
-for i = 1, #KEYS do
-  if not tokens[i] then
-    tokens[i] = ARGV[i]
-    redis.call('SET', KEYS[i], ARGV[i], 'PX', ttl)
+local tokens = {}
+-- MGET in slices: Lua's unpack() fails past about 8,000 values.
+for first = 1, #KEYS, 1000 do
+  local last = math.min(first + 999, #KEYS)
+  local found = redis.call('MGET', unpack(KEYS, first, last))
+  for i = first, last do
+    local token = found[i - first + 1]
+    if not token then
+      token = ARGV[i]
+      redis.call('SET', KEYS[i], token, 'PX', ttl)
+    end
+    tokens[i] = token
   end
 end
 return tokens

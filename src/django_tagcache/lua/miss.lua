@@ -25,4 +25,9 @@ local locked = 0
 if ARGV[1] ~= '' and redis.call('SET', KEYS[1] .. ':lock', ARGV[1], 'NX', 'PX', ARGV[2]) then
   locked = 1
 end
-return {locked, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[1] .. ':stale'), unpack(tokens)}
+-- Appended one by one, not with unpack(): Lua's unpack() fails past about 8,000 values.
+local result = {locked, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[1] .. ':stale')}
+for i = 1, #tokens do
+  result[3 + i] = tokens[i]
+end
+return result

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from django.template import Context, Template
 
 from django_tagcache import TagCache
+from django_tagcache.store import TagStore
+from tests.counting import count
 
 # Lua's unpack() fails past about 8,000 values ("too many results to unpack").
 MANY = 10_000
@@ -32,3 +35,17 @@ def test_a_fragment_takes_any_number_of_tags(alias: str, settings: Any) -> None:
     assert template.render(Context({"tags": tags, "n": 2})) == "1"
     TagCache(alias).invalidate_tags(tags[0])
     assert template.render(Context({"tags": tags, "n": 3})) == "3"
+
+
+@pytest.mark.parametrize("alias", ["default"])
+def test_many_tags_are_invalidated_in_bounded_script_calls(tc: TagCache) -> None:
+    """Each script call handles at most TAGS_PER_CALL tags, so none runs long (SLOWLOG: ./scripts/bench)."""
+    tags = many_tags()
+    for tag in tags[::1000]:
+        tc.set(f"under {tag}", 1, tags=[tag])
+    with count() as tally:
+        removed = tc.invalidate_tags(*tags)
+    calls = sum(command in ("FCALL", "EVALSHA") for command in tally.commands)
+    assert calls == -(-MANY // TagStore.TAGS_PER_CALL) > 1
+    assert removed == 10
+    assert all(tc.get(f"under {tag}") is None for tag in tags[::1000])

@@ -184,10 +184,11 @@ class TagCache:
     def invalidate_tags(self, *tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
         """Delete every entry cached under any of ``tags``; returns the number of entries removed.
 
-        One script call for any number of tags (tags with more than ``CHUNK_SIZE`` entries are
-        then drained in further short calls). When it returns, no read sees an entry written
-        under those tags before the call. Raises :class:`TagCacheUnavailable` if Redis cannot be
-        reached within the retry budget: an invalidation is never silently dropped.
+        One script call for up to 500 tags, one per slice of 500 beyond (tags with more than
+        ``CHUNK_SIZE`` entries are then drained in further short calls). When it returns, no read
+        sees an entry written under those tags before the call. Raises
+        :class:`TagCacheUnavailable` if Redis cannot be reached within the retry budget: an
+        invalidation is never silently dropped.
 
         Only the current namespace is touched, unless ``all_namespaces`` (which needs ``source``,
         for the audit, and scans the keyspace for the namespaces that use the tags).

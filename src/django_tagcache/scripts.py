@@ -107,6 +107,32 @@ class ScriptRunner:
             self.load()
             return self._client.fcall(function_name(name), len(keys), *keys, *args)
 
+    def pipelined(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several calls of one script in one round trip; loads the script where missing."""
+        if self.mode == "function":
+            function = function_name(name)
+            for attempt in range(2):
+                pipe = self._client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.fcall(function, len(keys), *keys, *args)
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+                errors = [r for r in replies if isinstance(r, Exception)]
+                if attempt == 0 and any("function not found" in str(e).lower() for e in errors):
+                    self.load()  # nothing ran: every call of the pipeline was refused alike
+                    continue
+                if errors:
+                    raise errors[0]
+                break
+            return replies
+        # EVALSHA: redis-py's Script loads itself into a pipeline before it runs.
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(source(name))
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=list(keys), args=list(args), client=pipe)
+        return list(pipe.execute())
+
     def load(self) -> dict[str, str]:
         """Load every script into the server; returns name -> SHA1 or function name."""
         if self.mode == "function":

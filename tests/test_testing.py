@@ -92,3 +92,16 @@ def test_pytest_django_with_on_commit_callbacks(
     settings.TAGCACHE = {"CACHE": "locmem"}
     with assert_tags_invalidated(Category), django_capture_on_commit_callbacks(execute=True):
         Category.objects.create(name="c")
+
+
+@override_settings(TAGCACHE={"CACHE": "locmem"})
+class WritesBeforeTheCapture(TestCase):
+    """captureOnCommitCallbacks runs the callbacks registered inside its block; a write made earlier in
+    the same test must not keep the block's writes from being invalidated."""
+
+    def test_a_write_inside_the_block_after_one_before_it_is_invalidated(self) -> None:
+        reset_tagcache()
+        category = Category.objects.create(name="c")  # registers this transaction's commit hook
+        with capture_invalidations() as captured, self.captureOnCommitCallbacks(execute=True):
+            Product.objects.create(name="p", category=category)
+        assert {"shop.product", f"category:{category.pk}"} <= captured.tags

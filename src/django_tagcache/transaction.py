@@ -5,8 +5,9 @@ alias and sent in one call when the outermost block commits (``transaction.on_co
 rollback sends nothing.
 
 Savepoints: Django drops the on_commit callbacks registered inside a savepoint that rolls back.
-So one callback (a :class:`_Batch`) is registered per savepoint level that adds tags, and at
-commit the first batch to run sends the tags of every batch still alive, in one call. The state
+So the tags are kept per savepoint level (a :class:`_Batch`), each write registers a callback of
+its level (a :class:`_Hook`), and at commit the first hook to run sends the tags of every batch
+still alive, in one call. The state
 is per thread, like Django's connections.
 """
 
@@ -28,31 +29,56 @@ logger = logging.getLogger("django_tagcache")
 _local = threading.local()
 
 
-class _Batch:
-    """The on_commit callback of one savepoint level; the first to run flushes for all."""
+class _Hook:
+    """One on_commit callback per write, running its savepoint level's batch.
 
-    __slots__ = ("__qualname__", "done", "outbox", "tags", "using")
+    A batch is registered again with every write, not once, because Django's
+    ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered inside its
+    block: a test that wrote before the block must still see the block's writes invalidated.
+    The first hook to run flushes every live batch; the others find their batch done.
+    """
+
+    __slots__ = ("__qualname__", "batch")
+
+    def __init__(self, batch: _Batch) -> None:
+        self.batch = batch
+        # Django names a robust callback by its __qualname__ when logging an error it raised.
+        self.__qualname__ = "django_tagcache.transaction._Batch"
+
+    def __call__(self) -> None:
+        self.batch.run(self)
+
+
+def _batch_of(entry: Any) -> _Batch | None:
+    """The batch of a run_on_commit entry (savepoint ids, callback, robust), if it is one of ours."""
+    callback = entry[1]
+    return callback.batch if isinstance(callback, _Hook) else None
+
+
+class _Batch:
+    """The tags of one savepoint level; the first of its hooks to run flushes every live batch."""
+
+    __slots__ = ("done", "outbox", "tags", "using")
 
     def __init__(self, using: str) -> None:
         self.using = using
         self.tags: set[str] = set()
         self.done = False
         self.outbox = _recorder(using) if conf.OUTBOX else None
-        # Django names a robust callback by its __qualname__ when logging an error it raised.
-        self.__qualname__ = "django_tagcache.transaction._Batch"
 
-    def __call__(self) -> None:
+    def run(self, hook: _Hook) -> None:
         if self.done:
             return
         state = _state(self.using)
         batches = list(state.batches.values())
         remaining = state.callbacks
-        if remaining is not None and not any(entry[1] is self for entry in remaining):
-            # ``remaining`` is the list Django is running (this batch was popped from it): the
-            # batches still in it are exactly the live ones; any other was rolled back with its
-            # savepoint. Otherwise a savepoint rollback replaced the list after the last add, and
-            # every known batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
-            alive = {id(entry[1]) for entry in remaining}
+        if remaining is not None and not any(entry[1] is hook for entry in remaining):
+            # ``remaining`` is the list Django is running (this hook was popped from it): the
+            # batches with a hook still in it are exactly the live ones; any other was rolled back
+            # with its savepoint. Otherwise a savepoint rollback replaced the list after the last
+            # add, or a test's captureOnCommitCallbacks runs the hooks in place, and every known
+            # batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
+            alive = {id(_batch_of(entry)) for entry in remaining}
             batches = [b for b in batches if b is self or id(b) in alive]
         tags: set[str] = set()
         rows: list[int] = []
@@ -104,14 +130,14 @@ def add(tags: Iterable[str], using: str) -> None:
         # Django replaced its callback list since we last looked: the transaction committed or
         # rolled back, or a savepoint rolled back. Keep only the batches still registered.
         # Entries are (savepoint ids, callback, robust) tuples.
-        alive = {id(entry[1]) for entry in current}
+        alive = {id(_batch_of(entry)) for entry in current}
         state.batches = {sids: b for sids, b in state.batches.items() if id(b) in alive and not b.done}
         state.callbacks = current
     sids = tuple(connection.savepoint_ids)
     batch = state.batches.get(sids)
     if batch is None:
         batch = state.batches[sids] = _Batch(using)
-        transaction.on_commit(batch, using=using, robust=True)
+    transaction.on_commit(_Hook(batch), using=using, robust=True)  # one per write: see _Hook
     batch.tags.update(tags)
     if batch.outbox is not None:
         # Inside the transaction: the row commits, or rolls back, with the change itself.

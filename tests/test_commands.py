@@ -453,3 +453,15 @@ def test_invalidate_works_on_the_in_process_store() -> None:
     TagCache("locmem").set("k", 1, tags=["t"])
     assert "1 cache entry removed" in run("tagcache_invalidate", "t", "--cache", "locmem")
     assert TagCache("locmem").get("k") is None
+
+
+@pytest.mark.parametrize("label", ["nope", "shop", "a.b.c", ".product"])
+def test_a_model_label_without_its_app_gets_a_clear_message(label: str) -> None:
+    with pytest.raises(CommandError) as info:
+        run("tagcache_invalidate", "--model", label)
+    message = str(info.value)
+    assert "unpack" not in message
+    assert f"Unknown model {label!r}: give it as app_label.ModelName" in message
+    assert "Models with cache tags: " in message
+    assert "shop.Product" in message
+    assert info.value.returncode == 1

@@ -73,10 +73,17 @@ class Command(TagCacheCommand):
             raise CommandError(str(exc)) from exc
 
     def model_tags(self, label: str, raw_pks: list[str], all_tags: bool) -> list[str]:
+        app_label, dot, name = label.partition(".")
         try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError) as exc:
-            raise CommandError(f"Unknown model {label!r}: {exc}") from exc
+            if not (app_label and dot and name) or "." in name:
+                raise LookupError("give it as app_label.ModelName")
+            model = apps.get_model(app_label, name)
+        except LookupError as exc:
+            tagged = ", ".join(sorted(m._meta.label for m in apps.get_models() if registry.chain(m)))
+            reason = str(exc).rstrip(".")  # Django's LookupError messages end with one
+            raise CommandError(
+                f"Unknown model {label!r}: {reason}. Models with cache tags: {tagged or 'none'}."
+            ) from exc
         chain = registry.chain(model)
         if not chain:
             raise CommandError(

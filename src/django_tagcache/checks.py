@@ -28,8 +28,11 @@ def register_checks() -> None:
 
 
 def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E004: a tag template that cannot be rendered; E005: an unknown staleness class on a model."""
-    from .registry import registry
+    """E004: a tag template that cannot be rendered; E005: an unknown staleness class on a model;
+    E006: a misspelt Meta option."""
+    from django.apps import apps
+
+    from .registry import misspelt_options, registry
 
     messages: list[CheckMessage] = [
         Error(
@@ -39,6 +42,11 @@ def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
         )
         for config in registry.configs()
         for error in config.errors
+    ]
+    messages += [
+        Error(error, hint="Rename the Meta attribute.", id="django_tagcache.E006")
+        for model in apps.get_models()
+        for error in misspelt_options(model)
     ]
     try:
         classes = conf.STALENESS.classes

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_tagcache")
 META_OPTION = "cache_tags"
 META_OPTIONS = (META_OPTION, "cache_staleness")
+# Likely slips of the two options: accepted by ``class Meta`` too, so that the system check
+# django_tagcache.E006 can name the option meant, instead of Django's bare TypeError at import.
+MISSPELLINGS = {
+    "cache_tag": META_OPTION,
+    "cachetags": META_OPTION,
+    "cachetag": META_OPTION,
+    "cache_tag_templates": META_OPTION,
+    "cache_stalenes": "cache_staleness",
+    "cachestaleness": "cache_staleness",
+    "cache_stale": "cache_staleness",
+}
 _FORMATTER = string.Formatter()
 # Characters a rendered value may not carry into a tag: they are percent-encoded instead.
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f%]")
@@ -31,15 +42,27 @@ _SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 def enable_meta_option() -> None:
-    """Let ``class Meta`` accept ``cache_tags``.
+    """Let ``class Meta`` accept ``cache_tags`` and ``cache_staleness`` (and their usual misspellings).
 
-    Django rejects unknown Meta attributes when a model class is created, so the name must be
+    Django rejects unknown Meta attributes when a model class is created, so the names must be
     in ``django.db.models.options.DEFAULT_NAMES`` before any model module is imported. The app
-    config calls this when Django creates it, which is before models are imported.
+    config calls this when Django creates it, which is before models are imported. (Removing the
+    option from ``Meta`` before Django reads it would need a metaclass, so a base class on every
+    tagged model, which this app promises not to require.)
     """
-    missing = tuple(name for name in META_OPTIONS if name not in options.DEFAULT_NAMES)
+    missing = tuple(name for name in (*META_OPTIONS, *MISSPELLINGS) if name not in options.DEFAULT_NAMES)
     if missing:
         options.DEFAULT_NAMES = (*options.DEFAULT_NAMES, *missing)
+
+
+def misspelt_options(model: type[models.Model]) -> list[str]:
+    """What is wrong with the Meta options ``model`` declared under a misspelt name (check E006)."""
+    declared = model._meta.original_attrs
+    return [
+        f"{model._meta.label}: Meta.{name} is not an option of django-tagcache; did you mean {meant}?"
+        for name, meant in MISSPELLINGS.items()
+        if name in declared
+    ]
 
 
 class TemplateError(ValueError):
@@ -68,7 +91,12 @@ class TagTemplate:
             raise TemplateError(
                 f"{model._meta.label}: cache tag template {text!r} is malformed: {exc}."
             ) from exc
-        for _literal, name, _spec, _conversion in parsed:
+        for literal, name, _spec, _conversion in parsed:
+            if _SPACE.search(literal):
+                raise TemplateError(
+                    f"{model._meta.label}: cache tag template {text!r} has whitespace or a control character "
+                    "outside its fields, and tags cannot hold whitespace; use ':' or '-' to separate words."
+                )
             if name is None:
                 continue
             if name in relations:
@@ -104,7 +132,7 @@ class TagTemplate:
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             logger.error("django-tagcache: tag template %r cannot render %r: %s", self.text, safe, exc)
             return None
-        if _SPACE.search(tag):  # a non-string value whose text has spaces, or a literal in the template
+        if _SPACE.search(tag):  # a non-string value whose text has spaces (parse() refuses them in literals)
             tag = _SPACE.sub(lambda m: f"%{ord(m.group()):02X}", tag)
         if len(tag) > 200:  # keep far below MAX_TAG_LENGTH, deterministically
             tag = tag[:150] + "~" + hashlib.sha1(tag.encode(), usedforsecurity=False).hexdigest()[:16]

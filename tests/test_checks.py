@@ -116,3 +116,37 @@ def test_settings_checks(settings: Any, tagcache: dict[str, Any], caches: Any, e
     messages = check_settings()
     assert ids(messages) == expected
     assert all(isinstance(m, Error) for m in messages if str(m.id).startswith("django_tagcache.E"))
+
+
+_INF, _NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("tagcache", "words"),
+    [
+        ({"DEFAULT_TIMEOUT": _INF}, "DEFAULT_TIMEOUT"),
+        ({"DEFAULT_TIMEOUT": _NAN}, "DEFAULT_TIMEOUT"),
+        ({"DEFAULT_TIMEOUT": 1e300}, "DEFAULT_TIMEOUT"),
+        ({"STAMPEDE": {"LOCK_TTL": _INF}}, "LOCK_TTL"),
+        ({"STAMPEDE": {"WAIT": _NAN}}, "WAIT"),
+        ({"RETRY": {"BUDGET": _NAN}}, "BUDGET"),
+        ({"RETRY": {"INITIAL_BACKOFF": _INF}}, "INITIAL_BACKOFF"),
+        ({"CIRCUIT_BREAKER": {"RESET_TIMEOUT": _INF}}, "RESET_TIMEOUT"),
+        ({"XFETCH_BETA": _INF}, "XFETCH_BETA"),
+        ({"GENERATION_TTL": 10**20}, "GENERATION_TTL"),
+        ({"STALENESS": {"CLASSES": {"forever": _INF}}}, "forever"),
+        ({"STALENESS": {"CLASSES": {"odd": _NAN}}}, "odd"),
+        ({"STALENESS": {"CLASSES": ["critical", 0]}}, "CLASSES"),
+        ({"STALENESS": {"TAGS": ["label"]}}, "TAGS"),
+        ({"NAMESPACE": "tests.tenancy.no_such_callable"}, "NAMESPACE"),
+        ({"NAMESPACE": "no_such_module.tenant"}, "NAMESPACE"),
+        ({"NAMESPACE": "tests.tenancy.current_tenant"}, "NAMESPACE"),  # a ContextVar: not callable
+    ],
+)
+def test_a_setting_that_would_break_at_run_time_is_a_check_error(
+    settings: Any, tagcache: dict[str, Any], words: str
+) -> None:
+    settings.TAGCACHE = tagcache
+    messages = check_settings()
+    assert ids(messages) == ["django_tagcache.E001"]
+    assert words in messages[0].msg

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from . import deploy_checks
 from .backends import SUPPORTED, backend_kind
@@ -70,6 +71,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     try:
         for name in DEFAULTS:
             getattr(conf, name)
+        _namespace_callable()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="django_tagcache.E001")]
     messages += [
@@ -101,6 +103,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _namespace_callable() -> None:
+    """Import ``NAMESPACE`` now: a path that does not import would otherwise fail every request."""
+    path = conf.NAMESPACE
+    if path is None:
+        return
+    try:
+        found = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"TAGCACHE['NAMESPACE'] {path!r} cannot be imported: {exc}") from exc
+    if not callable(found):
+        raise ImproperlyConfigured(
+            f"TAGCACHE['NAMESPACE'] {path!r} is a {type(found).__name__}, not a callable returning the namespace."
+        )
 
 
 def check_eviction_policy(

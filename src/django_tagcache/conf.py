@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -80,6 +81,32 @@ class RetrySettings:
     budget: float
 
 
+#: The longest duration a setting may give, in seconds (about 68 years): every TTL, in
+#: milliseconds, stays an exact integer far below what Redis accepts.
+MAX_SECONDS: Final = 2**31 - 1
+
+
+def seconds(value: object, name: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite number of seconds within [minimum, MAX_SECONDS] (> minimum if strict).
+
+    inf, nan and numbers too large for a Redis TTL pass a plain ``< 0`` test and fail later, inside
+    a request or after a commit: they are refused here, where the system check sees them.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+        or value > MAX_SECONDS
+    ):
+        low = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ImproperlyConfigured(
+            f"{name} must be a finite number of seconds {low} and <= {MAX_SECONDS}, not {value!r}."
+        )
+    return float(value)
+
+
 class Settings:
     """Typed accessors over ``settings.TAGCACHE``; every key is optional."""
 
@@ -95,8 +122,10 @@ class Settings:
 
     def _int(self, name: str, minimum: int) -> int:
         value = self._get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ImproperlyConfigured(f"TAGCACHE[{name!r}] must be an integer >= {minimum}, not {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_SECONDS:
+            raise ImproperlyConfigured(
+                f"TAGCACHE[{name!r}] must be an integer >= {minimum} and <= {MAX_SECONDS}, not {value!r}."
+            )
         return value
 
     @property
@@ -109,11 +138,11 @@ class Settings:
     @property
     def DEFAULT_TIMEOUT(self) -> float | None:
         value = self._get("DEFAULT_TIMEOUT")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ImproperlyConfigured(
-                f"TAGCACHE['DEFAULT_TIMEOUT'] must be a number of seconds or None, not {value!r}."
-            )
-        return cast("float | None", value)
+        if value is None:
+            return None
+        # 0 or less means "do not store", as in Django: allowed, but finite.
+        seconds(value, "TAGCACHE['DEFAULT_TIMEOUT'] (or None)", minimum=-MAX_SECONDS)
+        return cast("float", value)
 
     @property
     def KEY_PREFIX(self) -> str:
@@ -170,12 +199,7 @@ class Settings:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ImproperlyConfigured("TAGCACHE['RETRY']['ATTEMPTS'] must be an integer >= 1.")
         for name in ("INITIAL_BACKOFF", "MAX_BACKOFF", "BUDGET"):
-            if (
-                isinstance(merged[name], bool)
-                or not isinstance(merged[name], (int, float))
-                or merged[name] < 0
-            ):
-                raise ImproperlyConfigured(f"TAGCACHE['RETRY'][{name!r}] must be a number of seconds >= 0.")
+            seconds(merged[name], f"TAGCACHE['RETRY'][{name!r}]")
         return RetrySettings(
             attempts=int(attempts),
             initial_backoff=float(merged["INITIAL_BACKOFF"]),
@@ -219,8 +243,7 @@ class Settings:
         failures, reset = merged["FAILURES"], merged["RESET_TIMEOUT"]
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
             raise ImproperlyConfigured("TAGCACHE['CIRCUIT_BREAKER']['FAILURES'] must be an integer >= 0.")
-        if isinstance(reset, bool) or not isinstance(reset, (int, float)) or reset <= 0:
-            raise ImproperlyConfigured("TAGCACHE['CIRCUIT_BREAKER']['RESET_TIMEOUT'] must be seconds > 0.")
+        seconds(reset, "TAGCACHE['CIRCUIT_BREAKER']['RESET_TIMEOUT']", strict=True)
         return BreakerSettings(failures=failures, reset_timeout=float(reset))
 
     @property
@@ -233,12 +256,7 @@ class Settings:
             )
         merged = {**STAMPEDE_DEFAULTS, **given}
         for name, value in merged.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ImproperlyConfigured(
-                    f"TAGCACHE['STAMPEDE'][{name!r}] must be a number of seconds >= 0."
-                )
-        if merged["POLL"] <= 0:
-            raise ImproperlyConfigured("TAGCACHE['STAMPEDE']['POLL'] must be > 0.")
+            seconds(value, f"TAGCACHE['STAMPEDE'][{name!r}]", strict=name == "POLL")
         return StampedeSettings(float(merged["LOCK_TTL"]), float(merged["WAIT"]), float(merged["POLL"]))
 
     @property
@@ -251,8 +269,8 @@ class Settings:
     @property
     def XFETCH_BETA(self) -> float:
         value = self._get("XFETCH_BETA")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ImproperlyConfigured(f"TAGCACHE['XFETCH_BETA'] must be a number >= 0, not {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ImproperlyConfigured(f"TAGCACHE['XFETCH_BETA'] must be a finite number >= 0, not {value!r}.")
         return float(value)
 
     def _bool(self, name: str) -> bool:
@@ -287,10 +305,14 @@ class Settings:
             raise ImproperlyConfigured(
                 f"TAGCACHE['STALENESS'] must be a dict with keys among CLASSES, TAGS, DEFAULT, not {given!r}."
             )
-        classes = {**STALENESS_CLASSES, **given.get("CLASSES", {})}
-        for name, seconds in classes.items():
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-                raise ImproperlyConfigured(f"Staleness class {name!r} must be a number of seconds >= 0.")
+        extra = given.get("CLASSES", {})
+        if not isinstance(extra, dict) or not all(isinstance(name, str) and name for name in extra):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['STALENESS']['CLASSES'] must map class names to seconds, not {extra!r}."
+            )
+        classes = {**STALENESS_CLASSES, **extra}
+        for name, budget in classes.items():
+            seconds(budget, f"Staleness class {name!r} in TAGCACHE['STALENESS']['CLASSES']")
         tags = given.get("TAGS", {})
         default = given.get("DEFAULT", "critical")
         if not isinstance(tags, dict) or not all(isinstance(p, str) and p for p in tags):

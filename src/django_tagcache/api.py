@@ -89,11 +89,12 @@ class TagCache:
         finally:
             # Timed, not traced: a GET is not worth a span on the hottest path.
             metrics.observe_duration("read", time.perf_counter() - started)
-        if raw is None:
+        loaded = None if raw is None else serialization.loads(raw)
+        if loaded is None:  # absent, or not readable (another format, foreign): a miss
             metrics.incr("misses")
             return _MISSING
         metrics.incr("hits")
-        return serialization.loads(raw)[0]
+        return loaded[0]
 
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         """The value cached under ``key``, or ``default``. One GET."""

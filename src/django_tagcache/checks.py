@@ -116,7 +116,8 @@ def _namespace_callable() -> None:
         raise ImproperlyConfigured(f"TAGCACHE['NAMESPACE'] {path!r} cannot be imported: {exc}") from exc
     if not callable(found):
         raise ImproperlyConfigured(
-            f"TAGCACHE['NAMESPACE'] {path!r} is a {type(found).__name__}, not a callable returning the namespace."
+            f"TAGCACHE['NAMESPACE'] {path!r} is a {type(found).__name__}, "
+            "not a callable returning the namespace."
         )
 
 

@@ -270,7 +270,9 @@ class Settings:
     def XFETCH_BETA(self) -> float:
         value = self._get("XFETCH_BETA")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise ImproperlyConfigured(f"TAGCACHE['XFETCH_BETA'] must be a finite number >= 0, not {value!r}.")
+            raise ImproperlyConfigured(
+                f"TAGCACHE['XFETCH_BETA'] must be a finite number >= 0, not {value!r}."
+            )
         return float(value)
 
     def _bool(self, name: str) -> bool:

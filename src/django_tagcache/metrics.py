@@ -31,6 +31,8 @@ COUNTERS = (
     "stampede_timeouts",
     "stale_served",
     "audit_failures",
+    "unreadable",
+    "unpicklable",
 )
 
 _lock = threading.Lock()

@@ -69,8 +69,9 @@ def get_or_compute(
     finally:
         metrics.observe_duration("read", time.monotonic() - started)
     current: Any = MISSING
-    if raw is not None:
-        value, delta, expiry = serialization.loads(raw)
+    loaded = None if raw is None else serialization.loads(raw)  # unreadable: a miss
+    if loaded is not None:
+        value, delta, expiry = loaded
         if not serialization.recompute_early(delta, expiry, conf.XFETCH_BETA):
             metrics.incr("hits")
             return value
@@ -90,18 +91,20 @@ def get_or_compute(
     except RETRYABLE as exc:
         fail_open("miss", exc)
         return compute() if current is MISSING else current
-    if miss.payload is not None and current is MISSING:
+    stored = None if miss.payload is None or current is not MISSING else serialization.loads(miss.payload)
+    if stored is not None:
         metrics.incr("hits")  # another caller stored it between our GET and the lock
-        return serialization.loads(miss.payload)[0]
+        return stored[0]
     if stampede.lock_ttl and not miss.owner:
         if current is not MISSING:
             return current  # someone else is already recomputing early
-        if miss.stale is not None:
+        stale = None if miss.stale is None else serialization.loads(miss.stale)
+        if stale is not None:
             metrics.incr("stale_served")  # within the tag's staleness budget, while one caller refreshes
             from .rendering import served_stale  # rendering imports this module
 
             served_stale(tag_list)  # a fragment or page rendering now may not be stored
-            return serialization.loads(miss.stale)[0]
+            return stale[0]
         waited = _wait_for(store, entry, stampede.wait, stampede.poll)
         if waited is not MISSING:
             return waited
@@ -119,9 +122,10 @@ def _wait_for(store: TagStore, entry: str, wait: float, poll: float) -> Any:
         except RETRYABLE as exc:
             fail_open("read", exc)
             return MISSING
-        if raw is not None:
+        waited = None if raw is None else serialization.loads(raw)
+        if waited is not None:
             metrics.incr("stampede_waits")
-            return serialization.loads(raw)[0]
+            return waited[0]
     return MISSING
 
 
@@ -144,14 +148,23 @@ def _compute_and_store(
         raise
     elapsed = time.monotonic() - started
     ttl = jittered(ttl_ms, conf.TTL_JITTER)
-    payload = (
-        serialization.dumps_timed(value, elapsed, ttl) if conf.XFETCH_BETA > 0 else serialization.dumps(value)
-    )
-    if len(payload) > conf.MAX_ENTRY_SIZE:
-        metrics.incr("oversized")
-        logger.warning(
-            "django-tagcache: not caching %s: %d bytes is over MAX_ENTRY_SIZE.", entry, len(payload)
+    try:
+        payload = (
+            serialization.dumps_timed(value, elapsed, ttl)
+            if conf.XFETCH_BETA > 0
+            else serialization.dumps(value)
         )
+    except serialization.Unpicklable as exc:
+        # Served, not stored; the lock is released so the next caller computes at once.
+        metrics.incr("unpicklable")
+        logger.warning("django-tagcache: not caching %s: %s", entry, exc)
+        payload = b""
+    if not payload or len(payload) > conf.MAX_ENTRY_SIZE:
+        if payload:
+            metrics.incr("oversized")
+            logger.warning(
+                "django-tagcache: not caching %s: %d bytes is over MAX_ENTRY_SIZE.", entry, len(payload)
+            )
         if owner:
             with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
                 store.unlock(entry, owner)

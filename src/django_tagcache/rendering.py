@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import bubbling, metrics
+from . import bubbling, metrics, serialization
 from .api import get_store
 from .conf import conf
 from .recompute import fail_open
@@ -170,14 +169,9 @@ def read_entry(alias: str, entry: str) -> tuple[Any, tuple[str, ...], tuple[str,
     fragment or page it is part of.
     """
     raw = get_store(alias).get(entry)
-    if raw is None:
-        return None
-    try:
-        loaded = pickle.loads(raw)
-    except pickle.UnpicklingError:
-        loaded = None
-    if not (isinstance(loaded, tuple) and len(loaded) == 3):
-        # Not written here (say, tagcache.set() on a fragment's key): a miss, rendered again.
+    # Not written here (say, tagcache.set() on a fragment's key, or another format): a miss.
+    loaded = None if raw is None else serialization.loads_rendered(raw)
+    if loaded is None:
         return None
     value, tags, tokens = loaded
     if tags and bubbling.collecting():
@@ -203,7 +197,13 @@ def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope, o
         scope.tokens.heal()
         _release(store, entry, owner)
         return False
-    payload = pickle.dumps((value, tags, tuple(expected)), pickle.HIGHEST_PROTOCOL)
+    try:
+        payload = serialization.dumps_rendered(value, tags, tuple(expected))
+    except serialization.Unpicklable as exc:
+        metrics.incr("unpicklable")
+        logger.warning("django-tagcache: not caching %r: %s", entry, exc)
+        _release(store, entry, owner)
+        return False
     if len(payload) > conf.MAX_ENTRY_SIZE:
         metrics.incr("oversized")
         logger.warning("django-tagcache: not caching %r: %d bytes, over MAX_ENTRY_SIZE.", entry, len(payload))

@@ -1,40 +1,110 @@
-"""Entry payloads: a pickled value, or the same behind a small header for early recomputation.
+"""Entry payloads: a format version, a kind, then a pickle; anything else reads as a miss.
 
-A plain payload is ``pickle.dumps(value)`` (it starts with pickle's protocol byte, 0x80). When
-early recomputation (XFetch) is on, the payload is ``b"X"``, the compute time and the expiry time
-(two big-endian doubles, seconds), then the pickle: what a reader needs to decide to recompute
-before the entry expires.
+Every payload starts with two bytes: :data:`FORMAT_VERSION`, then its kind:
+
+- ``p``: the pickle of a value (``tagcache.set``, ``get_or_set``, ``@cached``);
+- ``x``: the compute time and the expiry time (two big-endian doubles, seconds), then the pickle
+  of a value: what a reader needs to recompute early (XFetch);
+- ``r``: the pickle of ``(value, tags, tokens)``, a rendered fragment or page, whose tags and
+  generation tokens vouch for it when it is served inside another page.
+
+A payload of another version (written before a deploy that changed the format), of another kind,
+not written by this package, truncated, or whose pickle names a class that no longer exists is
+not an error: :func:`loads` returns None and the caller treats it as a miss, counted as
+``unreadable``. A deploy that changes the format bumps :data:`FORMAT_VERSION`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import random
 import struct
 import time
-from typing import Any
+from typing import Any, Final
 
+from . import metrics
+
+logger = logging.getLogger("django_tagcache")
+
+#: The first byte of every payload; entries of any other version are misses.
+FORMAT_VERSION: Final = 1
+_PLAIN: Final = bytes([FORMAT_VERSION]) + b"p"
+_TIMED: Final = bytes([FORMAT_VERSION]) + b"x"
+_RENDERED: Final = bytes([FORMAT_VERSION]) + b"r"
 _HEADER = struct.Struct(">dd")
-_MARK = b"X"
+
+
+class Unpicklable(TypeError):
+    """A value cannot be pickled: ``get_or_set`` serves it without storing it; ``set`` raises this."""
+
+
+def _pickle(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    # What pickle raises for a lock, a lambda, a generator, an open file...: not one class.
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+        raise Unpicklable(f"{type(value).__qualname__} cannot be pickled: {exc}") from exc
 
 
 def dumps(value: Any) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    """The payload of ``value``; raises :class:`Unpicklable` (a TypeError) if it cannot be pickled."""
+    return _PLAIN + _pickle(value)
 
 
 def dumps_timed(value: Any, compute_seconds: float, ttl_ms: int) -> bytes:
     """A payload carrying how long ``value`` took to compute and when it expires."""
     expiry = time.time() + ttl_ms / 1000 if ttl_ms else math.inf
-    return _MARK + _HEADER.pack(compute_seconds, expiry) + dumps(value)
+    return _TIMED + _HEADER.pack(compute_seconds, expiry) + _pickle(value)
 
 
-def loads(raw: bytes) -> tuple[Any, float, float]:
-    """(value, compute seconds, expiry) of a payload; plain payloads give (value, 0, inf)."""
-    if raw[:1] == _MARK:
-        delta, expiry = _HEADER.unpack_from(raw, 1)
-        return pickle.loads(raw[1 + _HEADER.size :]), delta, expiry
-    return pickle.loads(raw), 0.0, math.inf
+def dumps_rendered(value: Any, tags: tuple[str, ...], tokens: tuple[str, ...]) -> bytes:
+    """The payload of a rendered fragment or page, with the tags and tokens it was written under."""
+    return _RENDERED + _pickle((value, tags, tokens))
+
+
+def _unpickle(raw: bytes, start: int) -> tuple[bool, Any]:
+    try:
+        # A memoryview: no copy of the payload on the hot path.
+        return True, pickle.loads(memoryview(raw)[start:])
+    # Unpickling foreign or stale bytes raises almost anything (UnpicklingError, EOFError,
+    # AttributeError or ModuleNotFoundError for a class gone in a deploy, ValueError, ...).
+    except Exception as exc:
+        _unreadable(f"{type(exc).__name__}: {exc}")
+        return False, None
+
+
+def _unreadable(why: str) -> None:
+    metrics.incr("unreadable")
+    logger.debug("django-tagcache: an entry could not be read (%s); treated as a miss.", why)
+
+
+def loads(raw: bytes) -> tuple[Any, float, float] | None:
+    """(value, compute seconds, expiry) of a value payload, (value, 0, inf) if untimed; None if unreadable."""
+    head = raw[:2]
+    if head == _PLAIN:
+        ok, value = _unpickle(raw, 2)
+        return (value, 0.0, math.inf) if ok else None
+    if head == _TIMED and len(raw) >= 2 + _HEADER.size:
+        ok, value = _unpickle(raw, 2 + _HEADER.size)
+        if ok:
+            delta, expiry = _HEADER.unpack_from(raw, 2)
+            return value, delta, expiry
+        return None
+    _unreadable(f"not a value payload of format version {FORMAT_VERSION}")
+    return None
+
+
+def loads_rendered(raw: bytes) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:
+    """(value, tags, tokens) of a rendered payload; None if it is anything else."""
+    if raw[:2] == _RENDERED:
+        ok, loaded = _unpickle(raw, 2)
+        if ok and isinstance(loaded, tuple) and len(loaded) == 3:
+            return loaded  # a triple, as dumps_rendered() writes it
+    else:
+        _unreadable(f"not a rendered payload of format version {FORMAT_VERSION}")
+    return None
 
 
 def recompute_early(compute_seconds: float, expiry: float, beta: float) -> bool:

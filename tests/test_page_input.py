@@ -29,7 +29,7 @@ def _post_view() -> tuple[Any, list[str]]:
     return post, calls
 
 
-@pytest.mark.parametrize("slug", ["with space", "x" * 300, "tab\there", ""])
+@pytest.mark.parametrize("slug", ["with space", "x" * 300, "tab\there", "new\nline"])
 def test_a_tag_built_from_the_url_that_is_not_a_tag_serves_the_page_uncached(
     slug: str, caplog: pytest.LogCaptureFixture
 ) -> None:

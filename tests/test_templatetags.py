@@ -56,7 +56,7 @@ def test_vary_on_values_make_separate_entries(alias: str) -> None:
     assert counter.n == 2
 
 
-def test_the_key_is_djangos_fragment_key_and_quotes_do_not_count(alias: str) -> None:
+def test_the_key_is_fragment_key_and_quotes_do_not_count(alias: str) -> None:
     render('{% tagcache 600 "card" 7 %}x{% endtagcache %}', alias)
     assert render("{% tagcache 600 card 7 %}y{% endtagcache %}", alias) == "x"
     assert TagCache(alias).delete(fragment_key("card", [7]))

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import nodes
-from jinja2.exceptions import TemplateSyntaxError
+from jinja2 import Undefined, nodes
+from jinja2.exceptions import TemplateRuntimeError, TemplateSyntaxError
 from jinja2.ext import Extension
 from markupsafe import Markup
 
@@ -71,6 +71,11 @@ class TagCacheExtension(Extension):
     ) -> Markup:
         if timeout is not None:
             timeout = int(timeout)
+        for value in vary_on:
+            if isinstance(value, Undefined):
+                # Rendered as "", it would give every caller the entry of the first one.
+                name = value._undefined_name
+                raise TemplateRuntimeError(f"tagcache got an undefined vary-on value: {name!r}")
         text = render_fragment(
             alias=using or conf.CACHE,
             key=fragment_key(str(name), vary_on),

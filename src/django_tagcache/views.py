@@ -58,6 +58,7 @@ class _PageKey:
 
     def __init__(self, view: Callable[..., Any]) -> None:
         self.view = getattr(view, "__qualname__", repr(view))
+        self.warned = False  # whether a bad tag of this view was logged at WARNING already
 
     def __repr__(self) -> str:
         return f"<page of {self.view}>"
@@ -71,7 +72,14 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
         if not getattr(request, "_cache_update_cache", False):
             return None
         own = tags(request, *args, **kwargs) if callable(tags) else tags
-        page = pages(request)[page_key] = Page(alias or conf.CACHE, normalize_tags(own))
+        try:
+            own_tags = normalize_tags(own)
+        except (TypeError, ValueError) as exc:
+            # Tags built from the URL (a slug with a space, 300 characters): the page is
+            # served, uncached, rather than a 500 anyone can provoke.
+            _warn_once(page_key, exc)
+            return None
+        page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags)
         return page
 
     if iscoroutinefunction(view):
@@ -95,6 +103,19 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
         return _render_later_in_scope(page, response)
 
     return functools.wraps(view)(scoped)  # type: ignore[return-value]
+
+
+def _warn_once(page_key: _PageKey, exc: Exception) -> None:
+    """Log the first bad tag of a view at WARNING, later ones at DEBUG: input from the URL can repeat."""
+    level = logging.DEBUG if page_key.warned else logging.WARNING
+    page_key.warned = True
+    logger.log(
+        level,
+        "django-tagcache: %s: the tags= of its page gave a value that is not a valid tag (%s); "
+        "serving it uncached.",
+        page_key.view,
+        exc,
+    )
 
 
 def _render_later_in_scope(page: Page, response: HttpResponseBase) -> HttpResponseBase:

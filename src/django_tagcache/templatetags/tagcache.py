@@ -59,7 +59,7 @@ class TagCacheNode(Node):
                     f'"tagcache" tag got a non-integer timeout value: {expire_time!r}'
                 ) from exc
         alias = self._alias(context)
-        vary_on = [var.resolve(context) for var in self.vary_on]
+        vary_on = [self._resolve_strictly(var, context, "a vary-on value") for var in self.vary_on]
         text = render_fragment(
             alias=alias,
             key=fragment_key(self.fragment_name, vary_on),
@@ -86,21 +86,27 @@ class TagCacheNode(Node):
             raise TemplateSyntaxError(f"Invalid cache name for tagcache tag: {alias!r} ({exc})") from exc
         return alias
 
+    @staticmethod
+    def _resolve_strictly(expression: FilterExpression, context: Context, what: str) -> Any:
+        """The value of ``expression``; a variable that does not exist is an error, not ``""``.
+
+        Django's ``{% cache %}`` resolves a misspelt vary-on variable to ``""``, so that every
+        user shares one entry; a misspelt ``tags=`` would cache the fragment under no tags.
+        """
+        if not isinstance(expression.var, Variable):
+            return expression.resolve(context)  # a literal
+        try:
+            value = expression.var.resolve(context)
+        except VariableDoesNotExist as exc:
+            raise TemplateSyntaxError(
+                f'"tagcache" tag got an unknown variable in {what}: {expression.var.var!r}'
+            ) from exc
+        return expression.resolve(context) if expression.filters else value
+
     def _tags(self, context: Context) -> tuple[str, ...]:
         if self.tags is None:
             return ()
-        value: Any
-        if isinstance(self.tags.var, Variable) and not self.tags.filters:
-            # A misspelt variable would silently cache the fragment under no tags, so that
-            # nothing ever invalidates it: unlike a vary-on value, it is an error.
-            try:
-                value = self.tags.var.resolve(context)
-            except VariableDoesNotExist as exc:
-                raise TemplateSyntaxError(
-                    f'"tagcache" tag got an unknown variable in tags=: {self.tags.var.var!r}'
-                ) from exc
-        else:
-            value = self.tags.resolve(context)
+        value = self._resolve_strictly(self.tags, context, "tags=")
         try:
             return fragment_tags(value)
         except (TypeError, ValueError) as exc:

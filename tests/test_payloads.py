@@ -8,6 +8,7 @@ value that cannot be pickled is served uncached without keeping the recompute lo
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 from typing import Any
 
@@ -53,17 +54,14 @@ def test_a_foreign_payload_is_a_miss_for_get_and_get_or_set(tc: TagCache, kind: 
     assert metrics.snapshot()["unreadable"] >= 2
 
 
-def test_a_pickle_of_a_class_removed_by_a_deploy_is_a_miss(tc: TagCache, alias: str) -> None:
-    global _Gone  # removed by the test, as a deploy would
+def test_a_pickle_of_a_class_removed_by_a_deploy_is_a_miss(
+    tc: TagCache, alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = serialization.dumps(_Gone())
-    saved = _Gone
-    del _Gone
-    try:
-        _put(alias, "k", raw)
-        assert tc.get("k", "default") == "default"
-        assert tc.get_or_set("k", lambda: "fresh", timeout=60) == "fresh"
-    finally:
-        _Gone = saved
+    monkeypatch.delattr(sys.modules[__name__], "_Gone")  # what a deploy that deletes it does
+    _put(alias, "k", raw)
+    assert tc.get("k", "default") == "default"
+    assert tc.get_or_set("k", lambda: "fresh", timeout=60) == "fresh"
 
 
 @pytest.mark.parametrize("kind", list(FOREIGN))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db.models import Model
 from django.utils.functional import Promise
 
 from . import bubbling, metrics
 from .api import _ttl_ms, get_store
+from .conf import conf
 from .recompute import fail_open
 from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
@@ -57,6 +59,16 @@ def encode_vary_on(value: object) -> bytes:
         kind, text = "o", f"{type(value).__module__}.{type(value).__qualname__}:{value}"
     data = text.encode("utf-8", "surrogatepass")
     return f"{kind}{len(data)}:".encode() + data
+
+
+#: The alias Django's ``{% cache %}`` prefers when it has no ``using=``; so does ``{% tagcache %}``.
+FRAGMENTS_ALIAS = "template_fragments"
+
+
+def default_alias() -> str:
+    """Where a fragment without ``using=`` is cached: ``template_fragments`` if CACHES has it, as
+    Django's ``{% cache %}`` does, else ``TAGCACHE['CACHE']``."""
+    return FRAGMENTS_ALIAS if FRAGMENTS_ALIAS in settings.CACHES else conf.CACHE
 
 
 def fragment_tags(value: object) -> tuple[str, ...]:

@@ -19,8 +19,7 @@ from jinja2.exceptions import TemplateRuntimeError, TemplateSyntaxError
 from jinja2.ext import Extension
 from markupsafe import Markup
 
-from .conf import conf
-from .fragments import fragment_key, fragment_tags, render_fragment
+from .fragments import default_alias, fragment_key, fragment_tags, render_fragment
 
 if TYPE_CHECKING:
     from jinja2.parser import Parser
@@ -77,7 +76,7 @@ class TagCacheExtension(Extension):
                 name = value._undefined_name
                 raise TemplateRuntimeError(f"tagcache got an undefined vary-on value: {name!r}")
         text = render_fragment(
-            alias=using or conf.CACHE,
+            alias=using or default_alias(),
             key=fragment_key(str(name), vary_on),
             timeout=timeout,
             tags=lambda: fragment_tags(tags),

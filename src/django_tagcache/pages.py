@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
-from . import metrics
+from . import metrics, namespaces
 from .api import _ttl_ms, get_store
+from .namespaces import in_namespace
 from .recompute import fail_open
 from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
@@ -32,40 +33,76 @@ SITE: Final = "site"
 # Django's key of a page's header list. A page is one hit or one miss in the metrics: a hit reads
 # the header list and the page; a miss stops at either.
 _HEADER_LIST = "views.decorators.cache.cache_header."
+# Django's key of a page's response.
+_RESPONSE = "views.decorators.cache.cache_page."
+
+
+class _Current:
+    """The default namespace of a :class:`Page`: the one current when it is created."""
+
+
+CURRENT: Final = _Current()
 
 
 class Page:
-    """One page being rendered for the cache: its scope (tags and tokens) and whether it can be stored."""
+    """One page being rendered for the cache: its scope (tags and tokens) and whether it can be stored.
 
-    def __init__(self, alias: str, own_tags: tuple[str, ...]) -> None:
+    A page is stored in the namespace it was looked up in, ``namespace`` (default: the current
+    one, when the page is created at the lookup): an inner middleware that sets the tenant for
+    the request has reset it by the time the outer, updating middleware stores the page.
+    """
+
+    def __init__(
+        self, alias: str, own_tags: tuple[str, ...], namespace: str | _Current | None = CURRENT
+    ) -> None:
         self.alias = alias
+        self.namespace = namespaces.current() if isinstance(namespace, _Current) else namespace
         self.scope = Scope(alias)
-        self.scope.begin(own_tags)
+        with in_namespace(self.namespace):
+            self.scope.begin(own_tags)
         # False while part of the page (a TemplateResponse) is still to be rendered inside the scope.
         self.complete = True
+        # Why the page must not be stored, if it must not (see refuse()).
+        self.refused: str | None = None
+        # Whether the response itself (not only its header list) was stored.
+        self.stored = False
 
     def tags(self) -> tuple[str, ...]:
         return tuple(sorted(self.scope))
 
+    def refuse(self, why: str) -> None:
+        """Keep the page from being stored, for the reason ``why``."""
+        self.refused = why
+
     def write(self, key: str, version: int | None, value: Any, timeout: Any) -> None:
-        if not self.complete:
-            logger.debug("django-tagcache: %r rendered outside its page's scope; not cached.", key)
+        if not self.complete or self.refused:
+            logger.debug(
+                "django-tagcache: not caching %r: %s.",
+                key,
+                self.refused or "rendered outside its page's scope",
+            )
             return
-        store = get_store(self.alias)
-        entry = store.keys.entry(key, version)
-        ttl = _ttl_ms(timeout)
-        if ttl is None:
-            try:
-                store.delete(entry)
-            except RETRYABLE as exc:
-                fail_open("delete", exc)
-            return
-        write_entry(self.alias, entry, value, ttl, self.scope)
+        with in_namespace(self.namespace):
+            store = get_store(self.alias)
+            entry = store.keys.entry(key, version)
+            ttl = _ttl_ms(timeout)
+            if ttl is None:
+                try:
+                    store.delete(entry)
+                except RETRYABLE as exc:
+                    fail_open("delete", exc)
+                return
+            stored = write_entry(self.alias, entry, value, ttl, self.scope)
+        if key.startswith(_RESPONSE):
+            self.stored = stored
 
 
-def pages(request: HttpRequest) -> dict[object, Page]:
-    """The pages being rendered for the cache during ``request``, by middleware or decorated view."""
-    found: dict[object, Page] = request.__dict__.setdefault("_tagcache_pages", {})
+def pages(request: HttpRequest) -> dict[object, Page | None]:
+    """The pages being rendered for the cache during ``request``, by middleware or decorated view.
+
+    None: a page that must not be stored (its tags could not be built).
+    """
+    found: dict[object, Page | None] = request.__dict__.setdefault("_tagcache_pages", {})
     return found
 
 

@@ -13,7 +13,7 @@ from django.utils.decorators import decorator_from_middleware_with_args
 
 from .conf import conf
 from .middleware import TagCacheMiddleware
-from .pages import Page, pages
+from .pages import CURRENT, Page, pages
 from .tags import normalize_tags
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
         # The middleware's process_request() has just run: True means "miss, store it".
         if not getattr(request, "_cache_update_cache", False):
             return None
+        looked_up = pages(request).get(page_key)  # opened by the middleware's lookup
         own = tags(request, *args, **kwargs) if callable(tags) else tags
         try:
             own_tags = normalize_tags(own)
@@ -78,8 +79,10 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
             # Tags built from the URL (a slug with a space, 300 characters): the page is
             # served, uncached, rather than a 500 anyone can provoke.
             _warn_once(page_key, exc)
+            pages(request)[page_key] = None
             return None
-        page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags)
+        namespace = looked_up.namespace if looked_up is not None else CURRENT
+        page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags, namespace)
         return page
 
     if iscoroutinefunction(view):

@@ -18,8 +18,7 @@ from django.template.base import FilterExpression, Parser, Token, Variable
 from django.utils.safestring import SafeString, mark_safe
 
 from ..api import get_store
-from ..conf import conf
-from ..fragments import fragment_key, fragment_tags, render_fragment
+from ..fragments import FRAGMENTS_ALIAS, default_alias, fragment_key, fragment_tags, render_fragment
 
 register = Library()
 
@@ -71,13 +70,16 @@ class TagCacheNode(Node):
 
     def _alias(self, context: Context) -> str:
         if self.cache_name is None:
-            return conf.CACHE
-        try:
-            alias = self.cache_name.resolve(context)
-        except VariableDoesNotExist as exc:
-            raise TemplateSyntaxError(
-                f'"tagcache" tag got an unknown variable: {self.cache_name.var!r}'
-            ) from exc
+            alias: object = default_alias()
+            if alias != FRAGMENTS_ALIAS:
+                return str(alias)  # TAGCACHE['CACHE']: the system checks vouch for it
+        else:
+            try:
+                alias = self.cache_name.resolve(context)
+            except VariableDoesNotExist as exc:
+                raise TemplateSyntaxError(
+                    f'"tagcache" tag got an unknown variable: {self.cache_name.var!r}'
+                ) from exc
         try:
             if not isinstance(alias, str) or not alias:
                 raise InvalidCacheBackendError("not an alias")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,15 @@ class Faulty:
 
     def stop(self) -> None:
         self.server.stop()
+
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """The server stopped by SIGSTOP for the block: connections open, nothing answers."""
+        self.server.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.server.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.server = RedisServer.start(

@@ -1,4 +1,12 @@
-"""A TCP proxy on loopback that can cut every connection mid-flight: a real network fault."""
+"""A TCP proxy on loopback that cuts, delays or swallows traffic: real network faults.
+
+- :meth:`Proxy.cut` resets every open connection (and with ``refuse``, new ones at once);
+- ``delay`` holds each chunk that many seconds before forwarding it (a slow network);
+- ``blackhole`` accepts connections and data and forwards nothing (packets dropped on the way:
+  the client waits for its socket timeout);
+- ``sent`` counts chunks forwarded from clients to the server: with one command a chunk (no
+  pipelining), the number of commands that reached the server, a measure of retry attempts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 
 
 class Proxy:
@@ -21,6 +30,9 @@ class Proxy:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self.refusing = False
+        self.delay = 0.0
+        self.blackhole = False
+        self.sent = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -44,6 +56,7 @@ class Proxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        """Forward between the client ``a`` and the server ``b`` until either side closes."""
         peers = {a: b, b: a}
         try:
             while True:
@@ -52,6 +65,13 @@ class Proxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if self.blackhole:
+                        continue
+                    if self.delay:
+                        time.sleep(self.delay)
+                    if sock is a:
+                        with self._lock:
+                            self.sent += 1
                     peers[sock].sendall(data)
         except (OSError, ValueError):  # ValueError: select() on a socket cut() already closed
             return

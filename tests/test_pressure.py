@@ -1,0 +1,88 @@
+"""Redis under memory pressure: a full Redis (maxmemory + noeviction) is trouble like an outage.
+
+Reads fail open, invalidations reach the outbox (or raise TagCacheUnavailable where there is
+none), and a committed save never raises. The servers are the tests' own, filled for real.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.template import Context, Template
+from redis.exceptions import OutOfMemoryError
+
+from django_tagcache import TagCacheUnavailable, metrics
+from django_tagcache.outbox import PendingInvalidation
+from tests.faults import Faulty
+from tests.testapp.models import Category, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fill(server: Faulty) -> None:
+    """Fill the server with data, then cap maxmemory below what it holds, with noeviction.
+
+    Every write is then refused with OOM. (Capping right at the limit is not enough: a closed
+    connection frees its buffers, and the server has room again.)
+    """
+    with server.admin() as admin:
+        pipe = admin.pipeline(transaction=False)
+        for i in range(64):
+            pipe.set(f"filler:{i}", b"x" * 8192)
+        pipe.execute()
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used - 256 * 1024)
+        with pytest.raises(OutOfMemoryError):
+            admin.set("one-more", b"x")
+
+
+def relieve(server: Faulty) -> None:
+    server.admin().config_set("maxmemory", 0)
+
+
+def test_reads_and_writes_fail_open_when_redis_is_full(faulty: Faulty) -> None:
+    tc = faulty.tc
+    assert tc.set("hot", "v", tags=["t"]) is True
+    fill(faulty)
+    assert tc.get("hot") == "v"  # a full Redis still answers reads
+    assert tc.get_or_set("cold", lambda: "computed", tags=["t"]) == "computed"
+    assert tc.set("new", "v", tags=["t"]) is False
+    template = Template('{% load tagcache %}{% tagcache 60 "box" tags="t" %}box{% endtagcache %}')
+    assert template.render(Context({})) == "box"
+    assert metrics.snapshot()["failures"] >= 3
+
+
+def test_an_invalidation_refused_by_a_full_redis_is_never_dropped(faulty: Faulty) -> None:
+    tc = faulty.tc
+    tc.set("hot", "v", tags=["t"])
+    fill(faulty)
+    with pytest.raises(TagCacheUnavailable):
+        tc.invalidate_tags("t")
+
+
+def test_a_committed_save_never_raises_and_reaches_the_outbox(faulty: Faulty, settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "OUTBOX": True}
+    tc = faulty.tc
+    category = Category.objects.create(name="c")
+    tc.set("page", "old", tags=[f"category:{category.pk}"])
+    fill(faulty)
+    product = Product.objects.create(name="p", category=category)  # autocommit: must not raise
+    assert [f"category:{category.pk}" in row.tags for row in PendingInvalidation.objects.all()] == [True]
+    relieve(faulty)
+    assert faulty.tc.store.breaker is not None
+    faulty.tc.store.breaker.record_success()  # as the next successful call would
+    from django.core.management import call_command
+
+    call_command("tagcache_drain", verbosity=0)
+    assert PendingInvalidation.objects.count() == 0
+    assert tc.get("page") is None
+    assert Product.objects.get(pk=product.pk).name == "p"
+
+
+def test_a_committed_save_without_outbox_never_raises(faulty: Faulty) -> None:
+    category = Category.objects.create(name="c")
+    fill(faulty)
+    Product.objects.create(name="p", category=category)
+    assert metrics.snapshot()["lost_invalidations"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
 from .bubbling import add_tags, collect_tags
+from .budget import redis_budget
 from .decorators import cached
 from .exceptions import TagCacheError, TagCacheUnavailable
 from .orm import invalidate_model, invalidate_objects, register, tags_for
@@ -21,6 +22,7 @@ __all__ = [
     "invalidate_objects",
     "invalidate_tags",
     "normalize_tags",
+    "redis_budget",
     "register",
     "register_resolver",
     "tagcache",

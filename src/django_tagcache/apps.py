@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.core.signals import request_started, setting_changed
+from django.core.signals import request_finished, request_started, setting_changed
 from django.db import connections
 from django.db.backends.signals import connection_created
 
@@ -23,7 +23,7 @@ class TagCacheConfig(AppConfig):
         enable_meta_option()
 
     def ready(self) -> None:
-        from . import cdn, checks, orm, sqlwatch, tags
+        from . import budget, cdn, checks, orm, sqlwatch, tags
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
@@ -34,6 +34,9 @@ class TagCacheConfig(AppConfig):
         for connection in connections.all(initialized_only=True):
             sqlwatch.install(connection)
         request_started.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset")
+        # One Redis time budget per request, shared by every call the request makes.
+        request_started.connect(budget.on_request_started, dispatch_uid="django_tagcache.budget")
+        request_finished.connect(budget.on_request_finished, dispatch_uid="django_tagcache.budget")
         self._ready_operations()
 
     def _ready_operations(self) -> None:

@@ -36,7 +36,7 @@ from .protocol import (
     plan_write,
     text,
 )
-from .retry import RETRYABLE, call_with_retry
+from .retry import RETRYABLE, budget_for, call_with_retry, check_budget, client_attempt_timeout
 from .scripts import ScriptRunner
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class TagStore:
         self.keys = KeyScheme(make_key, options.key_prefix, namespace)
         self.scripts = scripts or ScriptRunner(client)
         self.breaker = breaker
+        self._attempt_timeout: float | None = None  # how long one attempt may take, read at first use
         # On one server, scripts derive a tag's keys from its base key and touch member keys; a
         # cluster allows neither (ClusterTagStore has its own steps, and no soft purges).
         self.standalone = not isinstance(client, RedisCluster)
@@ -93,12 +94,18 @@ class TagStore:
         self.staleness: Callable[[str], int] | None = None
 
     def _call(self, func: Callable[[], T]) -> T:
-        """Run one Redis call under the circuit breaker and the retry policy."""
+        """Run one Redis call under the time budget, the circuit breaker and the retry policy."""
+        policy = self.options.retry
+        budget = budget_for(policy)
+        if self._attempt_timeout is None:
+            self._attempt_timeout = client_attempt_timeout(self.client)
+        # Before the breaker: a call refused for want of budget must not hold the half-open probe.
+        check_budget(budget, self._attempt_timeout)
         breaker = self.breaker
         if breaker is not None:
             breaker.before_call()  # raises CircuitOpen (a connection error) while Redis is down
         try:
-            result = func() if self.options.retry is None else call_with_retry(self.options.retry, func)
+            result = call_with_retry(policy, func, attempt_timeout=self._attempt_timeout, budget=budget)
         except RETRYABLE:
             if breaker is not None:
                 breaker.record_failure()

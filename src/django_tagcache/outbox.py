@@ -104,12 +104,17 @@ def failed(ids: Iterable[int], tags: set[str], using: str, error: Exception) -> 
         logger.exception("django-tagcache: could not record %d tag(s) in the outbox", len(tags))
 
 
-def drain(using: str = "default", *, limit: int | None = None, cache: Any = None) -> tuple[int, int]:
-    """Replay pending rows, oldest first: (rows replayed, rows still failing). Safe to run concurrently."""
+def drain(
+    using: str = "default", *, limit: int | None = None, cache: Any = None, only: dict[str, str] | None = None
+) -> tuple[int, int]:
+    """Replay pending rows, oldest first: (rows replayed, rows still failing). Safe to run concurrently.
+
+    ``only`` restricts the rows replayed (field lookups, e.g. ``{"namespace": "acme"}``).
+    """
     from .api import TagCache
 
     replayed = failing = 0
-    manager = PendingInvalidation.objects.using(using)
+    manager = PendingInvalidation.objects.using(using).filter(**(only or {}))
     while limit is None or replayed + failing < limit:
         with transaction.atomic(using=using):
             rows = manager.order_by("created", "pk")

@@ -1,8 +1,10 @@
 """What every ``tagcache_*`` command shares: ``--cache``, ``--json``, and the exit codes.
 
 Exit codes: 0 done; 1 bad input (unknown alias, model or primary key, malformed tag); 2 usage
-error (argparse: unknown option, missing argument); 3 Redis unreachable; 4 verification failed
-(``tagcache_scripts --check``).
+error (argparse: unknown option, missing argument); 3 Redis unreachable or refusing (an error
+reply such as ``NOPERM`` from an ACL user); 4 verification failed (``tagcache_scripts --check``).
+
+A command call is one unit of work: its Redis calls share one time budget (``RETRY['BUDGET']``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.management.base import BaseCommand, CommandError
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
 from ..api import get_store
 from ..backends import SUPPORTED, backend_kind
+from ..budget import redis_budget
 from ..conf import conf
 from ..exceptions import TagCacheUnavailable
 from ..namespaces import in_namespace
@@ -39,6 +42,21 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     ClusterDownError,
     RedisClusterException,
 )
+
+# What exits with status 3: the above, and an error reply (NOPERM from an ACL user, say).
+REDIS_FAILURES: tuple[type[Exception], ...] = (*UNREACHABLE, RedisError)
+
+
+def redis_failure(alias: str, exc: Exception) -> CommandError:
+    """The CommandError (exit status 3) for Redis being unreachable, or refusing with an error reply."""
+    if isinstance(exc, UNREACHABLE):
+        return CommandError(
+            f"Redis behind cache {alias!r} is unreachable: {exc}", returncode=EXIT_UNREACHABLE
+        )
+    return CommandError(
+        f"Redis behind cache {alias!r} refused the command: {type(exc).__name__}: {exc}",
+        returncode=EXIT_UNREACHABLE,
+    )
 
 
 class TagCacheCommand(BaseCommand):
@@ -76,12 +94,10 @@ class TagCacheCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         scope = in_namespace(namespace) if namespace else nullcontext()
         try:
-            with scope:
+            with scope, redis_budget():
                 self.run(alias, options)
-        except UNREACHABLE as exc:
-            raise CommandError(
-                f"Redis behind cache {alias!r} is unreachable: {exc}", returncode=EXIT_UNREACHABLE
-            ) from exc
+        except REDIS_FAILURES as exc:
+            raise redis_failure(alias, exc) from exc
 
     def run(self, alias: str, options: dict[str, Any]) -> None:
         raise NotImplementedError

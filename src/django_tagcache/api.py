@@ -79,9 +79,9 @@ class TagCache:
         recompute.fail_open(what, exc)
 
     def _read(self, key: str, version: int | None) -> Any:
-        store = self.store
         started = time.perf_counter()
         try:
+            store = self.store  # a cluster never reached raises here
             raw = store.get(store.keys.entry(key, version))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
@@ -126,8 +126,8 @@ class TagCache:
                 f"Value for {key!r} is {len(payload)} bytes serialized; TAGCACHE['MAX_ENTRY_SIZE'] is "
                 f"{conf.MAX_ENTRY_SIZE}."
             )
-        store = self.store
         try:
+            store = self.store
             entry = store.keys.entry(key, version)
             stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
         except RETRYABLE as exc:
@@ -164,7 +164,11 @@ class TagCache:
         version: int | None,
     ) -> Any:
         """``tags`` returns normalized tags; it is called only on a miss."""
-        store = self.store
+        try:
+            store = self.store
+        except RETRYABLE as exc:
+            self._fail_open("read", exc)
+            return default() if callable(default) else default
         return recompute.get_or_compute(
             store,
             store.keys.entry(key, version),
@@ -175,8 +179,8 @@ class TagCache:
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
-        store = self.store
         try:
+            store = self.store
             return store.delete(store.keys.entry(key, version))
         except RETRYABLE as exc:
             self._fail_open("delete", exc)
@@ -203,9 +207,9 @@ class TagCache:
         """Invalidate in every namespace that has entries under the tags (a SCAN of the keyspace)."""
         if not source:
             raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
-        store = self.store
         found: set[str | None] = {None}
         try:
+            store = self.store
             for tag in tag_list:
                 pattern = store.keys.tag_pattern(tag)
                 keys = (

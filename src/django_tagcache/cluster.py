@@ -14,6 +14,13 @@ django-redis' cache API keeps working, and ``django_redis.get_redis_connection(a
 the ``RedisCluster``, which is what django-tagcache's store uses. One ``RedisCluster`` serves
 each configuration per process: Django builds a cache backend (and so a client) per thread,
 and they must not each open connections to every node.
+
+Errors behave as with django-redis' own clients: ``RedisCluster`` connects when it is built and
+raises ``RedisClusterException`` (not a connection error) for a cluster it cannot reach, so the
+client builds it inside django-redis' error handling and the cluster it returns turns that
+exception into :class:`ClusterUnreachable`, a redis-py ``ConnectionError``. With
+``IGNORE_EXCEPTIONS`` every call then gives django-redis' "miss" answer; without it, the
+``ConnectionError`` is raised.
 """
 
 from __future__ import annotations
@@ -27,13 +34,19 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
-from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # What django-redis turns into ConnectionInterrupted (the same list as its DefaultClient).
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ResponseError, socket.timeout)
+_REDIS_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ResponseError,
+    socket.timeout,
+    RedisClusterException,
+)
 
 # OPTIONS of django-redis that map onto RedisCluster keyword arguments.
 _OPTION_KWARGS = {
@@ -42,6 +55,50 @@ _OPTION_KWARGS = {
     "SOCKET_TIMEOUT": "socket_timeout",
     "SOCKET_CONNECT_TIMEOUT": "socket_connect_timeout",
 }
+
+
+class ClusterUnreachable(RedisConnectionError):
+    """The cluster cannot be reached, or cannot route a command right now (redis-py's
+    ``RedisClusterException``, the ``__cause__``), raised as the connection error it is."""
+
+
+class _Pipeline:
+    """A ``ClusterPipeline`` whose ``execute()`` raises :class:`ClusterUnreachable` for cluster errors."""
+
+    def __init__(self, pipeline: ClusterPipeline) -> None:
+        self._pipeline = pipeline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipeline, name)
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pipeline.reset()  # type: ignore[no-untyped-call]
+
+    def __len__(self) -> int:
+        return len(self._pipeline)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return self._pipeline.execute(raise_on_error)
+        except RedisClusterException as exc:
+            raise ClusterUnreachable(str(exc)) from exc
+
+
+class GuardedCluster(RedisCluster):
+    """``RedisCluster`` whose commands raise :class:`ClusterUnreachable`, not ``RedisClusterException``."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            raise ClusterUnreachable(str(exc)) from exc
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        return _Pipeline(super().pipeline(transaction, shard_hint))  # type: ignore[no-untyped-call]
+
 
 # One RedisCluster per configuration and process (see the module docstring); _reset_clusters()
 # empties it for tests.
@@ -86,6 +143,7 @@ def get_cluster(urls: list[str], options: dict[str, Any]) -> RedisCluster:
     """The process' RedisCluster for these startup nodes and OPTIONS, created on first use.
 
     Credentials and TLS come from the first URL (``rediss://user:pass@host:port``) or OPTIONS.
+    Raises :class:`ClusterUnreachable` if no startup node can be reached (the next call tries again).
     """
     kwargs = cluster_kwargs(options)
     key = (tuple(urls), tuple(sorted((name, repr(value)) for name, value in kwargs.items())))
@@ -96,9 +154,11 @@ def get_cluster(urls: list[str], options: dict[str, Any]) -> RedisCluster:
             if cluster is None:
                 first, *others = urls
                 startup_nodes([first])  # validate it like the others
-                cluster = _clusters[key] = RedisCluster(
-                    url=first.strip(), startup_nodes=startup_nodes(others), **kwargs
-                )
+                try:
+                    cluster = GuardedCluster(url=first.strip(), startup_nodes=startup_nodes(others), **kwargs)
+                except RedisClusterException as exc:
+                    raise ClusterUnreachable(str(exc)) from exc
+                _clusters[key] = cluster
     return cluster
 
 
@@ -126,8 +186,16 @@ class RedisClusterClient(DefaultClient):  # type: ignore[misc]  # django-redis i
         cluster_kwargs(self._options)
 
     def get_client(self, write: bool = True, tried: list[int] | None = None) -> RedisCluster:
-        """The RedisCluster; it routes each command itself, so ``write`` changes nothing."""
-        return get_cluster(self._urls, self._options)
+        """The RedisCluster; it routes each command itself, so ``write`` changes nothing.
+
+        Raises django-redis' ``ConnectionInterrupted`` (caused by :class:`ClusterUnreachable`) if
+        the cluster cannot be reached: django-redis' cache methods call this outside their own
+        error handling, and its ``IGNORE_EXCEPTIONS`` acts on that exception.
+        """
+        try:
+            return get_cluster(self._urls, self._options)
+        except ClusterUnreachable as exc:
+            raise ConnectionInterrupted(connection=None) from exc
 
     def get_client_with_index(
         self, write: bool = True, tried: list[int] | None = None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.exceptions import (
     ClusterDownError,
-    SlotNotCoveredError,
+    RedisClusterException,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -43,8 +43,9 @@ T = TypeVar("T")
 #: What a tombstone value starts with; ``cluster_*.lua`` spell it out too (a test compares them).
 TOMBSTONE = b"\x00tagcache:tombstone"
 
-# Errors a failover or a resharding in progress causes, that the same call cures later.
-_TRANSIENT = (ClusterDownError, TryAgainError, SlotNotCoveredError)
+# Errors a failover or a resharding in progress causes, that the same call cures later; and
+# RedisClusterException (SlotNotCoveredError, "cannot be connected"): no node could serve.
+_TRANSIENT = (ClusterDownError, TryAgainError, RedisClusterException)
 
 
 class ClusterTransientError(RedisConnectionError):

@@ -53,14 +53,22 @@ def is_cluster(client: object) -> TypeGuard[RedisCluster]:
 def raw_client(alias: str) -> redis.Redis:
     """The redis-py client that writes for cache ``alias``; never a second connection pool.
 
-    For a Redis Cluster it is the alias' one ``redis.cluster.RedisCluster`` (see :func:`is_cluster`).
+    For a Redis Cluster it is the alias' one ``redis.cluster.RedisCluster`` (see :func:`is_cluster`);
+    a cluster that cannot be reached raises the connection error behind django-redis'
+    ``ConnectionInterrupted`` (callers then fail open, as for any connection error).
     """
     cache = caches[alias]
     kind = backend_kind(cache)
     if kind == "django_redis":
         from django_redis import get_redis_connection
+        from django_redis.exceptions import ConnectionInterrupted
 
-        client: redis.Redis = get_redis_connection(alias, write=True)
+        try:
+            client: redis.Redis = get_redis_connection(alias, write=True)
+        except ConnectionInterrupted as exc:
+            if isinstance(exc.__cause__, Exception):
+                raise exc.__cause__ from exc
+            raise
         return client
     if kind == "django":
         return builtin.raw_client(cache)

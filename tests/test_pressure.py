@@ -86,3 +86,19 @@ def test_a_committed_save_without_outbox_never_raises(faulty: Faulty) -> None:
     fill(faulty)
     Product.objects.create(name="p", category=category)
     assert metrics.snapshot()["lost_invalidations"] == 1
+
+
+def test_under_noeviction_no_tag_index_is_lost(faulty: Faulty) -> None:
+    # The one policy W002 accepts: a full Redis refuses writes instead of evicting an index.
+    tc = faulty.tc
+    for i in range(50):
+        assert tc.set(f"k{i}", i, tags=[f"t{i}", "all"]) is True
+    fill(faulty)
+    assert tc.set("late", 1, tags=["all"]) is False
+    assert [tc.get(f"k{i}") for i in range(50)] == list(range(50))
+    relieve(faulty)
+    assert faulty.tc.store.breaker is not None
+    faulty.tc.store.breaker.record_success()
+    assert tc.invalidate_tags(*[f"t{i}" for i in range(25)]) == 25
+    assert tc.invalidate_tags("all") == 25
+    assert [tc.get(f"k{i}") for i in range(50)] == [None] * 50

@@ -124,7 +124,14 @@ def _namespace_callable() -> None:
 def check_eviction_policy(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """W002: Redis evicts with an ``allkeys-*`` policy; W003: the policy could not be read.
+    """W002: Redis may evict (``maxmemory`` set, a policy other than ``noeviction``); W003: unknown.
+
+    Every evicting policy can remove a tag index while entries it lists stay: ``allkeys-*`` any
+    key, and ``volatile-*`` too, because indexes carry TTLs (so that the index of a tag whose
+    entries all expired goes away by itself) and sit idle while their entries are read, which
+    makes them the first keys an LRU, LFU or TTL policy picks. An entry whose index is gone is
+    never invalidated. Under ``noeviction`` a full Redis refuses writes instead (reads go on;
+    writes fail open; invalidations reach the outbox), and nothing is lost.
 
     Like Django's own database checks it only runs when asked for databases (``check --database``,
     ``migrate``): it talks to a server, which a plain ``check`` or ``runserver`` should not wait on.
@@ -145,28 +152,36 @@ def check_eviction_policy(
         client = raw_client(alias)
         # A cluster answers per node: ask every primary, each may be configured differently.
         options = {"target_nodes": "primaries"} if is_cluster(client) else {}
-        reply: Any = client.config_get("maxmemory-policy", **options)
+        # "maxmemory*": one pattern, which Redis 6.2 needs too.
+        reply: Any = client.config_get("maxmemory*", **options)
     except (RedisError, RedisClusterException, OSError) as exc:
         return [
             Warning(
                 f"Could not check the maxmemory-policy of the Redis behind cache {alias!r}: {exc}",
-                hint="Make sure it is not an allkeys-* policy (see django_tagcache.W002), or run the "
-                "check where Redis can be reached and CONFIG GET is allowed.",
+                hint="Make sure it runs with maxmemory-policy noeviction (see django_tagcache.W002), or "
+                "run the check where Redis can be reached and CONFIG GET is allowed.",
                 id="django_tagcache.W003",
             )
         ]
     answers = [reply] if "maxmemory-policy" in reply else list(reply.values())
-    policies = sorted({str(answer.get("maxmemory-policy", "")) for answer in answers})
-    unsafe = [policy for policy in policies if policy.startswith("allkeys-")]
+    unsafe = sorted(
+        {
+            str(answer.get("maxmemory-policy", ""))
+            for answer in answers
+            if answer.get("maxmemory-policy") != "noeviction" and int(answer.get("maxmemory") or 0) > 0
+        }
+    )
     if not unsafe:
         return []
     return [
         Warning(
             f"The Redis behind cache {alias!r} evicts with maxmemory-policy {', '.join(unsafe)}: under "
             "memory pressure it may evict a tag index while the entries it lists stay, and nothing "
-            "would invalidate those entries any more.",
-            hint="Use volatile-lru or volatile-ttl (entries have TTLs, tag indexes of entries that "
-            "never expire have none), or noeviction; or give the cache its own Redis.",
+            "would invalidate those entries any more. Tag indexes carry TTLs and sit idle while "
+            "their entries are read, so volatile-* policies pick them first too.",
+            hint="Use maxmemory-policy noeviction: a full Redis then refuses writes, which django-tagcache "
+            "handles like an outage (reads go on, writes fail open, invalidations reach the outbox), "
+            "and size maxmemory for the entries; or give the cache its own Redis without maxmemory.",
             id="django_tagcache.W002",
         )
     ]

@@ -123,6 +123,16 @@ def test_a_failing_call_is_recorded_on_its_span(spans: InMemorySpanExporter) -> 
     assert finished.events[0].name == "exception"
 
 
+def test_reads_are_traced_as_documented(spans: InMemorySpanExporter) -> None:
+    from django_tagcache import tagcache
+
+    tagcache.set("k", 1, tags=["t"])
+    spans.clear()
+    assert tagcache.get("k") == 1
+    assert tagcache.get_or_set("k", lambda: 2, tags=["t"]) == 1
+    assert [span.name for span in spans.get_finished_spans()] == ["tagcache.read", "tagcache.read"]
+
+
 def test_spans_nest_under_the_caller(spans: InMemorySpanExporter) -> None:
     tracer = trace.get_tracer("tests")
     with tracer.start_as_current_span("request"), telemetry.span("read"):

@@ -60,14 +60,11 @@ def get_or_compute(
 
     ``ttl_ms`` None means "compute, never store" (timeout <= 0); ``tags`` is called only on a miss.
     """
-    started = time.monotonic()
     try:
-        raw = store.get(entry)
+        raw = traced("read", lambda: store.get(entry))
     except RETRYABLE as exc:
         fail_open("read", exc)
         return compute()
-    finally:
-        metrics.observe_duration("read", time.monotonic() - started)
     current: Any = MISSING
     loaded = None if raw is None else serialization.loads(raw)  # unreadable: a miss
     if loaded is not None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_tagcache import TagCache, normalize_tags, register_resolver
+from django_tagcache import TagCache, invalidate_tags, normalize_tags, register_resolver, tagcache
 from django_tagcache.tags import _reset_resolvers
 from tests.counting import count
 
@@ -128,3 +128,18 @@ def test_any_value_round_trips(tc: TagCache, value: Any) -> None:
 def test_nan_round_trips(tc: TagCache) -> None:
     tc.set("nan", math.nan, tags=["v"])
     assert math.isnan(tc.get("nan"))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: tagcache.set("k", 1, tags="category:7 promo"),
+        lambda: tagcache.get_or_set("k", 1, tags="category:7 promo"),
+        lambda: invalidate_tags("category:7 promo"),
+        lambda: normalize_tags(["category:7 promo"]),
+    ],
+)
+def test_a_space_separated_string_in_python_says_to_pass_a_list(call: Any) -> None:
+    """Templates split tags="a b" on spaces; Python calls take one tag per string, and say so."""
+    with pytest.raises(ValueError, match=r"pass a list: \['category:7', 'promo'\].*\{% tagcache %\}"):
+        call()

@@ -54,6 +54,14 @@ def validate_tag(tag: object) -> str:
         raise ValueError(f"Cache tag {tag[:40]!r}... is {len(tag)} characters long; the limit is {limit}.")
     bad = _FORBIDDEN.search(tag)
     if bad:
+        words = tag.split()
+        if bad.group().isspace() and len(words) > 1 and not _FORBIDDEN.search("".join(words)):
+            # Templates split tags="a b" into two tags; Python calls never guess: one string, one tag.
+            raise ValueError(
+                f"Cache tag {tag!r} contains {bad.group()!r}: tags cannot hold whitespace or control "
+                f"characters. To give several tags, pass a list: {words!r} (a string is one tag in Python "
+                "calls; only the tags= of {% tagcache %} splits on spaces)."
+            )
         raise ValueError(
             f"Cache tag {tag!r} contains {bad.group()!r}: tags cannot hold whitespace or control characters."
         )
@@ -90,9 +98,10 @@ def _collect(source: object, into: set[str]) -> None:
 def normalize_tags(sources: object) -> tuple[str, ...]:
     """Turn one tag source, or a list of them, into a sorted tuple of distinct tag strings.
 
-    ``None`` means "no tags". A string is one tag (never split). Lists, tuples and sets may
-    nest. Anything else must be understood by a registered resolver, else TypeError. Invalid
-    tags raise ValueError. Nothing here touches Redis.
+    ``None`` means "no tags". A string is one tag (never split: a string with spaces is refused,
+    with a message saying to pass a list; only the ``tags=`` of ``{% tagcache %}`` splits).
+    Lists, tuples and sets may nest. Anything else must be understood by a registered resolver,
+    else TypeError. Invalid tags raise ValueError. Nothing here touches Redis.
     """
     if sources is None:
         return ()

@@ -24,7 +24,9 @@ def register_checks() -> None:
     # Asks Redis, so it runs where database checks run: `manage.py check --database default`, migrate.
     register(check_eviction_policy, Tags.database)
     register(check_admin_order, Tags.admin)
-    register(deploy_checks.check_in_process_store, Tags.caches)
+    # A deployment check, as Django's own DEBUG-based ones: the test runner sets DEBUG = False
+    # before it runs the checks, and tests are where the in-process store belongs.
+    register(deploy_checks.check_in_process_store, Tags.caches, deploy=True)
     register(deploy_checks.check_socket_timeouts, Tags.caches)
 
 

@@ -12,6 +12,7 @@ the virtualenv first:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -70,9 +71,34 @@ def stop_on_sigterm(signum: int, frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
+def tcp_port(text: str) -> int:
+    """A TCP port number from ``--port`` or ``PORT``, for argparse (its errors are usage errors)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be a number from 1 to 65535, not {text!r}")
+    return port
+
+
+def commands_hint(url: str) -> str:
+    """How to run this app's commands against the demo, with the interpreter that has the package."""
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())  # .venv/bin/python when run from the repository
+    return f"REDIS_URL={url} {python} example_project/manage.py tagcache_inspect store.product"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the example shop on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000), help="default 8000")
+    parser.add_argument(
+        "--port",
+        type=tcp_port,
+        # A string default goes through tcp_port() too, so a bad PORT is a usage error as well.
+        default=os.environ.get("PORT") or "8000",
+        help="default: PORT, else 8000",
+    )
     port = parser.parse_args(argv).port
     if not port_is_free(port):
         print(f"error: port {port} on 127.0.0.1 is in use; choose another with --port.", file=sys.stderr)
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nThe example shop: {site}\n"
             f"Its admin:        {site}admin/  (log in as {ADMIN_USER} / {ADMIN_PASSWORD}; local demo only)\n"
             f"Redis:            {url} ({origin})\n"
-            f"Its commands:     REDIS_URL={url} python example_project/manage.py tagcache_stats\n"
+            f"Its commands:     {commands_hint(url)}\n"
             "Stop with Ctrl-C.\n",
             flush=True,
         )

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django_tagcache import tagcache
 from django_tagcache.outbox import ROW_TAGS, PendingInvalidation
 from tests.faults import Faulty
-from tests.testapp.models import Category, Product
+from tests.testapp.models import Category, Label, Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RESET = 0.35
@@ -179,3 +179,16 @@ with transaction.atomic():
     assert row.attempts == 0
     call_command("tagcache_drain")
     assert rows() == []
+
+
+@pytest.mark.usefixtures("outbox")
+def test_no_row_holds_more_than_row_tags_tags() -> None:
+    product = Product.objects.create(name="Blue", category=Category.objects.create(name="c"))
+    labels = Label.objects.bulk_create([Label(name=str(i)) for i in range(ROW_TAGS + 100)])
+    with transaction.atomic():
+        product.labels.add(*labels)  # one batch of 603 tags, recorded at once
+        sizes = [len(row.tags) for row in rows()]
+    assert max(sizes) <= ROW_TAGS
+    assert sum(sizes) == ROW_TAGS + 100 + 3  # the labels, the label model, the product and its model
+    assert rows() == []
+

@@ -65,12 +65,18 @@ class Recorder:
         if not new:
             return
         manager = PendingInvalidation.objects.using(self.using)
-        if self.current is None or len(self.current.tags) + len(new) > ROW_TAGS:
-            self.current = manager.create(tags=sorted(new), namespace=namespaces.current() or "")
+        pending = sorted(new)
+        current = self.current
+        if current is not None and len(current.tags) < ROW_TAGS:
+            room = ROW_TAGS - len(current.tags)
+            current.tags = sorted({*current.tags, *pending[:room]})
+            manager.filter(pk=current.pk).update(tags=current.tags)
+            pending = pending[room:]
+        for first in range(0, len(pending), ROW_TAGS):
+            self.current = manager.create(
+                tags=pending[first : first + ROW_TAGS], namespace=namespaces.current() or ""
+            )
             self.ids.append(self.current.pk)
-        else:
-            self.current.tags = sorted({*self.current.tags, *new})
-            manager.filter(pk=self.current.pk).update(tags=self.current.tags)
         self.recorded |= new
 
 

@@ -192,3 +192,17 @@ def test_no_row_holds_more_than_row_tags_tags() -> None:
     assert sum(sizes) == ROW_TAGS + 100 + 3  # the labels, the label model, the product and its model
     assert rows() == []
 
+
+def test_the_next_successful_flush_replays_every_pending_row(faulty_outbox: Faulty) -> None:
+    """More rows than one batch: all of them are replayed, not just the first 100."""
+    tc = faulty_outbox.tc
+    tc.set("page", "old", tags=["t249"])
+    faulty_outbox.proxy.cut(refuse=True)
+    Category.objects.create(name="c")  # fails: one row
+    PendingInvalidation.objects.bulk_create([PendingInvalidation(tags=[f"t{i}"]) for i in range(1, 250)])
+    faulty_outbox.proxy.heal()
+    time.sleep(RESET)
+    Category.objects.create(name="d")
+    assert rows() == []
+    assert tc.get("page") is None
+

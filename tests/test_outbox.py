@@ -12,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from django_tagcache import outbox as outbox_module
 from django_tagcache import tagcache
 from django_tagcache.outbox import ROW_TAGS, PendingInvalidation
 from tests.faults import Faulty
@@ -206,3 +207,20 @@ def test_the_next_successful_flush_replays_every_pending_row(faulty_outbox: Faul
     assert rows() == []
     assert tc.get("page") is None
 
+
+@pytest.mark.usefixtures("outbox")
+def test_rows_another_process_left_are_replayed_by_a_later_flush(
+    monkeypatch: pytest.MonkeyPatch, django_assert_num_queries: Any
+) -> None:
+    """A process that died after its commit leaves a row; a live process replays it within the interval."""
+    Category.objects.create(name="a")  # a successful flush: this process has looked at the outbox
+    tagcache.set("page", "old", tags=["from-another-process"])
+    left = PendingInvalidation.objects.create(tags=["from-another-process"])
+    with django_assert_num_queries(1):  # the INSERT alone: the outbox is looked at only now and then
+        Category.objects.create(name="b")
+    assert rows() == [left]
+    later = time.monotonic() + 3600  # past any replay interval
+    monkeypatch.setattr(outbox_module, "_clock", lambda: later, raising=False)
+    Category.objects.create(name="c")
+    assert rows() == []
+    assert tagcache.get("page") is None

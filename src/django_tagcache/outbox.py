@@ -3,14 +3,16 @@
 With ``TAGCACHE['OUTBOX'] = True``, a transaction's tags are also written to a row of
 :class:`PendingInvalidation` inside the same transaction: one row per batch (and per 500 tags),
 inserted with the batch's first tags and updated only when new tags join it. If the process dies
-after the commit, or Redis cannot be reached, the row survives and ``tagcache_drain`` (or the next
-successful invalidation in any process) replays it. Replaying is idempotent: invalidating a tag
-twice removes nothing the first time did not, so concurrent drains are safe.
+after the commit, or Redis cannot be reached, the row survives and ``tagcache_drain``, or a
+successful invalidation in any process (see :func:`replay_due`), replays it. Replaying is
+idempotent: invalidating a tag twice removes nothing the first time did not, so concurrent drains
+are safe.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -115,10 +117,10 @@ def drain(
 ) -> tuple[int, int]:
     """Replay pending rows, oldest first: (rows replayed, rows still failing). Safe to run concurrently.
 
-    ``only`` restricts the rows replayed (field lookups, e.g. ``{"namespace": "acme"}``).
+    ``only`` restricts the rows replayed (field lookups, e.g. ``{"namespace": "acme"}``). Rows go
+    in batches of ``DRAIN_BATCH``, each one transaction and one invalidation per cache and
+    namespace among its rows.
     """
-    from .api import TagCache
-
     replayed = failing = 0
     manager = PendingInvalidation.objects.using(using).filter(**(only or {}))
     while limit is None or replayed + failing < limit:
@@ -131,23 +133,72 @@ def drain(
             )
             if not batch:
                 break
-            done: list[int] = []
-            for row in batch:
-                tagcache = cache or TagCache(row.cache or None)
-                try:
-                    with namespaces.in_namespace(row.namespace or None):
-                        tagcache.invalidate_tags(*row.tags)
-                except TagCacheUnavailable as exc:
-                    failing += 1
-                    manager.filter(pk=row.pk).update(
-                        attempts=models.F("attempts") + 1,
-                        last_error=str(exc)[:2000],
-                        last_attempt=timezone.now(),
-                    )
-                else:
-                    done.append(row.pk)
+            done, failed_now = _replay(batch, manager, cache)
             manager.filter(pk__in=done).delete()
             replayed += len(done)
+            failing += failed_now
         if failing:
             break  # Redis is still down: stop here rather than walk the whole table
     return replayed, failing
+
+
+def _replay(batch: list[PendingInvalidation], manager: Any, cache: Any) -> tuple[list[int], int]:
+    """Invalidate a batch's tags, one call per (cache, namespace): (ids done, rows that failed)."""
+    from .api import TagCache
+
+    groups: dict[tuple[str, str], list[PendingInvalidation]] = {}
+    for row in batch:
+        groups.setdefault((row.cache, row.namespace), []).append(row)
+    done: list[int] = []
+    failing = 0
+    for (alias, namespace), group in groups.items():
+        tags = sorted({tag for row in group for tag in row.tags})
+        try:
+            with namespaces.in_namespace(namespace or None):
+                (cache or TagCache(alias or None)).invalidate_tags(*tags)
+        except TagCacheUnavailable as exc:
+            failing += len(group)
+            manager.filter(pk__in=[row.pk for row in group]).update(
+                attempts=models.F("attempts") + 1, last_error=str(exc)[:2000], last_attempt=timezone.now()
+            )
+        else:
+            done += [row.pk for row in group]
+    return done, failing
+
+
+#: Seconds between two looks at the outbox by one process while its own invalidations succeed.
+REPLAY_INTERVAL = 10.0
+#: Most rows one successful invalidation replays; more wait for the next one (not the interval).
+REPLAY_ROWS = 1000
+_clock = time.monotonic  # replaceable in tests
+# Per process and database alias: when this process last looked at the outbox; None (at start,
+# and after a failure or a look that left rows) means "at the next successful invalidation".
+_looked: dict[str, float | None] = {}
+
+
+def note_failure(using: str) -> None:
+    """An invalidation failed: its rows wait, so look again at the next success."""
+    _looked[using] = None
+
+
+def replay_due(using: str) -> None:
+    """After a successful invalidation: replay pending rows, at most every ``REPLAY_INTERVAL`` seconds.
+
+    Rows another process left (it died between its commit and its invalidation, or its Redis
+    failed) are so replayed within about ``REPLAY_INTERVAL`` seconds by any process whose
+    invalidations succeed; a look that finds nothing costs one query.
+    """
+    now, last = _clock(), _looked.get(using)
+    if last is not None and now - last < REPLAY_INTERVAL:
+        return
+    _looked[using] = now
+    try:
+        if not PendingInvalidation.objects.using(using).exists():
+            return
+        replayed, failing = drain(using, limit=REPLAY_ROWS)
+    except DatabaseError:
+        logger.exception("django-tagcache: could not replay the outbox on %r", using)
+        _looked[using] = None
+        return
+    if failing or replayed >= REPLAY_ROWS:
+        _looked[using] = None

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 
 from . import metrics
 from .breaker import CircuitOpen
@@ -153,7 +153,7 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
     if not tags:
         return
     from .api import tagcache
-    from .outbox import DRAIN_BATCH, confirm, drain, failed
+    from .outbox import confirm, failed, note_failure, replay_due
 
     outbox = conf.OUTBOX
     try:
@@ -161,7 +161,7 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
         tagcache.invalidate_normalized(tuple(sorted(tags)))
     except TagCacheUnavailable as exc:
         if outbox:
-            _outbox_pending[using] = True
+            note_failure(using)
             failed(rows, tags, using, exc)
             # While the circuit is open every commit lands here; the breaker already said why.
             log = logger.debug if isinstance(exc.__cause__, CircuitOpen) else logger.warning
@@ -184,18 +184,4 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
         return
     if outbox:
         confirm(rows, using)
-        if _outbox_pending.get(using, True):
-            # Redis works again (or this process has not looked yet): replay what others left.
-            _outbox_pending[using] = False
-            try:
-                _, still_failing = drain(using, limit=DRAIN_BATCH)
-            except DatabaseError:
-                logger.exception("django-tagcache: could not replay the outbox on %r", using)
-                still_failing = 1
-            if still_failing:
-                _outbox_pending[using] = True
-
-
-# Per process and database alias: whether outbox rows may be waiting. Unknown (True) at start, so
-# the first successful flush looks once; set again whenever a flush fails.
-_outbox_pending: dict[str, bool] = {}
+        replay_due(using)

@@ -134,3 +134,11 @@ def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, keys: K
     )
     assert text == "<b>old</b>"
     assert keys.exists(tc.store.keys.entry("price-box")) == 0
+
+
+def test_a_models_rule_covers_its_own_tags_only() -> None:
+    """shop.label's rule must not reach shop.labelprice, another model whose label it begins."""
+    assert budget_ms("shop.label") == 600_000
+    assert budget_ms("shop.label:3") == 600_000
+    assert budget_ms("shop.labelprice") == 0
+    assert budget_ms("shop.labelprice:3") == 0

@@ -142,3 +142,10 @@ def test_a_models_rule_covers_its_own_tags_only() -> None:
     assert budget_ms("shop.label:3") == 600_000
     assert budget_ms("shop.labelprice") == 0
     assert budget_ms("shop.labelprice:3") == 0
+
+
+def test_a_tags_entry_wins_over_a_models_longer_prefix(settings: Any) -> None:
+    """TAGS first (its longest match), then the models: Label's "label-name:" must not beat "label"."""
+    settings.TAGCACHE = {**settings.TAGCACHE, "STALENESS": {"TAGS": {"label": "critical"}}}
+    assert budget_ms("label-name:red") == 0
+    assert budget_ms("shop.label:3") == 600_000  # no TAGS entry matches: Label's own class

@@ -1,9 +1,9 @@
 """Staleness budgets: how long an invalidated entry may still be served while it is recomputed.
 
-A tag's class comes from the longest prefix rule that matches it: ``TAGCACHE['STALENESS']['TAGS']``
-(prefix -> class name), then the rules of models (``Meta.cache_staleness`` or
-``register(..., staleness=...)`` give the class to the model's tags and its templates'
-prefixes), else ``DEFAULT``. A class with budget 0 (``critical``) deletes entries at once.
+A tag's class comes from the longest prefix in ``TAGCACHE['STALENESS']['TAGS']`` (prefix -> class
+name) that matches it; failing that, from the longest matching rule of the models
+(``Meta.cache_staleness`` or ``register(..., staleness=...)`` give the class to the model's tags
+and its templates' prefixes); else ``DEFAULT``. A class with budget 0 (``critical``) deletes entries at once.
 """
 
 from __future__ import annotations
@@ -26,18 +26,19 @@ def reset() -> None:
 
 
 def _rules() -> list[tuple[str, str]]:
+    """(prefix, class) pairs in the order they are tried: TAGS longest first, then the models'."""
     if _rules_cache:
         return _rules_cache
-    rules: dict[str, str] = {}
+    models: dict[str, str] = {}
     for config in registry.configs():
         if config.staleness:
-            rules.setdefault(config.label, config.staleness)
+            models.setdefault(config.label, config.staleness)
             for template in config.templates:
                 prefix = template.text.split("{", 1)[0]
                 if prefix:
-                    rules.setdefault(prefix, config.staleness)
-    rules.update(conf.STALENESS.tags)  # settings win over models
-    _rules_cache[:] = sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True)
+                    models.setdefault(prefix, config.staleness)
+    for rules in (conf.STALENESS.tags, models):
+        _rules_cache.extend(sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True))
     return _rules_cache
 
 

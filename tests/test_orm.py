@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 
 from django_tagcache import TagCache, invalidate_model, invalidate_objects, tagcache, tags_for
 from django_tagcache.signals import tags_invalidated
@@ -397,3 +397,16 @@ def test_tagcache_instances_on_other_aliases_are_independent() -> None:
     other = TagCache("builtin")
     other.set("k", 1, tags=[cat])
     assert other.invalidate_tags(cat) == 1
+
+
+def test_a_failed_save_does_not_hold_back_later_bulk_writes(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="Blue", category=cat)
+    with pytest.raises(IntegrityError):
+        Product(pk=product.pk, name="again", category=cat).save(force_insert=True)
+    invalidated.clear()
+    Product.objects.update(price=3)
+    assert invalidated == [{"shop.product"}]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Product._meta.db_table} SET price = 4")
+    assert invalidated == [{"shop.product"}, {"shop.product"}]

@@ -6,7 +6,9 @@ model with cache tags invalidates that model's tag (and its registered multi-tab
 through the transaction batch. Statements on other tables cost one string check.
 
 While ``save()`` runs, its own statements are held back and handed to ``post_save``, so that an
-autocommit save costs one Redis round trip, not two.
+autocommit save costs one Redis round trip, not two. A save whose statement raises is forgotten
+at once (and so is one that raised elsewhere, at the next save of the same instance or the next
+request), so that later writes are never held back by it.
 """
 
 from __future__ import annotations
@@ -52,7 +54,18 @@ def _tables(model: type[models.Model]) -> frozenset[str]:
 
 def saving(instance: models.Model, model: type[models.Model], using: str) -> None:
     """A save of ``instance`` starts: hold back the tags of its own statements."""
-    _stack().append(_Saving(id(instance), _tables(model), using))
+    stack = _stack()
+    # An instance's save never runs inside its own: an entry of it is left by a save that raised.
+    for entry in [entry for entry in stack if entry.instance_id == id(instance)]:
+        _drop(entry)
+    stack.append(_Saving(id(instance), _tables(model), using))
+
+
+def _drop(entry: _Saving) -> None:
+    """Forget a save that will never reach post_save, invalidating what it held."""
+    _stack().remove(entry)
+    if entry.held:
+        transaction.flush(entry.held, entry.using)
 
 
 def saved(instance: models.Model) -> set[str]:
@@ -95,12 +108,18 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
     labels = registry_tables().get(match.group(1)) if match else None
     if not labels:
         return execute(sql, params, many, context)
-    result = execute(sql, params, many, context)
     table = match.group(1) if match else ""
     stack = _stack()
     connection = context["connection"]
-    if stack and table in stack[-1].tables and not connection.in_atomic_block:
-        stack[-1].held |= labels
+    saving = stack[-1] if stack and table in stack[-1].tables and not connection.in_atomic_block else None
+    try:
+        result = execute(sql, params, many, context)
+    except Exception:
+        if saving is not None:
+            _drop(saving)  # the save raises: it will never reach post_save to collect the entry
+        raise
+    if saving is not None:
+        saving.held |= labels
     else:
         transaction.add(labels, connection.alias)
     return result

@@ -410,3 +410,18 @@ def test_a_failed_save_does_not_hold_back_later_bulk_writes(invalidated: list[se
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {Product._meta.db_table} SET price = 4")
     assert invalidated == [{"shop.product"}, {"shop.product"}]
+
+
+def test_a_commit_hook_that_writes_keeps_the_outer_transactions_tags(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    invalidated.clear()
+
+    def hook() -> None:  # registered before the outer block's first tagged save
+        with transaction.atomic():
+            Category.objects.create(name="from the hook")
+
+    with transaction.atomic():
+        transaction.on_commit(hook)
+        product = Product.objects.create(name="Blue", category=cat)
+    assert f"shop.product:{product.pk}" in set().union(*invalidated)
+    assert all(invalidated)  # no empty flush

@@ -30,7 +30,7 @@ _local = threading.local()
 
 
 class _Hook:
-    """One on_commit callback per write, running its savepoint level's batch.
+    """One on_commit callback per write, running its transaction's batches.
 
     A batch is registered again with every write, not once, because Django's
     ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered inside its
@@ -46,7 +46,8 @@ class _Hook:
         self.__qualname__ = "django_tagcache.transaction._Batch"
 
     def __call__(self) -> None:
-        self.batch.run(self)
+        if not self.batch.done:
+            self.batch.transaction.run(self)
 
 
 def _batch_of(entry: Any) -> _Batch | None:
@@ -56,39 +57,15 @@ def _batch_of(entry: Any) -> _Batch | None:
 
 
 class _Batch:
-    """The tags of one savepoint level; the first of its hooks to run flushes every live batch."""
+    """The tags of one savepoint level of one transaction."""
 
-    __slots__ = ("done", "outbox", "tags", "using")
+    __slots__ = ("done", "outbox", "tags", "transaction")
 
-    def __init__(self, using: str) -> None:
-        self.using = using
+    def __init__(self, owner: _Transaction) -> None:
+        self.transaction = owner
         self.tags: set[str] = set()
         self.done = False
-        self.outbox = _recorder(using) if conf.OUTBOX else None
-
-    def run(self, hook: _Hook) -> None:
-        if self.done:
-            return
-        state = _state(self.using)
-        batches = list(state.batches.values())
-        remaining = state.callbacks
-        if remaining is not None and not any(entry[1] is hook for entry in remaining):
-            # ``remaining`` is the list Django is running (this hook was popped from it): the
-            # batches with a hook still in it are exactly the live ones; any other was rolled back
-            # with its savepoint. Otherwise a savepoint rollback replaced the list after the last
-            # add, or a test's captureOnCommitCallbacks runs the hooks in place, and every known
-            # batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
-            alive = {id(_batch_of(entry)) for entry in remaining}
-            batches = [b for b in batches if b is self or id(b) in alive]
-        tags: set[str] = set()
-        rows: list[int] = []
-        for batch in batches:
-            tags |= batch.tags
-            batch.done = True
-            if batch.outbox is not None:
-                rows += batch.outbox.ids
-        state.reset()
-        flush(tags, self.using, rows)
+        self.outbox = _recorder(owner.using) if conf.OUTBOX else None
 
 
 def _recorder(using: str) -> Any:
@@ -98,23 +75,64 @@ def _recorder(using: str) -> Any:
     return Recorder(using)
 
 
-class _State:
-    def __init__(self) -> None:
-        self.batches: dict[tuple[str, ...], _Batch] = {}
-        self.callbacks: list[Any] | None = None
+class _Transaction:
+    """The batches of one transaction on one database alias.
 
-    def reset(self) -> None:
+    Each batch points to its transaction, so a commit hook that starts a new transaction (and so
+    a new ``_Transaction``) cannot make an earlier one lose its batches.
+    """
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.batches: dict[tuple[str, ...], _Batch] = {}
+        self.callbacks: list[Any] | None = None  # Django's callback list when a batch was last added
+
+    def run(self, hook: _Hook) -> None:
+        """Flush every live batch: the first hook of the transaction to run does it for all."""
+        batches = list(self.batches.values())
+        remaining = self.callbacks
+        if remaining is not None and not any(entry[1] is hook for entry in remaining):
+            # ``remaining`` is the list Django is running (this hook was popped from it): the
+            # batches with a hook still in it are exactly the live ones; any other was rolled back
+            # with its savepoint. Otherwise a savepoint rollback replaced the list after the last
+            # add, or a test's captureOnCommitCallbacks runs the hooks in place, and every known
+            # batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
+            alive = {id(_batch_of(entry)) for entry in remaining}
+            batches = [b for b in batches if b is hook.batch or id(b) in alive]
+        if hook.batch not in batches:
+            batches.append(hook.batch)
+        tags: set[str] = set()
+        rows: list[int] = []
+        for batch in batches:
+            tags |= batch.tags
+            batch.done = True
+            if batch.outbox is not None:
+                rows += batch.outbox.ids
         self.batches = {}
         self.callbacks = None
+        flush(tags, self.using, rows)
 
 
-def _state(using: str) -> _State:
-    states: dict[str, _State] | None = getattr(_local, "states", None)
+def _current(using: str, callbacks: list[Any]) -> _Transaction:
+    """The transaction that a tag added now belongs to, given Django's current callback list."""
+    states: dict[str, _Transaction] | None = getattr(_local, "states", None)
     if states is None:
         states = _local.states = {}
     state = states.get(using)
     if state is None:
-        state = states[using] = _State()
+        state = states[using] = _Transaction(using)
+    if state.callbacks is not callbacks:
+        # Django replaced its callback list since we last looked: the transaction committed or
+        # rolled back, or a savepoint rolled back. Keep the batches still registered; if none is,
+        # this is another transaction (maybe one started by a commit hook of the last one, whose
+        # batches must stay with it). Entries are (savepoint ids, callback, robust) tuples.
+        alive = {id(_batch_of(entry)) for entry in callbacks}
+        kept = {sids: b for sids, b in state.batches.items() if id(b) in alive and not b.done}
+        if kept or not state.batches:
+            state.batches = kept
+        else:
+            state = states[using] = _Transaction(using)
+        state.callbacks = callbacks
     return state
 
 
@@ -124,19 +142,11 @@ def add(tags: Iterable[str], using: str) -> None:
     if not connection.in_atomic_block:
         flush(set(tags), using)
         return
-    state = _state(using)
-    current = connection.run_on_commit
-    if state.callbacks is not current:
-        # Django replaced its callback list since we last looked: the transaction committed or
-        # rolled back, or a savepoint rolled back. Keep only the batches still registered.
-        # Entries are (savepoint ids, callback, robust) tuples.
-        alive = {id(_batch_of(entry)) for entry in current}
-        state.batches = {sids: b for sids, b in state.batches.items() if id(b) in alive and not b.done}
-        state.callbacks = current
+    state = _current(using, connection.run_on_commit)
     sids = tuple(connection.savepoint_ids)
     batch = state.batches.get(sids)
     if batch is None:
-        batch = state.batches[sids] = _Batch(using)
+        batch = state.batches[sids] = _Batch(state)
     transaction.on_commit(_Hook(batch), using=using, robust=True)  # one per write: see _Hook
     batch.tags.update(tags)
     if batch.outbox is not None:

@@ -425,3 +425,21 @@ def test_a_commit_hook_that_writes_keeps_the_outer_transactions_tags(invalidated
         product = Product.objects.create(name="Blue", category=cat)
     assert f"shop.product:{product.pk}" in set().union(*invalidated)
     assert all(invalidated)  # no empty flush
+
+
+def test_another_apps_failing_commit_hook_does_not_stop_the_invalidation(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    invalidated.clear()
+
+    def broken() -> None:
+        raise RuntimeError("another app's hook")
+
+    def write() -> None:
+        with transaction.atomic():
+            transaction.on_commit(broken)  # not robust: Django runs no hook after it
+            Product.objects.create(name="Blue", category=cat)
+
+    with pytest.raises(RuntimeError, match="another app"):
+        write()
+    product = Product.objects.get()  # committed
+    assert f"shop.product:{product.pk}" in set().union(*invalidated)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -153,12 +154,13 @@ def test_duplicate_and_out_of_order_replays_never_leave_stale_values() -> None:
     not os.environ.get("DATABASE_URL"), reason="a crash test needs a database two processes share"
 )
 def test_a_crash_between_commit_and_invalidation_leaves_the_row() -> None:
-    """A child process commits a save and dies before its on_commit invalidation runs."""
+    """A child process commits a save and is killed before its invalidation reaches Redis."""
     cat = Category.objects.create(name="c")
     database = connection.settings_dict["NAME"]
     url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
-    # on_commit callbacks run in the order they were registered: the crash, registered before
-    # the write, runs first and the process dies before the invalidation batch can run.
+    # The child's Redis accepts connections and never answers: after its commit the child
+    # waits there for its invalidation, and is killed while it waits.
+    silent = socket.create_server(("127.0.0.1", 0))
     script = f"""
 import os, django
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
@@ -169,12 +171,18 @@ settings.TAGCACHE = {{**settings.TAGCACHE, "OUTBOX": True}}
 from django.db import transaction
 from tests.testapp.models import Product
 with transaction.atomic():
-    transaction.on_commit(lambda: os._exit(0))
     Product.objects.create(name="crash", category_id={cat.pk})
 """
-    env = {**os.environ, "REDIS_URL": os.environ.get("REDIS_URL", "")}
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=os.getcwd())
-    assert Product.objects.filter(name="crash").exists()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}"}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=os.getcwd())
+    try:
+        while not Product.objects.filter(name="crash").exists():
+            assert child.poll() is None, "the child ended before it committed"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+        silent.close()
     (row,) = rows()
     assert "shop.product" in row.tags
     assert row.attempts == 0

@@ -7,8 +7,8 @@ rollback sends nothing.
 Savepoints: Django drops the on_commit callbacks registered inside a savepoint that rolls back.
 So the tags are kept per savepoint level (a :class:`_Batch`), each write registers a callback of
 its level (a :class:`_Hook`), and at commit the first hook to run sends the tags of every batch
-still alive, in one call. The state
-is per thread, like Django's connections.
+still alive, in one call. Another app's hook that raises cannot drop them (see :class:`_Guard`).
+The state is per thread, like Django's connections.
 """
 
 from __future__ import annotations
@@ -86,10 +86,12 @@ class _Transaction:
         self.using = using
         self.batches: dict[tuple[str, ...], _Batch] = {}
         self.callbacks: list[Any] | None = None  # Django's callback list when a batch was last added
+        self.guarded = 0  # how many entries of ``callbacks`` were looked at by _guard_others()
 
-    def run(self, hook: _Hook) -> None:
-        """Flush every live batch: the first hook of the transaction to run does it for all."""
-        batches = list(self.batches.values())
+    def run(self, hook: _Hook | None) -> None:
+        """Flush every live batch: the first hook of the transaction to run does it for all, or a
+        :class:`_Guard` (``hook`` None) whose hook raised before any of ours could run."""
+        batches = [b for b in self.batches.values() if not b.done]
         remaining = self.callbacks
         if remaining is not None and not any(entry[1] is hook for entry in remaining):
             # ``remaining`` is the list Django is running (this hook was popped from it): the
@@ -98,8 +100,9 @@ class _Transaction:
             # add, or a test's captureOnCommitCallbacks runs the hooks in place, and every known
             # batch is flushed: at worst a rolled-back savepoint's tags are invalidated.
             alive = {id(_batch_of(entry)) for entry in remaining}
-            batches = [b for b in batches if b is hook.batch or id(b) in alive]
-        if hook.batch not in batches:
+            live = [b for b in batches if id(b) in alive or (hook is not None and b is hook.batch)]
+            batches = live if live or hook is not None else batches
+        if hook is not None and hook.batch not in batches:
             batches.append(hook.batch)
         tags: set[str] = set()
         rows: list[int] = []
@@ -133,7 +136,40 @@ def _current(using: str, callbacks: list[Any]) -> _Transaction:
         else:
             state = states[using] = _Transaction(using)
         state.callbacks = callbacks
+        state.guarded = 0
     return state
+
+
+class _Guard:
+    """Another app's commit hook that is not robust, wrapped so that its exception cannot cost an
+    invalidation: Django runs no hook after one that raises, so if it raises, the transaction's
+    batches are flushed before the exception goes on. It runs, and raises, exactly as before."""
+
+    __slots__ = ("__qualname__", "func", "transaction")
+
+    def __init__(self, func: Any, owner: _Transaction) -> None:
+        self.func = func
+        self.transaction = owner
+        self.__qualname__ = getattr(func, "__qualname__", type(func).__qualname__)
+
+    def __call__(self) -> None:
+        try:
+            self.func()
+        except BaseException:
+            self.transaction.run(None)
+            raise
+
+
+def _guard_others(state: _Transaction, callbacks: list[Any]) -> None:
+    """Guard every hook registered before the hook just added, that no earlier add looked at.
+
+    Hooks registered after the transaction's last add run after its hooks, so need no guard.
+    """
+    for i in range(state.guarded, len(callbacks) - 1):
+        sids, func, robust = callbacks[i]
+        if not robust and not isinstance(func, (_Hook, _Guard)):
+            callbacks[i] = (sids, _Guard(func, state), robust)  # same place, same savepoints
+    state.guarded = len(callbacks)
 
 
 def add(tags: Iterable[str], using: str) -> None:
@@ -148,6 +184,7 @@ def add(tags: Iterable[str], using: str) -> None:
     if batch is None:
         batch = state.batches[sids] = _Batch(state)
     transaction.on_commit(_Hook(batch), using=using, robust=True)  # one per write: see _Hook
+    _guard_others(state, connection.run_on_commit)
     batch.tags.update(tags)
     if batch.outbox is not None:
         # Inside the transaction: the row commits, or rolls back, with the change itself.

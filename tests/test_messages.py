@@ -1,0 +1,29 @@
+"""What the package says in its logs reads as sentences: no doubled full stops from nested errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from django_tagcache import TagCache
+from tests.testapp.models import Category
+
+DOUBLED = re.compile(r"(?<!\.)\.\.(?!\.)")  # ".." but not an ellipsis
+
+DOWN = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+
+
+@pytest.mark.django_db
+def test_log_lines_about_an_unreachable_redis_end_once(
+    settings: Any, caplog: pytest.LogCaptureFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.CACHES = DOWN
+    settings.TAGCACHE = {"RETRY": {"ATTEMPTS": 1}, "CIRCUIT_BREAKER": {"FAILURES": 0}}
+    with django_capture_on_commit_callbacks(execute=True):
+        Category.objects.create(name="c")  # the invalidation after the write fails: logged
+    TagCache().get_or_set("k", 1, tags=["t"])  # the read fails open: logged
+    messages = [record.getMessage() for record in caplog.records if record.name == "django_tagcache"]
+    assert len(messages) >= 2
+    assert [m for m in messages if DOUBLED.search(m)] == []

@@ -222,8 +222,9 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
             return
         metrics.incr("lost_invalidations")
         logger.error(
-            "django-tagcache: %d tag(s) written on database %r could not be invalidated: %s. Entries under "
-            "them may be stale until they expire; enable TAGCACHE['OUTBOX'] to retry such invalidations.",
+            # The error goes in parentheses: its own text may end with a full stop (redis-py's do).
+            "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); entries under "
+            "them may be stale until they expire. Enable TAGCACHE['OUTBOX'] to retry such invalidations.",
             len(tags),
             using,
             exc,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from django_tagcache import TagCache
 from tests.testapp.models import Category
@@ -27,3 +29,17 @@ def test_log_lines_about_an_unreachable_redis_end_once(
     messages = [record.getMessage() for record in caplog.records if record.name == "django_tagcache"]
     assert len(messages) >= 2
     assert [m for m in messages if DOUBLED.search(m)] == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_prune_columns_line_up(dry_run: bool) -> None:
+    TagCache().set("k", 1, tags=["t"])
+    args = ["tagcache_prune", "--no-progress"] + (["--dry-run"] if dry_run else [])
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    rows = [
+        line for line in out.getvalue().splitlines() if line.startswith("  ") and line.rstrip()[-1].isdigit()
+    ]
+    assert len(rows) == 2
+    assert len({row.rindex(" ") for row in rows}) == 1, rows  # the counts start in one column

@@ -64,14 +64,16 @@ class Command(TagCacheCommand):
                 bar.close()
         data = {"cache": alias, **report.as_dict()}
         would = "would be " if report.dry_run else ""
+        counts = {f"expired members {would}removed:": report.expired_members}
+        if report.checks_entries:
+            counts[f"members of missing entries {would}removed:"] = report.dead_members
+        width = max(len(label) for label in counts)
         lines = [
             f"Cache {alias!r}: {report.indexes} tag index(es) scanned"
             + (" (dry run: nothing changed)." if report.dry_run else "."),
-            f"  expired members {would}removed:      {report.expired_members}",
+            *(f"  {label:<{width}} {count}" for label, count in counts.items()),
         ]
-        if report.checks_entries:
-            lines.append(f"  members of missing entries {would}removed: {report.dead_members}")
-        else:
+        if not report.checks_entries:
             lines.append(
                 "  members of missing entries: not checked on Redis Cluster (only expired ones are pruned)."
             )

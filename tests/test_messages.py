@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from django_tagcache import TagCache
+from django_tagcache import TagCache, metrics
 from tests.testapp.models import Category
 
 DOUBLED = re.compile(r"(?<!\.)\.\.(?!\.)")  # ".." but not an ellipsis
@@ -43,3 +43,18 @@ def test_prune_columns_line_up(dry_run: bool) -> None:
     ]
     assert len(rows) == 2
     assert len({row.rindex(" ") for row in rows}) == 1, rows  # the counts start in one column
+
+
+@pytest.mark.django_db
+def test_stats_in_a_fresh_process_prints_no_wall_of_zero_counters() -> None:
+    out = io.StringIO()
+    call_command("tagcache_stats", stdout=out)
+    text = out.getvalue()
+    assert not re.search(r"^ +hits +0$", text, re.MULTILINE)
+    assert "no cache calls yet" in text
+    assert "Prometheus" in text
+    metrics.incr("hits", 3)
+    out = io.StringIO()
+    call_command("tagcache_stats", stdout=out)
+    assert re.search(r"^ +hits +3$", out.getvalue(), re.MULTILINE)
+    assert not re.search(r"^ +misses +0$", out.getvalue(), re.MULTILINE)  # only what happened

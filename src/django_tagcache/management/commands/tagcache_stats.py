@@ -12,8 +12,9 @@ from ...inspection import keyspace_stats
 from ..base import TagCacheCommand
 
 PROCESS_NOTE = (
-    "Counters are this process's own since it started (a management command starts fresh); "
-    "fleet-wide numbers come from the Prometheus export of each worker."
+    "Counters are this process's own: they live in each process and start at zero with it, so a "
+    "command like this one has counted only its own calls; a running site's numbers come from the "
+    "Prometheus export of each worker (see the Metrics section of the operations docs)."
 )
 
 
@@ -75,10 +76,12 @@ class Command(TagCacheCommand):
                 lines.append(
                     f"  members per entry: ~{stats['members_per_entry']} (tags per entry, plus dead members)"
                 )
-        lines.append("This process:")
-        for name, value in data["process"]["counters"].items():
-            lines.append(f"  {name:<20} {value}")
-        for op, timing in data["process"]["timings"].items():
+        # Only what moved: every counter is in --json; a fresh process has nothing else to show.
+        moved = {name: value for name, value in data["process"]["counters"].items() if value}
+        timings = data["process"]["timings"]
+        lines.append("This process:" + ("" if moved or timings else " no cache calls yet."))
+        lines += [f"  {name:<20} {value}" for name, value in moved.items()]
+        for op, timing in timings.items():
             lines.append(f"  time in {op:<12} {timing['seconds']:.3f} s over {timing['calls']} call(s)")
         lines.append(f"  ({PROCESS_NOTE})")
         return lines

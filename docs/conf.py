@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from sphinx.util import logging
 
 ROOT = Path(__file__).resolve().parent.parent
 # The repository root for tests.settings, src/ for the package when it is not installed.
@@ -48,3 +53,27 @@ autodoc_typehints = "description"
 
 html_theme = "furo"
 html_title = f"django-tagcache {release}"
+
+
+# --- The API reference names public things only -------------------------------------------------
+# A private name (``_Default``, ``module._Thing``) in a rendered signature or type is a warning,
+# and so, built with -W, an error: users cannot import or look up what the reference shows them.
+_PRIVATE = re.compile(r"(?<![\w.])_[A-Z]\w*|\b\w+\._[A-Z]\w*")
+
+
+def _no_private_names(app: Any, exception: BaseException | None) -> None:
+    if exception is not None or app.builder.name != "html":
+        return
+    page = Path(app.outdir) / "api.html"
+    if not page.exists():
+        return
+    text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+    found = sorted(set(_PRIVATE.findall(text)))
+    if found:
+        logging.getLogger(__name__).warning(
+            "the API reference shows private names: %s", ", ".join(found), type="tagcache", subtype="private"
+        )
+
+
+def setup(app: Any) -> None:
+    app.connect("build-finished", _no_private_names)

@@ -50,6 +50,9 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# The sentinels and typing-only names of the API, as a reader knows them: the default each stands
+# for, and the class a ModelAdmin really is (see _public_names below).
+PUBLIC_NAMES = {"_Default": "DEFAULT_TIMEOUT", "_Current": "CURRENT", "_ModelAdmin": "ModelAdmin"}
 
 html_theme = "furo"
 html_title = f"django-tagcache {release}"
@@ -75,5 +78,18 @@ def _no_private_names(app: Any, exception: BaseException | None) -> None:
         )
 
 
+def _public_names(app: Any, doctree: Any, docname: str) -> None:
+    """Show the public spelling of private type names in the rendered parameter types."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.Text)):
+        text = str(node)
+        for private, public in PUBLIC_NAMES.items():
+            text = re.sub(rf"\b{private}\b", public, text)
+        if text != str(node):
+            node.parent.replace(node, nodes.Text(text))
+
+
 def setup(app: Any) -> None:
+    app.connect("doctree-resolved", _public_names)
     app.connect("build-finished", _no_private_names)

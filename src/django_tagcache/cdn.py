@@ -104,6 +104,9 @@ def _namespace(namespace: str | _Current | None) -> str | None:
 class _Current:
     """The default namespace argument: the namespace current at the call."""
 
+    def __repr__(self) -> str:
+        return "CURRENT"  # how signatures (and the API reference) show the default
+
 
 CURRENT: Final = _Current()
 

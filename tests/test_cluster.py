@@ -436,3 +436,13 @@ def test_no_invalidation_is_lost_and_nothing_stale_survives_a_failover(
         local.wait_healthy()
         # Later tests count messages per node: give the shared client the new slot map now.
         get_redis_connection("cluster").nodes_manager.initialize()
+
+
+def test_one_invalidation_of_many_tags_of_an_entry_lets_a_later_writer_store(tc: TagCache) -> None:
+    # One call naming 17 tags of one entry is one invalidation: its tombstone must name only the
+    # generations it replaced, not turn into "refuse every write" as 17 separate calls would.
+    tags = [f"t{i}" for i in range(17)]
+    tc.set("k", "old", tags=tags)
+    assert tc.invalidate_tags(*tags) == 1
+    assert tc.get_or_set("k", lambda: "new", tags=tags) == "new"
+    assert tc.get("k") == "new"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from django_tagcache import TagCache
+from django_tagcache import TagCache, TagCacheUnavailable
 from tests.servers import RedisServer, find_redis_server, free_port
 
 
@@ -77,3 +79,107 @@ def test_the_race_is_closed_through_sentinel(sentinel_tc: TagCache) -> None:
 
     assert sentinel_tc.get_or_set("k", compute, tags=["t"]) == "stale"
     assert sentinel_tc.get("k") is None
+
+
+@pytest.fixture
+def failover_set(settings: Any) -> Iterator[tuple[RedisServer, RedisServer, RedisServer]]:
+    """A master, one replica and a sentinel watching them as "lossy": this test kills the master."""
+    binary = find_redis_server()
+    master = RedisServer.start(binary=binary)
+    replica = RedisServer.start(binary=binary, extra_args=("--replicaof", "127.0.0.1", str(master.port)))
+    for _ in range(100):
+        if replica.client().info("replication").get("master_link_status") == "up":
+            break
+        time.sleep(0.05)
+    config = Path(tempfile.mkdtemp(prefix="tagcache-sentinel-"), "sentinel.conf")
+    port = free_port()
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor lossy 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds lossy 60000\nsentinel failover-timeout lossy 10000\n"
+    )
+    watcher = RedisServer.start(binary=binary, port=port, config_file=str(config), extra_args=("--sentinel",))
+    sentinels = redis.Redis(port=watcher.port)
+    for _ in range(300):  # the sentinel can promote the replica once it has talked to it
+        known = sentinels.execute_command("SENTINEL", "REPLICAS", "lossy")  # type: ignore[no-untyped-call]
+        if known and known[0][b"flags"] == b"slave" and known[0][b"master-link-status"] == b"ok":
+            break
+        time.sleep(0.1)
+    settings.CACHES = {
+        **settings.CACHES,
+        "lossy": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://lossy/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", watcher.port)],
+                "SOCKET_TIMEOUT": 1,
+                "SOCKET_CONNECT_TIMEOUT": 1,
+            },
+        },
+    }
+    try:
+        yield master, replica, watcher
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+        for server in (watcher, replica, master):
+            server.stop()
+        config.unlink(missing_ok=True)
+        os.rmdir(config.parent)
+
+
+def _fail_over(watcher: RedisServer, replica: RedisServer) -> None:
+    """Force the sentinel to promote the replica, and wait until it serves as the master."""
+    redis.Redis(port=watcher.port).execute_command("SENTINEL", "FAILOVER", "lossy")  # type: ignore[no-untyped-call]
+    for _ in range(300):
+        if replica.client().info("replication").get("role") == "master":
+            address = redis.Redis(port=watcher.port).execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "lossy"
+            )
+            if int(address[1]) == replica.port:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the sentinel did not promote the replica")
+
+
+def test_a_failover_cannot_bring_back_a_generation_an_invalidation_replaced(
+    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
+) -> None:
+    """The replica misses an invalidation (stopped), the master dies, the replica is promoted.
+
+    The writer computed its value before the invalidation: its write must not pass on the new
+    master. An invalidation the replica did not acknowledge must not count as done (it raises,
+    and is retried, as the outbox or the caller does), or the old generation comes back with it.
+    """
+    master, replica, watcher = failover_set
+    settings.TAGCACHE = {"CACHE": "lossy", "INVALIDATION_REPLICAS": 1, "INVALIDATION_REPLICA_TIMEOUT": 0.2}
+    tc = TagCache("lossy")
+    done: list[bool] = []
+
+    def compute() -> str:
+        # The replica misses what follows: stopped, its link closed by the master (what the master
+        # sent before stays readable in the replica's socket buffer; nothing after reaches it).
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        master.client().client_kill_filter(_type="replica")
+        try:
+            tc.invalidate_tags("t")
+            done.append(True)
+        except TagCacheUnavailable:
+            done.append(False)
+        master.process.kill()  # the master dies before the replica got the invalidation
+        master.process.wait()
+        os.kill(replica.process.pid, signal.SIGCONT)
+        _fail_over(watcher, replica)
+        for _ in range(50):  # the client finds the new master (through the sentinel)
+            with contextlib.suppress(redis.ConnectionError):
+                if (
+                    redis.Redis(port=replica.port).info("replication")["role"] == "master"
+                    and tc.store.client.ping()
+                ):
+                    break
+        if not done[0]:
+            tc.invalidate_tags("t")  # not done: retried (the outbox, or the caller), on the new master
+        return "computed before the invalidation"
+
+    assert tc.get_or_set("k", compute, tags=["t"]) == "computed before the invalidation"
+    assert tc.get("k") is None

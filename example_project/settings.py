@@ -91,6 +91,9 @@ TAGCACHE = {
     "DEFAULT_TIMEOUT": 600,
     # Stored pages carry their tags, as a CDN would want them: `curl -sI` shows what a page holds.
     "CDN_HEADER": "Surrogate-Key",
+    # Redis runs on this machine, so the app and Redis read one clock: no skew to allow for. With
+    # Redis on other hosts keep the default (0.1 s), or your clocks' worst skew (docs/concepts.md).
+    "CLOCK_SKEW_MARGIN": 0,
 }
 
 # The pages of the site-wide middleware (the /catalog/ section).

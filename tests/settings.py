@@ -79,7 +79,8 @@ CACHES = {
         "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": _COUNTING}},
     },
 }
-TAGCACHE = {"CACHE": "default"}
+# The suite's Redis servers run on this machine: one clock, no skew to allow for (read fences).
+TAGCACHE = {"CACHE": "default", "CLOCK_SKEW_MARGIN": 0}
 # Templates and views of the page and fragment tests (tests/templates, tests/urls.py).
 TEMPLATES = [
     {

@@ -150,7 +150,7 @@ class TagCache:
         """
         tag_list = normalize_tags(tags)
         note_tags(tag_list)
-        return self._get_or_compute(key, default, timeout, lambda: tag_list, version)
+        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags)
 
     def _get_or_compute(
         self,
@@ -159,8 +159,10 @@ class TagCache:
         timeout: float | _Default | None,
         tags: Callable[[], tuple[str, ...]],
         version: int | None,
+        sources: object = None,
     ) -> Any:
-        """``tags`` returns normalized tags; it is called only on a miss."""
+        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
+        ``sources`` bound the write's read fence by their load time."""
         try:
             store = self.store
         except RETRYABLE as exc:
@@ -172,6 +174,7 @@ class TagCache:
             lambda: default() if callable(default) else default,
             _ttl_ms(timeout),
             tags,
+            sources,
         )
 
     def delete(self, key: str, version: int | None = None) -> bool:

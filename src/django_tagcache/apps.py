@@ -23,7 +23,7 @@ class TagCacheConfig(AppConfig):
         enable_meta_option()
 
     def ready(self) -> None:
-        from . import budget, cdn, checks, orm, sqlwatch, tags
+        from . import budget, cdn, checks, fences, orm, sqlwatch, tags
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
@@ -37,6 +37,9 @@ class TagCacheConfig(AppConfig):
         # One Redis time budget per request, shared by every call the request makes.
         request_started.connect(budget.on_request_started, dispatch_uid="django_tagcache.budget")
         request_finished.connect(budget.on_request_finished, dispatch_uid="django_tagcache.budget")
+        # A request's data is read after it starts: the read fence of what it caches.
+        request_started.connect(fences.request_started, dispatch_uid="django_tagcache.fence_start")
+        request_finished.connect(fences.request_finished, dispatch_uid="django_tagcache.fence_end")
         self._ready_operations()
 
     def _ready_operations(self) -> None:

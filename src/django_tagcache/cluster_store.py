@@ -29,7 +29,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .cluster_scripts import ClusterScriptRunner
-from .protocol import text
+from .protections import on
+from .protocol import text, write_checks
 from .store import MakeKey, Miss, StoreOptions, TagStore, new_token, new_tokens
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class ClusterTagStore(TagStore):
         tags: Sequence[str],
         expected: Sequence[str] | None = None,
         owner: str = "",
+        fence_us: int = 0,
     ) -> bool:
         """Index the entry in each tag's slot, store it, then check that no generation moved meanwhile.
 
@@ -137,7 +139,7 @@ class ClusterTagStore(TagStore):
                 return super().write(entry, payload, ttl_ms, tags, expected)
             untagged = Indexed({}, 0)  # the entry's own TTL below, not an index member's expiry
             return self.write_entry(entry, payload, untagged, owner=owner, ttl_ms=ttl_ms)
-        indexed = self.write_index(entry, ttl_ms, tags, expected)
+        indexed = self.write_index(entry, ttl_ms, tags, expected, fence_us)
         if indexed is None:
             if owner:
                 self.unlock(entry, owner)
@@ -145,24 +147,33 @@ class ClusterTagStore(TagStore):
         return self.write_entry(entry, payload, indexed, owner=owner) and self.write_confirm(entry, indexed)
 
     def write_index(
-        self, entry: str, ttl_ms: int, tags: Sequence[str], expected: Sequence[str] | None = None
+        self,
+        entry: str,
+        ttl_ms: int,
+        tags: Sequence[str],
+        expected: Sequence[str] | None = None,
+        fence_us: int = 0,
     ) -> Indexed | None:
         """Step 1: add the entry to each tag's index, one script call per slot; None if refused.
 
-        Checks the generations against ``expected`` if given, else creates missing ones.
+        Checks the generations against ``expected`` if given (and then the drains in progress
+        and the read fence ``fence_us``), else creates missing ones.
         """
         tokens = dict(zip(tags, expected if expected is not None else new_tokens(len(tags)), strict=True))
+        check, guard, cutoff = write_checks(self.options, expected, fence_us)
         groups = self._by_slot(tags)
         calls = []
         for group in groups.values():
-            keys = [key for tag in group for key in (self.keys.index(tag), self.keys.generation(tag))]
+            keys = [self.tag_key(tag, suffix) for tag in group for suffix in (":i", ":g", ":c", ":w")]
             args = [
                 entry,
                 ttl_ms,
-                0 if expected is None else 1,
+                check,
                 self.options.prune_per_write,
                 self.options.index_slack_ms,
                 self.options.generation_ttl_ms,
+                guard,
+                cutoff,
                 *(tokens[tag] for tag in group),
             ]
             calls.append(("cluster_index", keys, args))
@@ -219,6 +230,9 @@ class ClusterTagStore(TagStore):
                 raise result
         return results
 
+    def tag_key(self, tag: str, suffix: str) -> str:
+        return self.keys.tag(tag) + suffix
+
     @staticmethod
     def lock_key(entry: str) -> str:
         """The recompute lock of an entry (the standalone scripts derive the same name)."""
@@ -259,13 +273,15 @@ class ClusterTagStore(TagStore):
         tags: Sequence[str],
         expected: Sequence[str] | None,
         owner: str,
+        fence_us: int = 0,
     ) -> bool:
-        """Write a recomputed entry (checked against ``expected``) and release the lock ``owner`` holds.
+        """Write a recomputed entry (checked against ``expected`` and the read fence ``fence_us``)
+        and release the lock ``owner`` holds.
 
         The lock goes with the store (step 2), or at once if step 1 refuses.
         """
         try:
-            return self.write(entry, payload, ttl_ms, tags, expected, owner)
+            return self.write(entry, payload, ttl_ms, tags, expected, owner, fence_us)
         except BaseException:
             if owner:
                 with contextlib.suppress(RedisConnectionError):
@@ -278,21 +294,29 @@ class ClusterTagStore(TagStore):
 
     def generations(self, tags: Sequence[str]) -> list[str]:
         """The current generation token of each tag, created where missing: one script call per slot."""
+        return [token or "" for token in self._generations(tags, draining=False)]
+
+    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
+        """:meth:`generations`, None for a tag whose invalidation is still draining."""
+        return self._generations(tags, draining=True)
+
+    def _generations(self, tags: Sequence[str], *, draining: bool) -> list[str | None]:
         if not tags:
             return []
         groups = self._by_slot(tags)
         calls = [
             (
                 "generations",
-                [self.keys.generation(tag) for tag in group],
+                [self.keys.generation(tag) for tag in group]
+                + ([self.tag_key(tag, ":w") for tag in group] if draining and on("drain_guard") else []),
                 [*new_tokens(len(group)), self.options.generation_ttl_ms],
             )
             for group in groups.values()
         ]
         replies = self._call(lambda: self.runner.run(calls))
-        found: dict[str, str] = {}
+        found: dict[str, str | None] = {}
         for group, reply in zip(groups.values(), replies, strict=True):
-            found.update(zip(group, map(text, reply), strict=True))
+            found.update(zip(group, (None if t is None else text(t) for t in reply), strict=True))
         return [found[tag] for tag in tags]
 
     def invalidate(self, tags: Sequence[str]) -> int:
@@ -315,14 +339,16 @@ class ClusterTagStore(TagStore):
             tokens = new_tokens(len(group))
             for tag, token in zip(group, tokens, strict=True):
                 base = self.keys.tag(tag)
-                keys += (base + ":i", base + ":g", base + ":d", base + ":i:" + token)
-            calls.append(
-                (
-                    "cluster_invalidate",
-                    keys,
-                    [self.options.generation_ttl_ms, self.options.chunk_size, *tokens],
+                keys += (
+                    base + ":i",
+                    base + ":g",
+                    base + ":d",
+                    base + ":i:" + token,
+                    base + ":c",
+                    base + ":w",
                 )
-            )
+            args = [self.options.generation_ttl_ms, self.options.chunk_size, *tokens]
+            calls.append(("cluster_invalidate", keys, [*args, self.options.drain_guard_ttl_ms]))
         replies = self._call(lambda: self.runner.run(calls))
         drains: dict[str, Drain] = {}
         for reply in replies:
@@ -371,9 +397,11 @@ class ClusterTagStore(TagStore):
         """Remove each drain's members from its set-aside index and read the next ones."""
         if not drains:
             return
-        calls = [
-            ("cluster_drain", [d.aside, d.drains], [self.options.chunk_size, *(d.members or ())])
-            for d in drains
-        ]
+        calls = []
+        for d in drains:
+            base = d.drains[: -len(":d")]
+            keys = [d.aside, d.drains, base + ":w", base + ":c"]
+            args = [self.options.chunk_size, self.options.generation_ttl_ms, *(d.members or ())]
+            calls.append(("cluster_drain", keys, args))
         for d, members in zip(drains, self._call(lambda: self.runner.run(calls)), strict=True):
             d.members = list(members)

@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "GENERATION_TTL": 86400,
     "PRUNE_PER_WRITE": 64,
     "TOMBSTONE_TTL": 10,
+    "CLOCK_SKEW_MARGIN": 0.1,
+    "DRAIN_GUARD_TTL": 60,
     "MAX_ENTRY_SIZE": 8 * 1024 * 1024,
     "MAX_TAG_LENGTH": 256,
     "SCRIPT_MODE": "auto",
@@ -169,6 +171,21 @@ class Settings:
     def TOMBSTONE_TTL(self) -> int:
         """Redis Cluster: seconds a removed entry's tombstone lives (see docs/cluster.md)."""
         return self._int("TOMBSTONE_TTL", 1)
+
+    @property
+    def CLOCK_SKEW_MARGIN(self) -> float:
+        """Seconds by which an application clock may run ahead of Redis' (read fences, docs/concepts.md)."""
+        value = self._get("CLOCK_SKEW_MARGIN")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
+            raise ImproperlyConfigured(
+                f"TAGCACHE['CLOCK_SKEW_MARGIN'] must be a number of seconds in [0, 60], not {value!r}."
+            )
+        return float(value)
+
+    @property
+    def DRAIN_GUARD_TTL(self) -> int:
+        """Seconds writes wait at most for an invalidation that is still draining (a crashed one)."""
+        return self._int("DRAIN_GUARD_TTL", 1)
 
     @property
     def MAX_ENTRY_SIZE(self) -> int:

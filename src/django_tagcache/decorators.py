@@ -88,6 +88,7 @@ class CachedFunction(Generic[P, R]):
             self._timeout,
             call_tags,
             None,
+            (args, kwargs),  # instances among the arguments bound the read fence
         )
         return result
 

@@ -85,6 +85,7 @@ def render_fragment(
     timeout: float | None,
     tags: Callable[[], tuple[str, ...]],
     render: Callable[[], str],
+    sources: Callable[[], object] | None = None,
 ) -> str:
     """The text cached under ``key``; on a miss, ``render()`` it and cache it under its tags.
 
@@ -93,7 +94,10 @@ def render_fragment(
     Django's cache does). The entry's tags are ``tags()`` plus every tag used while rendering
     (nested fragments, ``get_or_set``/``@cached`` calls, ``add_tags``); a hit hands them to the
     enclosing fragment or page. The write is refused if any of them was invalidated after the
-    miss. A hit is one GET; ``tags`` is only called on a miss.
+    miss, or after its read fence: the moment it started rendering, or earlier, the start of the
+    request or :func:`~django_tagcache.fences.fence` block, or the load time of a model instance
+    among ``sources()`` (the raw ``tags=`` value). A hit is one GET; ``tags`` and ``sources``
+    are only called on a miss.
     """
     entry = get_store(alias).keys.entry(key)
     try:
@@ -115,7 +119,7 @@ def render_fragment(
         text = render()
         _delete(alias, entry)
         return text
-    scope = Scope(alias)
+    scope = Scope(alias, sources() if sources is not None else None)
     scope.begin(own)  # the tokens are read now, before any data the fragment shows
     owner = single_flight(alias, entry)
     if owner is None:  # another caller is rendering it: serve theirs if it comes in time

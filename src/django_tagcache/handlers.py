@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db.models import signals
 
-from . import sqlwatch, transaction
+from . import fences, sqlwatch, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def _snapshot(instance: models.Model) -> None:
 
 def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     _snapshot(instance)
+    fences.mark_loaded(instance)  # what is cached from it may be no fresher than this moment
 
 
 def _before_values(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:

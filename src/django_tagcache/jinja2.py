@@ -81,5 +81,6 @@ class TagCacheExtension(Extension):
             timeout=timeout,
             tags=lambda: fragment_tags(tags),
             render=caller,
+            sources=lambda: tags,
         )
         return Markup(text)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .keys import KeyScheme, MakeKey
 from .memory_state import NEVER, MemoryState
-from .protocol import Miss, StoreOptions, new_token, new_tokens
+from .protocol import Miss, StoreOptions, new_token, new_tokens, write_checks
 from .store import TagStore
 
 if TYPE_CHECKING:
@@ -116,12 +116,16 @@ class MemoryStore(TagStore):
         tags: Sequence[str],
         expected: Sequence[str] | None = None,
         owner: str = "",
+        fence_us: int = 0,
     ) -> bool:
         state, now = self.state, self._now()
+        check, _guard, cutoff = write_checks(self.options, expected, fence_us)
         with state.lock:
             if owner and state.read(entry + ":lock", now) == owner.encode():
                 state.delete(entry + ":lock")
-            if expected is not None and not self._unchanged(tags, expected, now):
+            if expected is not None and check and not self._unchanged(tags, expected, now):
+                return False
+            if cutoff and not self._before_fence(tags, cutoff, now):
                 return False
             state.delete(entry + ":stale")  # a fresh value replaces any copy a soft purge kept
             expiry = self._expiry(ttl_ms)
@@ -139,6 +143,16 @@ class MemoryStore(TagStore):
         """
         for tag, token in zip(tags, expected, strict=True):
             if self.state.read(self.keys.generation(tag), now) != token.encode():
+                return False
+        return True
+
+    def _before_fence(self, tags: Sequence[str], cutoff: int, now: float) -> bool:
+        """The read fence of write.lua: no tag's last invalidation completed at or after ``cutoff`` (µs)."""
+        if cutoff < 0:
+            return False
+        for tag in tags:
+            done = self.state.read(self.keys.tag(tag) + ":c", now)
+            if done is not None and int(done) >= cutoff:
                 return False
         return True
 
@@ -178,6 +192,9 @@ class MemoryStore(TagStore):
         with self.state.lock:
             return self._tokens(tags, self._now())
 
+    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
+        return list(self.generations(tags))  # nothing ever drains here: invalidate() is one step
+
     def delete(self, entry: str) -> bool:
         with self.state.lock:
             return self.state.read(entry, self._now()) is not None and self.state.delete(entry)
@@ -194,6 +211,8 @@ class MemoryStore(TagStore):
                 state.put(base + ":g", token.encode(), now + ttl)
                 for member in state.take_index(base):
                     removed += state.purge(member, budget, now)
+                # Complete now, on the wall clock (µs, as Redis TIME): fences are read on it too.
+                state.put(base + ":c", str(int(time.time() * 1_000_000)).encode(), now + ttl)
         return removed
 
     def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:

@@ -7,9 +7,12 @@ reads its reply. :class:`~django_tagcache.store.TagStore` sends them.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .protections import on
 
 if TYPE_CHECKING:
     from .conf import RetrySettings
@@ -26,6 +29,8 @@ class StoreOptions:
     prune_per_write: int = 64
     index_slack_ms: int = 1000
     tombstone_ttl_ms: int = 10_000  # Redis Cluster only, see cluster_store.py
+    clock_skew_margin_ms: int = 100  # subtracted from read fences (docs/concepts.md)
+    drain_guard_ttl_ms: int = 60_000  # how long writes wait for a draining invalidation at most
     retry: RetrySettings | None = None
 
 
@@ -52,26 +57,48 @@ def plan_write(
     tags: Sequence[str],
     expected: Sequence[str] | None,
     owner: str = "",
+    fence_us: int = 0,
 ) -> tuple[list[str], list[Any]]:
-    """Keys and arguments of write.lua. ``ttl_ms`` 0 means no expiry; ``owner`` releases a recompute lock."""
+    """Keys and arguments of write.lua. ``ttl_ms`` 0 means no expiry; ``owner`` releases a recompute lock.
+
+    A checked write (``expected`` given) is also refused while a tag's invalidation drains, and,
+    with a read fence ``fence_us`` (microseconds since the epoch), if a tag's last invalidation completed
+    at or after the fence minus the clock-skew margin.
+    """
     keys = [entry, *(scheme.tag(tag) for tag in tags)]
-    args: list[Any] = [
-        payload,
-        ttl_ms,
-        0 if expected is None else 1,
-        options.prune_per_write,
-        options.index_slack_ms,
-        owner,
-    ]
+    check, guard, cutoff = write_checks(options, expected, fence_us)
+    args: list[Any] = [payload, ttl_ms, check, options.prune_per_write, options.index_slack_ms, owner]
+    args += [guard, cutoff]
     if expected is not None:
         args += expected
     return keys, args
 
 
+def write_checks(
+    options: StoreOptions, expected: Sequence[str] | None, fence_us: int
+) -> tuple[int, int, int]:
+    """(check generations, guard against drains, fence cutoff in µs) of a write, as the scripts take them.
+
+    The cutoff is 0 for no fence, and -1 (refuse) for a fence older than the generations live:
+    completion times live as long, so an older invalidation could no longer be seen.
+    """
+    if expected is None:
+        return 0, 0, 0
+    cutoff = 0
+    if fence_us and on("fence"):
+        cutoff = fence_us - options.clock_skew_margin_ms * 1000
+        if time.time() * 1_000_000 - fence_us >= options.generation_ttl_ms * 1000:
+            cutoff = -1
+    return int(on("generation")), int(on("drain_guard")), cutoff
+
+
 def plan_generations(
-    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str]
+    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str], draining: bool = False
 ) -> tuple[list[str], list[Any]]:
+    """Keys and arguments of generations.lua; ``draining`` leaves out tags whose invalidation drains."""
     keys = [scheme.generation(tag) for tag in tags]
+    if draining and on("drain_guard"):
+        keys += [scheme.tag(tag) + ":w" for tag in tags]
     args: list[Any] = new_tokens(len(tags))
     args.append(options.generation_ttl_ms)
     return keys, args
@@ -116,7 +143,13 @@ def plan_invalidate(
     """Keys and arguments of invalidate.lua; ``stale_ms`` gives each tag's staleness budget (default 0)."""
     keys = [scheme.tag(tag) for tag in tags]
     budgets = list(stale_ms) if stale_ms is not None else [0] * len(tags)
-    return keys, [options.chunk_size, options.generation_ttl_ms, *new_tokens(len(tags)), *budgets]
+    return keys, [
+        options.chunk_size,
+        options.generation_ttl_ms,
+        *new_tokens(len(tags)),
+        *budgets,
+        options.drain_guard_ttl_ms,
+    ]
 
 
 def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:

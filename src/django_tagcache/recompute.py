@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from . import metrics, serialization
+from . import fences, metrics, serialization
 from .breaker import CircuitOpen
 from .conf import conf
 from .retry import RETRYABLE
@@ -55,10 +55,13 @@ def get_or_compute(
     compute: Callable[[], Any],
     ttl_ms: int | None,
     tags: Callable[[], tuple[str, ...]],
+    sources: object = None,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
     ``ttl_ms`` None means "compute, never store" (timeout <= 0); ``tags`` is called only on a miss.
+    ``sources`` are the call's tag sources (and arguments): model instances among them bound the
+    read fence of the write by their load time (see :mod:`django_tagcache.fences`).
     """
     try:
         raw = traced("read", lambda: store.get(entry))
@@ -106,7 +109,8 @@ def get_or_compute(
         if waited is not MISSING:
             return waited
         metrics.incr("stampede_timeouts")
-    return _compute_and_store(store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner)
+    fence_us = fences.to_us(fences.read_fence(sources))
+    return _compute_and_store(store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us)
 
 
 def _wait_for(store: TagStore, entry: str, wait: float, poll: float) -> Any:
@@ -134,6 +138,7 @@ def _compute_and_store(
     tag_list: tuple[str, ...],
     tokens: list[str],
     owner: str,
+    fence_us: int,
 ) -> Any:
     started = time.monotonic()
     try:
@@ -170,7 +175,7 @@ def _compute_and_store(
         expected = tokens if tag_list else None
         stored = traced(
             "write",
-            lambda: store.finish_miss(entry, payload, ttl, tag_list, expected, owner),
+            lambda: store.finish_miss(entry, payload, ttl, tag_list, expected, owner, fence_us),
             tags=len(tag_list),
         )
     except RETRYABLE as exc:

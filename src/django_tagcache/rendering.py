@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import bubbling, metrics, serialization
+from . import bubbling, fences, metrics, serialization
 from .api import get_store
 from .conf import conf
 from .recompute import fail_open
@@ -42,6 +42,9 @@ class Tokens:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        # The render's read fence (see django_tagcache.fences): the request's start, or earlier.
+        # Without one, the tokens read as tags are noted vouch for the data read after them.
+        self.fence = fences.current()
         self.known: dict[str, str | None] = {}
         self.unavailable = False  # a read failed: nothing in this render is stored
         # (entry key, tags, tokens) of every cached entry that vouched for tokens in this render.
@@ -53,7 +56,8 @@ class Tokens:
         if not missing:
             return
         try:
-            tokens: list[str | None] = list(get_store(self.alias).generations(missing))
+            # A tag still draining gets None: what is read under it now may be an old entry.
+            tokens = get_store(self.alias).vouching_generations(missing)
         except RETRYABLE as exc:
             fail_open("generation read", exc)
             self.unavailable = True
@@ -98,11 +102,13 @@ class Tokens:
 class Scope(set[str]):
     """A tag collector for one cached fragment or page, backed by the render's :class:`Tokens`."""
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, sources: object = None) -> None:
         super().__init__()
         self.alias = alias
         enclosing = [s for s in bubbling._stack.get() if isinstance(s, Scope) and s.alias == alias]
         self.tokens: Tokens = enclosing[-1].tokens if enclosing else Tokens(alias)
+        if sources is not None:  # instances shown here may have been loaded before the render
+            self.tokens.fence = fences.earliest(self.tokens.fence, fences.loaded_at(sources))
 
     # bubbling.note_tags() feeds every open collector through update(); this is the moment the
     # tags are first seen, before the data under them is read, so it is when tokens are read.
@@ -211,7 +217,8 @@ def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope, o
         return False
     try:
         # Releases the lock in the same call (one script call on a single server).
-        stored = store.finish_miss(entry, payload, ttl_ms, tags, expected, owner)
+        fence_us = fences.to_us(scope.tokens.fence)
+        stored = store.finish_miss(entry, payload, ttl_ms, tags, expected, owner, fence_us)
     except RETRYABLE as exc:
         fail_open("write", exc)
         return False

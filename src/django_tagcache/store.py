@@ -130,17 +130,22 @@ class TagStore:
         tags: Sequence[str],
         expected: Sequence[str] | None = None,
         owner: str = "",
+        fence_us: int = 0,
     ) -> bool:
         """Store an entry and its tag memberships atomically; False if a generation moved.
 
         ``owner`` releases the recompute lock taken by :meth:`prepare_miss`, stored or not.
+        A checked write (``expected``) is also refused while an invalidation of a tag drains, or
+        if one completed after the read fence ``fence_us`` (see :mod:`django_tagcache.fences`).
         Without tags, check or lock this is a plain SET.
         """
         if not tags and not owner:
             if ttl_ms:
                 return bool(self._call(lambda: self.client.set(entry, payload, px=ttl_ms)))
             return bool(self._call(lambda: self.client.set(entry, payload)))
-        keys, args = plan_write(self.keys, self.options, entry, payload, ttl_ms, tags, expected, owner)
+        keys, args = plan_write(
+            self.keys, self.options, entry, payload, ttl_ms, tags, expected, owner, fence_us
+        )
         return bool(self._call(lambda: self.scripts("write", keys, args)))
 
     def prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
@@ -158,10 +163,11 @@ class TagStore:
         tags: Sequence[str],
         expected: Sequence[str] | None,
         owner: str,
+        fence_us: int = 0,
     ) -> bool:
-        """Write a recomputed entry (checked against ``expected``) and release the lock ``owner`` holds,
-        in one script call."""
-        return self.write(entry, payload, ttl_ms, tags, expected, owner)
+        """Write a recomputed entry (checked against ``expected`` and the read fence ``fence_us``)
+        and release the lock ``owner`` holds, in one script call."""
+        return self.write(entry, payload, ttl_ms, tags, expected, owner, fence_us)
 
     def lock(self, entry: str, owner: str, lock_ttl_ms: int) -> bool:
         """Take the recompute lock of ``entry`` for ``owner`` unless someone holds it (a plain SET NX)."""
@@ -178,6 +184,15 @@ class TagStore:
         keys, args = plan_generations(self.keys, self.options, tags)
         reply = self._call(lambda: self.scripts("generations", keys, args))
         return [text(token) for token in reply]
+
+    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
+        """:meth:`generations`, but None for a tag whose invalidation is still draining: entries
+        read under it now may be old ones, so a fragment or page cannot be vouched for by them."""
+        if not tags:
+            return []
+        keys, args = plan_generations(self.keys, self.options, tags, draining=True)
+        reply = self._call(lambda: self.scripts("generations", keys, args))
+        return [None if token is None else text(token) for token in reply]
 
     def delete(self, entry: str) -> bool:
         return bool(self._call(lambda: self.client.delete(entry)))
@@ -221,7 +236,8 @@ class TagStore:
     def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
         """Delete (or soften, see ``stale_ms``) the entries of an index renamed aside, chunk by chunk."""
         removed = 0
-        keys, args = [aside, pending_set], [self.options.chunk_size, stale_ms]
+        keys = [aside, pending_set]
+        args = [self.options.chunk_size, stale_ms, self.options.generation_ttl_ms]
         while True:
             reply = self._call(lambda: self.scripts("drain", keys, args))
             removed += int(reply[0])

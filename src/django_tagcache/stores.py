@@ -40,6 +40,8 @@ def _build_store(alias: str) -> TagStore:
         generation_ttl_ms=conf.GENERATION_TTL * 1000,
         prune_per_write=conf.PRUNE_PER_WRITE,
         tombstone_ttl_ms=conf.TOMBSTONE_TTL * 1000,
+        clock_skew_margin_ms=int(conf.CLOCK_SKEW_MARGIN * 1000),
+        drain_guard_ttl_ms=conf.DRAIN_GUARD_TTL * 1000,
         retry=conf.RETRY,
     )
     make_key = caches[alias].make_key

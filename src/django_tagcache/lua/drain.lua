@@ -4,7 +4,11 @@
 -- KEYS[2]  the pending set of its tag
 -- ARGV[1]  how many entries to delete in this call
 -- ARGV[2]  the tag's staleness budget in ms: 0 deletes; more keeps '<entry>:stale' (see invalidate.lua)
+-- ARGV[3]  time to live of the tag's completion time, in ms (the generation's)
 --
+-- When the index is empty, the invalidation that renamed it is complete: it leaves the tag's
+-- in-progress set (base .. ':w') and its completion time (base .. ':c', in microseconds) is recorded, the base
+-- being the pending set's key without its ':p' (standalone script: derived here).
 -- Returns {removed, left}: entries deleted now, and members still listed.
 local chunk = tonumber(ARGV[1])
 local stale_ms = tonumber(ARGV[2] or '0')
@@ -37,5 +41,9 @@ end
 local left = redis.call('ZCARD', KEYS[1])
 if left == 0 then
   redis.call('SREM', KEYS[2], KEYS[1])
+  local base = string.sub(KEYS[2], 1, -3)
+  local now = redis.call('TIME')
+  redis.call('ZREM', base .. ':w', KEYS[1])
+  redis.call('SET', base .. ':c', now[1] .. string.format('%06d', tonumber(now[2])), 'PX', ARGV[3])
 end
 return {removed, left}

@@ -13,6 +13,12 @@
 -- ARGV[2 + n + i]  the staleness budget of tag i in ms (n tags): 0 deletes its entries; more keeps
 --               each as '<entry>:stale' for that long (at most its own remaining life), for
 --               get_or_set to serve while one caller recomputes it (a soft purge)
+-- ARGV[3 + 2n]  how long an invalidation may drain before writes stop waiting for it, in ms
+--
+-- Each tag also records when its last invalidation completed (base .. ':c', in microseconds on this
+-- server's clock) and, while one drains, that it is in progress (base .. ':w': ZSET of renamed
+-- indexes -> deadline). write.lua refuses entries whose data may have been read before the
+-- completion, or while a drain is in progress.
 --
 -- Returns {removed, dead_1, pending_1, dead_2, pending_2, ...}: the number of entries deleted,
 -- then every renamed index still to drain (drain.lua) with the pending set that lists it.
@@ -23,6 +29,9 @@ local gen_ttl = ARGV[2]
 local ntags = #KEYS
 local removed = 0
 local result = {0}
+local guard_ttl = tonumber(ARGV[3 + 2 * ntags])
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 
 -- Delete (budget 0) or soften (keep a stale copy) the entries members[first..last].
 local function purge(members, first, last, stale_ms)
@@ -58,6 +67,7 @@ for i = 1, ntags do
   local stale_ms = tonumber(ARGV[2 + ntags + i])
   redis.call('SET', generation, ARGV[2 + i], 'PX', gen_ttl)
   local size = redis.call('ZCARD', index)
+  local draining = false
   if size > 0 and size <= budget then
     removed = removed + purge(redis.call('ZRANGE', index, 0, -1), 1, size, stale_ms)
     redis.call('DEL', index)
@@ -65,6 +75,13 @@ for i = 1, ntags do
   elseif size > 0 then
     redis.call('RENAME', index, aside)
     redis.call('SADD', pending, aside)
+    redis.call('ZADD', KEYS[i] .. ':w', now_ms + guard_ttl, aside)
+    redis.call('PEXPIRE', KEYS[i] .. ':w', guard_ttl)
+    draining = true
+  end
+  if not draining then
+    -- Complete now; otherwise drain.lua records the completion when the index is empty.
+    redis.call('SET', KEYS[i] .. ':c', now[1] .. string.format('%06d', tonumber(now[2])), 'PX', gen_ttl)
   end
   if redis.call('SCARD', pending) > 0 then
     for _, dead in ipairs(redis.call('SMEMBERS', pending)) do

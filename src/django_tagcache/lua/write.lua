@@ -11,25 +11,37 @@
 -- ARGV[5]                   how long an index outlives its longest-lived member, in ms
 -- ARGV[6]                   the owner token of the recompute lock (KEYS[1] .. ':lock') to release,
 --                           or '' (stored or refused, the lock is released either way)
--- ARGV[6 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
+-- ARGV[7]                   "1": refuse while an invalidation of a tag is still draining (the tag's
+--                           in-progress set base .. ':w' holds an unexpired member)
+-- ARGV[8]                   the read fence, in microseconds since the epoch, minus the clock-skew margin: refuse
+--                           if a tag's last invalidation completed (base .. ':c') at or after it;
+--                           "0": no fence (the generations alone vouch for the data); negative:
+--                           refuse (a fence older than completion times are kept)
+-- ARGV[8 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
 --
--- Returns 1 when stored, 0 when refused because a tag was invalidated after the miss.
+-- Returns 1 when stored, 0 when refused because a tag was invalidated after the data was read.
 local entry = KEYS[1]
 local ttl = tonumber(ARGV[2])
 local check = ARGV[3] == '1'
 local prune = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
 local ntags = #KEYS - 1
+local guard = ARGV[7] == '1'
+local fence = tonumber(ARGV[8])
 
 if ARGV[6] ~= '' and redis.call('GET', entry .. ':lock') == ARGV[6] then
   redis.call('DEL', entry .. ':lock')
+end
+
+if fence < 0 then
+  return 0 -- a fence older than completion times are kept
 end
 
 if check then
   for i = 1, ntags do
     -- A missing generation never matches: tokens are created at the miss, so a generation
     -- that disappeared (expiry, eviction) means the reader cannot prove its data is fresh.
-    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[6 + i] then
+    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[8 + i] then
       return 0
     end
   end
@@ -37,6 +49,19 @@ end
 
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 1, ntags do
+  -- Entries read while an invalidation drains may be old ones not deleted yet: nothing built
+  -- while it runs is stored. A crashed invalidator's member expires (DRAIN_GUARD_TTL).
+  if guard and redis.call('ZCOUNT', KEYS[1 + i] .. ':w', now_ms, '+inf') > 0 then
+    return 0
+  end
+  if fence > 0 then
+    local done = redis.call('GET', KEYS[1 + i] .. ':c')
+    if done and tonumber(done) >= fence then
+      return 0
+    end
+  end
+end
 -- A fresh value replaces any copy a soft purge kept.
 redis.call('DEL', entry .. ':stale')
 local score

@@ -59,12 +59,20 @@ class TagCacheNode(Node):
                 ) from exc
         alias = self._alias(context)
         vary_on = [self._resolve_strictly(var, context, "a vary-on value") for var in self.vary_on]
+        resolved: list[Any] = []
+
+        def tag_value() -> Any:  # resolved on a miss only, at most once
+            if not resolved:
+                resolved.append(self._tag_value(context))
+            return resolved[0]
+
         text = render_fragment(
             alias=alias,
             key=fragment_key(self.fragment_name, vary_on),
             timeout=expire_time,
-            tags=lambda: self._tags(context),
+            tags=lambda: self._tags(tag_value()),
             render=lambda: self.nodelist.render(context),
+            sources=tag_value,
         )
         return mark_safe(text)
 
@@ -105,10 +113,14 @@ class TagCacheNode(Node):
             ) from exc
         return expression.resolve(context) if expression.filters else value
 
-    def _tags(self, context: Context) -> tuple[str, ...]:
+    def _tag_value(self, context: Context) -> Any:
+        if self.tags is None:
+            return None
+        return self._resolve_strictly(self.tags, context, "tags=")
+
+    def _tags(self, value: Any) -> tuple[str, ...]:
         if self.tags is None:
             return ()
-        value = self._resolve_strictly(self.tags, context, "tags=")
         try:
             return fragment_tags(value)
         except (TypeError, ValueError) as exc:

@@ -1,0 +1,40 @@
+"""Switches for the freshness protections, so that the tests can prove each one is needed.
+
+Production code never turns one off. The interleaving harness (tests/test_interleavings.py)
+switches off one protection at a time and must then find a stale value: a protection whose
+absence nobody can observe would prove nothing. No Django in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+#: Every protection that can be switched off, with what it guards.
+NAMES = {
+    "generation": "a write is checked against the generations read at the miss",
+    "drain_guard": "no write while an invalidation of one of its tags is still draining",
+    "fence": "no write if a tag's last invalidation completed after its data may have been read",
+    "stored_row": "a save invalidates the tags of the row as stored, not as the instance remembers it",
+    "namespace_scan": "a purge of every namespace finds namespaces by their generations too",
+}
+
+# Process-global on purpose (a test switch, read on miss paths only); empty in production.
+_off: set[str] = set()
+
+
+def on(name: str) -> bool:
+    """Whether protection ``name`` is active (always, outside the mutation tests)."""
+    return name not in _off
+
+
+@contextmanager
+def switched_off(name: str) -> Iterator[None]:
+    """Within the block, protection ``name`` is off (tests only)."""
+    if name not in NAMES:
+        raise ValueError(f"Unknown protection {name!r}; one of {sorted(NAMES)}.")
+    _off.add(name)
+    try:
+        yield
+    finally:
+        _off.discard(name)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import functools
 import hashlib
+import uuid
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -15,11 +19,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SCALARS = (str, int, float, bool, bytes, type(None))
+# Values whose repr is their identity: equal values, equal text, in any process.
+_VALUES = (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID)
 
 
 def _part(value: Any) -> str:
-    """A stable text for one argument, identical across processes for equal arguments."""
+    """A stable text for one argument, identical across processes for equal arguments.
+
+    Only values that are their own identity are keyed: scalars, dates and times, decimals,
+    UUIDs, enum members, model instances (by primary key) and containers of them. Anything
+    else (a request, a user session, an object with a custom repr) raises TypeError: its repr
+    may be shared by callers who must not share a result (two users' requests print alike).
+    """
     if isinstance(value, _SCALARS):
+        return f"{type(value).__name__}:{value!r}"
+    if isinstance(value, enum.Enum):
+        return f"enum:{type(value).__module__}.{type(value).__qualname__}:{_part(value.value)}"
+    if isinstance(value, _VALUES):
         return f"{type(value).__name__}:{value!r}"
     meta = getattr(value, "_meta", None)
     if meta is not None and hasattr(value, "pk") and not isinstance(value, type):
@@ -30,12 +46,11 @@ def _part(value: Any) -> str:
         return f"{type(value).__name__}{{" + ",".join(sorted(_part(v) for v in value)) + "}"
     if isinstance(value, dict):
         return "dict{" + ",".join(sorted(f"{_part(k)}={_part(v)}" for k, v in value.items())) + "}"
-    text = repr(value)
-    if " at 0x" in text or "QuerySet" in type(value).__name__:
-        raise TypeError(
-            f"@cached cannot build a stable key from a {type(value).__name__} argument; pass key=callable."
-        )
-    return f"{type(value).__qualname__}:{text}"
+    raise TypeError(
+        f"@cached cannot key a {type(value).__qualname__} argument: it has no identity that two callers "
+        "could not share (a request, for one, prints the same for every user). Pass key=callable, or "
+        "pass the values the result depends on (a user's pk, a query string) instead."
+    )
 
 
 def call_key(prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

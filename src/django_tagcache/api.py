@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from . import metrics, recompute, serialization
+from . import metrics, protections, recompute, serialization
 from .bubbling import note_tags
 from .conf import conf
 from .exceptions import TagCacheUnavailable
@@ -208,19 +208,24 @@ class TagCache:
         if not source:
             raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
         found: set[str | None] = {None}
+        # A namespace with entries under a tag has its index; one whose first entry under it is
+        # being computed has only its generation (created at the miss), and must be found too:
+        # moving that generation is what refuses the value computed before this purge.
+        suffixes = (":i", ":g") if protections.on("namespace_scan") else (":i",)
         try:
             store = self.store
             for tag in tag_list:
-                pattern = store.keys.tag_pattern(tag)
-                keys = (
-                    store.scan_indexes(pattern)
-                    if isinstance(store, MemoryStore)
-                    else store.client.scan_iter(match=pattern, count=1000)
-                )
-                for key in keys:
-                    name = _NAMESPACE_IN_KEY.search(text(key))
-                    if name:
-                        found.add(name.group(1))
+                for suffix in suffixes:
+                    pattern = store.keys.tag_pattern(tag, suffix)
+                    keys = (
+                        store.scan_keys(pattern)
+                        if isinstance(store, MemoryStore)
+                        else store.client.scan_iter(match=pattern, count=1000)
+                    )
+                    for key in keys:
+                        name = _NAMESPACE_IN_KEY.search(text(key))
+                        if name:
+                            found.add(name.group(1))
         except RETRYABLE as exc:
             raise TagCacheUnavailable(
                 f"Could not list the namespaces of {len(tag_list)} tag(s): {exc}"

@@ -57,10 +57,11 @@ class KeyScheme:
             base = self._tags[namespace, tag] = str(self._make_key(head + "{" + hash_tag(tag) + "}", None))
         return base
 
-    def tag_pattern(self, tag: str) -> str:
-        """A SCAN pattern matching the index of ``tag`` in every namespace (glob characters escaped)."""
+    def tag_pattern(self, tag: str, suffix: str = ":i") -> str:
+        """A SCAN pattern matching one key of ``tag`` in every namespace (glob characters escaped):
+        its index by default, ``suffix=":g"`` its generation."""
         literal = re.sub(r"([*?\[\]\\])", r"\\\1", hash_tag(tag))
-        return str(self._make_key(f"{self._prefix}:n:*:t:{{{literal}}}", None)) + ":i"
+        return str(self._make_key(f"{self._prefix}:n:*:t:{{{literal}}}", None)) + suffix
 
     def index(self, tag: str) -> str:
         return self.tag(tag) + ":i"

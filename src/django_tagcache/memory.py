@@ -232,6 +232,13 @@ class MemoryStore(TagStore):
         with self.state.lock:
             return sorted(self.state.indexes.get(self.keys.tag(tag), {}))
 
+    def scan_keys(self, match: str) -> Iterator[str]:
+        """Index keys (``<tag base>:i``) and string keys (generations, ...) matching a ``MATCH`` pattern."""
+        pattern = _glob(match)
+        with self.state.lock:
+            names = [base + ":i" for base in self.state.indexes] + list(self.state.values)
+        return (name for name in names if pattern.fullmatch(name))
+
     def scan_indexes(self, match: str) -> Iterator[str]:
         """The index keys (``<tag base>:i``) that match a Redis ``MATCH`` pattern, like SCAN would list."""
         pattern = _glob(match)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections
 from django.db.models import signals
 
-from . import fences, sqlwatch, transaction
+from . import fences, protections, sqlwatch, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any
 
 def _before_values(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:
     """Values of the row as stored before this save, or None for a row that does not exist yet."""
+    if protections.on("stored_row"):
+        return _stored_row(model, instance, using)
     names = registry.snapshot_names(model)
     snapshot: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
     pk = snapshot.get("pk") if not instance._state.adding else instance.pk
@@ -88,6 +91,28 @@ def _before_values(model: type[models.Model], instance: models.Model, using: str
     if row is None:
         return None
     row["pk"] = pk
+    return row
+
+
+def _stored_row(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:
+    """The tag values of the row this save overwrites, read from the database: one query.
+
+    The instance's own snapshot can be stale (another editor saved the row since it was loaded)
+    or name another row (its primary key was changed), and its tags would then miss the ones the
+    row really leaves. Inside a transaction the row is locked (SELECT ... FOR UPDATE where the
+    database has it), so no concurrent save can slip between this read and the write.
+    """
+    if instance.pk is None:
+        return None
+    names = registry.snapshot_names(model)
+    wanted = [name if name != "pk" else model._meta.pk.attname for name in names]
+    rows = model._base_manager.using(using).filter(pk=instance.pk)
+    connection = connections[using]
+    if connection.in_atomic_block and connection.features.has_select_for_update:
+        rows = rows.select_for_update()
+    row = rows.values(*wanted).first()
+    if row is not None:
+        row["pk"] = instance.pk
     return row
 
 

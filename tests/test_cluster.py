@@ -292,7 +292,7 @@ def test_an_invalidation_stopped_mid_drain_is_finished_by_the_next(
     # Tombstone the first chunk and die before acknowledging it.
     removed = sum(
         store.runner.run(
-            [("cluster_tombstone", [m], [drain.replaced, store.options.tombstone_ttl_ms]) for m in members]
+            [("cluster_tombstone", [m], [store.options.tombstone_ttl_ms, drain.replaced]) for m in members]
         )
     )
     assert removed == 5

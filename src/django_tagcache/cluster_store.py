@@ -377,16 +377,20 @@ class ClusterTagStore(TagStore):
             if unread:
                 self._acknowledge(unread)
             active = [d for d in active if d.members]
-            groups: dict[tuple[int, str], list[str]] = defaultdict(list)
+            # One tombstone per entry, naming every generation this call replaced among its tags:
+            # an entry under many of the tags is one removal, not one per tag.
+            groups: dict[int, dict[str, dict[str, None]]] = defaultdict(dict)
             for d in active:
                 for member in d.members or ():
                     key = text(member)
-                    groups[(self.runner.slot(key), d.replaced)].append(key)
-            calls = [
-                ("cluster_tombstone", keys[i : i + chunk], [replaced, self.options.tombstone_ttl_ms])
-                for (_slot, replaced), keys in groups.items()
-                for i in range(0, len(keys), chunk)
-            ]
+                    groups[self.runner.slot(key)].setdefault(key, {})[d.replaced] = None
+            calls = []
+            for replaced_by_key in groups.values():
+                items = list(replaced_by_key.items())
+                for i in range(0, len(items), chunk):
+                    part = items[i : i + chunk]
+                    args = [self.options.tombstone_ttl_ms, *(",".join(tokens) for _key, tokens in part)]
+                    calls.append(("cluster_tombstone", [key for key, _tokens in part], args))
             if calls:
                 removed += sum(int(n) for n in self._call(partial(self.runner.run, calls)))
             self._acknowledge(active)

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "TOMBSTONE_TTL": 10,
     "CLOCK_SKEW_MARGIN": 0.1,
     "DRAIN_GUARD_TTL": 60,
+    "INVALIDATION_REPLICAS": 0,
+    "INVALIDATION_REPLICA_TIMEOUT": 0.5,
     "MAX_ENTRY_SIZE": 8 * 1024 * 1024,
     "MAX_TAG_LENGTH": 256,
     "SCRIPT_MODE": "auto",
@@ -186,6 +188,20 @@ class Settings:
     def DRAIN_GUARD_TTL(self) -> int:
         """Seconds writes wait at most for an invalidation that is still draining (a crashed one)."""
         return self._int("DRAIN_GUARD_TTL", 1)
+
+    @property
+    def INVALIDATION_REPLICAS(self) -> int:
+        """Replicas that must hold an invalidation before it returns (Sentinel, docs/concepts.md)."""
+        return self._int("INVALIDATION_REPLICAS", 0)
+
+    @property
+    def INVALIDATION_REPLICA_TIMEOUT(self) -> float:
+        value = self._get("INVALIDATION_REPLICA_TIMEOUT")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+            raise ImproperlyConfigured(
+                f"TAGCACHE['INVALIDATION_REPLICA_TIMEOUT'] must be seconds in (0, 60], not {value!r}."
+            )
+        return float(value)
 
     @property
     def MAX_ENTRY_SIZE(self) -> int:

@@ -31,6 +31,8 @@ class StoreOptions:
     tombstone_ttl_ms: int = 10_000  # Redis Cluster only, see cluster_store.py
     clock_skew_margin_ms: int = 100  # subtracted from read fences (docs/concepts.md)
     drain_guard_ttl_ms: int = 60_000  # how long writes wait for a draining invalidation at most
+    invalidation_replicas: int = 0  # replicas that must acknowledge an invalidation (replication.py)
+    replica_timeout_ms: int = 500
     retry: RetrySettings | None = None
 
 

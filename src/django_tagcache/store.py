@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from redis.cluster import RedisCluster
 
+from . import replication
 from .keys import KeyScheme, MakeKey, hash_tag
 from .protocol import (
     Miss,
@@ -209,6 +210,12 @@ class TagStore:
         """
         if not tags:
             return 0
+        if self.options.invalidation_replicas and self.standalone:
+            return replication.invalidate_acknowledged(self, tags)
+        return self.invalidate_here(tags)
+
+    def invalidate_here(self, tags: Sequence[str]) -> int:
+        """:meth:`invalidate` on this store's own client, without waiting for replicas."""
         step = self.TAGS_PER_CALL
         budgets = [self.staleness(tag) for tag in tags] if self.staleness is not None else [0] * len(tags)
         calls = [

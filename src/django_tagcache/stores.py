@@ -42,6 +42,8 @@ def _build_store(alias: str) -> TagStore:
         tombstone_ttl_ms=conf.TOMBSTONE_TTL * 1000,
         clock_skew_margin_ms=int(conf.CLOCK_SKEW_MARGIN * 1000),
         drain_guard_ttl_ms=conf.DRAIN_GUARD_TTL * 1000,
+        invalidation_replicas=conf.INVALIDATION_REPLICAS,
+        replica_timeout_ms=max(1, int(conf.INVALIDATION_REPLICA_TIMEOUT * 1000)),
         retry=conf.RETRY,
     )
     make_key = caches[alias].make_key

@@ -29,6 +29,7 @@ from django_tagcache.cluster_store import TOMBSTONE, ClusterTagStore
 from django_tagcache.scripts import server_major_version
 from django_tagcache.serialization import dumps
 from tests.cluster import ExternalCluster, LocalCluster
+from tests.counting import count
 
 pytestmark = pytest.mark.cluster
 
@@ -446,3 +447,17 @@ def test_one_invalidation_of_many_tags_of_an_entry_lets_a_later_writer_store(tc:
     assert tc.invalidate_tags(*tags) == 1
     assert tc.get_or_set("k", lambda: "new", tags=tags) == "new"
     assert tc.get("k") == "new"
+
+
+def test_invalidating_twenty_tags_of_one_entry_takes_one_tombstone_call(
+    tc: TagCache, store: ClusterTagStore
+) -> None:
+    # docs/cluster.md: one call per tag slot to set aside, one per entry slot to tombstone, one
+    # per set-aside index to acknowledge.
+    tags = [f"t{i}" for i in range(20)]
+    tc.set("k", "v", tags=tags)
+    with count() as tally:
+        assert tc.invalidate_tags(*tags) == 1
+    tag_slots = {store.runner.slot(store.keys.tag(tag)) for tag in tags}
+    scripts = [c for c in tally.commands if c in ("FCALL", "EVALSHA")]
+    assert len(scripts) == len(tag_slots) + 1 + len(tags)

@@ -7,6 +7,7 @@ from .bubbling import add_tags, collect_tags
 from .budget import redis_budget
 from .decorators import cached
 from .exceptions import TagCacheError, TagCacheUnavailable
+from .fences import fence
 from .orm import invalidate_model, invalidate_objects, register, tags_for
 from .tags import normalize_tags, register_resolver
 
@@ -18,6 +19,7 @@ __all__ = [
     "add_tags",
     "cached",
     "collect_tags",
+    "fence",
     "invalidate_model",
     "invalidate_objects",
     "invalidate_tags",

@@ -16,6 +16,8 @@ from django.test import RequestFactory
 
 from django_tagcache import TagCache, cached, invalidate_tags
 from django_tagcache.api import get_store
+from django_tagcache.cluster_store import ClusterTagStore
+from django_tagcache.memory import MemoryStore
 from django_tagcache.protocol import parse_invalidate, plan_invalidate
 from django_tagcache.tags import normalize_tags
 from tests.testapp.models import Category, Product
@@ -82,9 +84,13 @@ def test_cached_never_stores_a_result_from_an_instance_loaded_before_a_commit(al
 def _first_step_of_a_chunked_invalidation(alias: str, tags: list[str]) -> Callable[[], None]:
     """Move the generations and set big indexes aside, as invalidate_tags() does first; returns the rest."""
     store = get_store(alias)
-    if hasattr(store, "begin_invalidate"):
+    if isinstance(store, ClusterTagStore):
         drains = store.begin_invalidate(tags)
-        return lambda: store.finish(drains) and None  # type: ignore[attr-defined, func-returns-value]
+
+        def finish() -> None:
+            store.finish(drains)
+
+        return finish
     keys, args = plan_invalidate(store.keys, store.options, tags)
     _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
     assert pending, "the tag must be too big for one call"
@@ -99,6 +105,8 @@ def _first_step_of_a_chunked_invalidation(alias: str, tags: list[str]) -> Callab
 def test_an_entry_read_while_an_invalidation_drains_does_not_vouch_for_a_fragment(
     alias: str, settings: Any
 ) -> None:
+    if isinstance(get_store(alias), MemoryStore):
+        pytest.skip("the in-process store invalidates in one step: nothing ever drains")
     settings.TAGCACHE = {"CACHE": alias, "CHUNK_SIZE": 5}
     tc = TagCache(alias)
     for i in range(12):

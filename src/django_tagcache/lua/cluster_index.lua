@@ -14,8 +14,8 @@
 -- ARGV[5]                  how long an index outlives its longest-lived member, in ms
 -- ARGV[6]                  time to live of a created generation, in ms
 -- ARGV[7]                  "1": refuse while an invalidation of a tag is still draining
--- ARGV[8]                  the read fence minus the clock-skew margin, in microseconds: refuse if a tag's last
---                          invalidation completed at or after it; "0": no fence
+-- ARGV[8]                  the read fence minus the clock-skew margin, in microseconds: refuse
+--                          if a tag's last invalidation completed at or after it; "0": no fence
 -- ARGV[8 + i]              a token per tag, see ARGV[3]
 --
 -- Returns {0} when refused (a generation moved), else {1, expiry, token_1, token_2, ...}: the

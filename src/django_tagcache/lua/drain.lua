@@ -7,8 +7,9 @@
 -- ARGV[3]  time to live of the tag's completion time, in ms (the generation's)
 --
 -- When the index is empty, the invalidation that renamed it is complete: it leaves the tag's
--- in-progress set (base .. ':w') and its completion time (base .. ':c', in microseconds) is recorded, the base
--- being the pending set's key without its ':p' (standalone script: derived here).
+-- in-progress set (base .. ':w') and its completion time (base .. ':c', in microseconds) is
+-- recorded, the base being the pending set's key without its ':p' (standalone script: derived
+-- here).
 -- Returns {removed, left}: entries deleted now, and members still listed.
 local chunk = tonumber(ARGV[1])
 local stale_ms = tonumber(ARGV[2] or '0')

@@ -13,8 +13,9 @@
 --                           or '' (stored or refused, the lock is released either way)
 -- ARGV[7]                   "1": refuse while an invalidation of a tag is still draining (the tag's
 --                           in-progress set base .. ':w' holds an unexpired member)
--- ARGV[8]                   the read fence, in microseconds since the epoch, minus the clock-skew margin: refuse
---                           if a tag's last invalidation completed (base .. ':c') at or after it;
+-- ARGV[8]                   the read fence, in microseconds since the epoch, minus the clock-skew
+--                           margin: refuse if a tag's last invalidation completed (base .. ':c')
+--                           at or after it;
 --                           "0": no fence (the generations alone vouch for the data); negative:
 --                           refuse (a fence older than completion times are kept)
 -- ARGV[8 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")

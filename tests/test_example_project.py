@@ -125,6 +125,13 @@ def test_example_project_end_to_end(example_env: dict[str, str]) -> None:
     purged = out["purged"]["html"]
     assert "Purged the cached data of 1 product" in purged
     assert "by <em>admin:action:store.product</em>" in panel(purged)["text"]
+    # The purge answered with a redirect, whose page is never seen: the page it led to says what
+    # the purge invalidated under "Invalidated", not "nothing".
+    assert f"store.product:{pk}" in panel(purged)["tags"]["Invalidated"]
+    assert "the request that redirected here" in panel(purged)["text"]
+    # Why a page that missed stores more entries than it missed is said on the panel.
+    assert first["counts"]["stores"] > first["counts"]["misses"]
+    assert "the list of headers it varies on" in first["text"]
 
     # This app's commands work in the example project.
     stats = json.loads(run(example_env, python, MANAGE, "tagcache_stats", "--json"))

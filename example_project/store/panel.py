@@ -9,8 +9,9 @@ Built from django-tagcache's public hooks only:
   and stores. The counters are per process, so the numbers are exact only while requests do not
   overlap: fine for one visitor on the dev server, and the panel says so;
 - the :data:`~django_tagcache.signals.tags_invalidated` signal: what this request invalidated, and
-  a short log of the latest invalidations in this process, because an admin save answers with a
-  redirect and its own panel is never seen.
+  a short log of the latest invalidations in this process. An admin save answers with a redirect
+  and its own panel is never seen, so what a redirecting request invalidated is shown on the page
+  it redirected to.
 
 A cached page must not contain its panel (it would show the request that stored it), so
 templates print only a placeholder, which :func:`panel_placeholder` puts in every template's
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.loader import render_to_string
@@ -54,6 +56,10 @@ class Invalidation:
 _recent: deque[Invalidation] = deque(maxlen=5)
 # The invalidations of the request being served in this thread (None outside a request).
 _during: ContextVar[list[Invalidation] | None] = ContextVar("store_panel_invalidations", default=None)
+# What a request that answered with a redirect invalidated, by the path it redirected to: an admin
+# save's own panel is never seen, so the page it leads to shows it. Bounded, process-global.
+_carried: dict[str, list[Invalidation]] = {}
+CARRIED_MAX = 20
 
 
 def record_invalidation(
@@ -89,10 +95,20 @@ class PanelMiddleware:
             _during.reset(token)
         after = metrics.snapshot()
         counts = {name: after[name] - before[name] for name in SHOWN}
-        return fill_in(response, panel_context(counts, used, invalidated))
+        carried = _carried.pop(request.path, [])
+        if invalidated and 300 <= response.status_code < 400 and response.has_header("Location"):
+            if len(_carried) >= CARRIED_MAX:
+                _carried.pop(next(iter(_carried)))
+            _carried[urlsplit(response["Location"]).path] = invalidated
+        return fill_in(response, panel_context(counts, used, invalidated, carried))
 
 
-def panel_context(counts: dict[str, int], used: set[str], invalidated: list[Invalidation]) -> dict[str, Any]:
+def panel_context(
+    counts: dict[str, int],
+    used: set[str],
+    invalidated: list[Invalidation],
+    carried: Sequence[Invalidation] = (),
+) -> dict[str, Any]:
     now = time.time()
     tags = sorted(used)
     return {
@@ -103,6 +119,9 @@ def panel_context(counts: dict[str, int], used: set[str], invalidated: list[Inva
         "written": tags if counts["stores"] else [],
         "invalidated": sorted({tag for item in invalidated for tag in item.tags}),
         "removed": sum(item.removed for item in invalidated),
+        # What the request that redirected here invalidated (an admin save, a purge).
+        "carried": sorted({tag for item in carried for tag in item.tags}),
+        "carried_removed": sum(item.removed for item in carried),
         "recent": [
             {
                 "age": round(now - item.at),

@@ -206,9 +206,10 @@ def test_the_purge_page_reports_an_unreachable_redis(settings: Any) -> None:
     client = logged_in(staff(superuser=True))
     response = client.post(reverse(PURGE_PAGE), {"tags": "a", "cache": "down", "confirm": "yes"})
     assert response.status_code == 200
-    [message] = [str(m) for m in get_messages(response.wsgi_request)]
-    assert message.startswith("The purge failed: the cache could not be reached")
-    assert not PurgeRecord.objects.exists()
+    failed, recorded = [str(m) for m in get_messages(response.wsgi_request)]
+    assert failed.startswith("The purge failed: the cache could not be reached")
+    assert recorded.startswith("The attempt is recorded in the purge log, marked as failed")
+    assert "Could not invalidate 1 tag(s)" in PurgeRecord.objects.get().error
 
 
 # --- the purge log -----------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_the_purge_log_is_read_only_with_filters_and_search() -> None:
     page = client.get(changelist)
     assert page.status_code == 200
     assert page.context["cl"].result_count == 2
-    assert [f.title for f in page.context["cl"].filter_specs] == ["source", "cache", "created"]
+    assert [f.title for f in page.context["cl"].filter_specs] == ["source", "cache", "namespace", "created"]
     assert client.get(changelist, {"q": "promo"}).context["cl"].result_count == 1
     assert client.get(changelist, {"source": "deploy"}).context["cl"].result_count == 1
     assert client.get(reverse("admin:django_tagcache_purgerecord_add")).status_code == 403

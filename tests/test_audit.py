@@ -95,7 +95,7 @@ def test_purge_tags_records_one_row_for_all_its_batches(sent: list[dict[str, obj
 
 @pytest.mark.django_db
 def test_a_purge_that_fails_half_way_records_what_it_did(settings: Any) -> None:
-    """The first batch reaches Redis, which then stops: the record says what was purged."""
+    """The first batch reaches Redis, which then stops: the record lists what was sent, and why it failed."""
     server = RedisServer.start()
     settings.CACHES = {
         **settings.CACHES,
@@ -114,7 +114,9 @@ def test_a_purge_that_fails_half_way_records_what_it_did(settings: Any) -> None:
         tags_invalidated.disconnect(stop_server)
         server.stop()
     record = PurgeRecord.objects.get()
-    assert (record.tag_count, record.tags[0], record.tags[-1], record.cache) == (500, "t0000", "t0499", "own")
+    assert (record.tag_count, record.tags[0], record.tags[-1], record.cache) == (600, "t0000", "t0599", "own")
+    assert "Could not invalidate 100 tag(s)" in record.error
+    assert "the last 100 tag(s) may be partly invalidated" in record.error
 
 
 def test_a_database_failure_never_loses_the_invalidation(caplog: pytest.LogCaptureFixture) -> None:

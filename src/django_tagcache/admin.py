@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
+from django.db import router, transaction
 from django.urls import URLPattern, path
 
-from .admin_views import purge_tags_view
-from .audit import purge_tags
-from .exceptions import TagCacheUnavailable
+from .admin_views import NOT_RECORDED, purge_tags_view
+from .audit import purge
 from .models import PurgeRecord
 from .registry import registry, tags_for
 
@@ -44,19 +44,25 @@ def purge_cached_data(modeladmin: _ModelAdmin, request: HttpRequest, queryset: Q
         tags |= tags_for(row)
         rows += 1
     opts = modeladmin.model._meta
-    try:
-        removed = purge_tags(tags, source=f"admin:action:{opts.label_lower}", user=request.user)
-    except TagCacheUnavailable as exc:
+    done = purge(tags, source=f"admin:action:{opts.label_lower}", user=request.user)
+    if done.error is not None:
         modeladmin.message_user(
-            request, f"Nothing was purged: the cache could not be reached ({exc}).", messages.ERROR
+            request, f"The purge failed: the cache could not be reached ({done.error}).", messages.ERROR
         )
-        return
-    name = opts.verbose_name if rows == 1 else opts.verbose_name_plural
-    modeladmin.message_user(
-        request,
-        f"Purged the cached data of {rows} {name}: {len(tags)} tag(s), {removed} cache entries removed.",
-        messages.SUCCESS,
-    )
+    else:
+        name = opts.verbose_name if rows == 1 else opts.verbose_name_plural
+        modeladmin.message_user(
+            request,
+            f"Purged the cached data of {rows} {name}: {len(tags)} tag(s), {done.removed} cache entries "
+            "removed.",
+            messages.SUCCESS,
+        )
+    if done.record is None:
+        modeladmin.message_user(request, NOT_RECORDED, messages.WARNING)
+    elif done.error is not None:
+        modeladmin.message_user(
+            request, "It is recorded in the purge log, marked as failed.", messages.WARNING
+        )
 
 
 class PurgeCacheMixin(_ModelAdmin):
@@ -127,11 +133,22 @@ def install_purge_action(site: AdminSite | None = None) -> list[type[Model]]:
 class PurgeRecordAdmin(_ModelAdmin):
     """The purge log, read-only; superusers get a page to purge arbitrary tags from its list."""
 
-    list_display = ("created", "source", "username", "tag_count", "removed")
-    list_filter = ("source", "cache", "created")
+    list_display = ("created", "source", "username", "namespace", "tag_count", "removed", "failed")
+    list_filter = ("source", "cache", "namespace", "created")
     search_fields = ("source", "username", "tags")
     date_hierarchy = "created"
-    fields = ("created", "source", "user", "username", "cache", "tag_count", "removed", "tags")
+    fields = (
+        "created",
+        "source",
+        "user",
+        "username",
+        "cache",
+        "namespace",
+        "tag_count",
+        "removed",
+        "error",
+        "tags",
+    )
     readonly_fields = fields
     change_list_template = "django_tagcache/admin/purgerecord_change_list.html"
 
@@ -144,8 +161,19 @@ class PurgeRecordAdmin(_ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(boolean=True, description="failed")
+    def failed(self, obj: PurgeRecord) -> bool:
+        return bool(obj.error)
+
     def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view(self.purge_view)
+        def purge_view(request: HttpRequest) -> HttpResponse:
+            return self.purge_view(request)
+
+        # Under ATOMIC_REQUESTS the purge's record would share the request's transaction, and a
+        # failure after the purge would roll it back: the page commits it on its own instead.
+        view = self.admin_site.admin_view(
+            transaction.non_atomic_requests(using=router.db_for_write(PurgeRecord))(purge_view)
+        )
         return [path("purge/", view, name="django_tagcache_purgerecord_purge"), *super().get_urls()]
 
     def purge_view(self, request: HttpRequest) -> HttpResponse:

@@ -18,10 +18,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from .audit import purge_tags
+from .audit import purge
 from .backends import backend_kind
 from .conf import conf
-from .exceptions import TagCacheUnavailable
 from .models import PurgeRecord
 from .tags import normalize_tags
 
@@ -29,6 +28,12 @@ if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
 SOURCE = "admin:purge_page"
+#: Said when the database refused the audit record of a purge (the error is in the server log).
+NOT_RECORDED = "The purge could not be recorded in the purge log (see the server log)."
+#: Said after a purge that failed: it may have invalidated part of its tags.
+RECORDED_AS_FAILED = (
+    "The attempt is recorded in the purge log, marked as failed: part of it may have been done."
+)
 MAX_TAGS = 1000
 
 
@@ -82,14 +87,19 @@ def purge_tags_view(model_admin: ModelAdmin[Any], request: HttpRequest) -> HttpR
     if request.POST.get("confirm") != "yes":
         context.update(form=form, tags=tags, cache=alias, tags_text=" ".join(tags), title="Confirm the purge")
         return TemplateResponse(request, "django_tagcache/admin/purge_confirm.html", context)
-    try:
-        removed = purge_tags(tags, source=SOURCE, user=request.user, alias=alias)
-    except TagCacheUnavailable as exc:
-        messages.error(request, f"The purge failed: the cache could not be reached ({exc}).")
+    done = purge(tags, source=SOURCE, user=request.user, alias=alias)
+    if done.error is not None:
+        messages.error(request, f"The purge failed: the cache could not be reached ({done.error}).")
+        messages.warning(
+            request,
+            NOT_RECORDED if done.record is None else RECORDED_AS_FAILED,
+        )
         return TemplateResponse(request, "django_tagcache/admin/purge_form.html", {**context, "form": form})
     messages.success(
-        request, f"Purged {len(tags)} tag(s) on cache {alias!r}: {removed} cache entries removed."
+        request, f"Purged {len(tags)} tag(s) on cache {alias!r}: {done.removed} cache entries removed."
     )
+    if done.record is None:
+        messages.warning(request, NOT_RECORDED)
     return HttpResponseRedirect(
         reverse(f"{model_admin.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist")
     )

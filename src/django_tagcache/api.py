@@ -20,12 +20,14 @@ from .memory import MemoryStore
 from .namespaces import in_namespace
 from .protocol import text
 from .retry import RETRYABLE
-from .signals import tags_invalidated
+from .signals import invalidation_failed, tags_invalidated
 from .stores import get_store, reset_stores
 from .tags import normalize_tags
 from .telemetry import traced
 
 if TYPE_CHECKING:
+    from django.dispatch import Signal
+
     from .store import TagStore
 
 _NAMESPACE_IN_KEY = re.compile(r":n:([A-Za-z0-9_.-]{1,64}):t:\{")
@@ -245,10 +247,25 @@ class TagCache:
             removed = traced("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list))
         except RETRYABLE as exc:
             metrics.incr("failures")
-            raise TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}") from exc
+            error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
+            _send(invalidation_failed, tags=tag_list, source=source, error=error)
+            raise error from exc
         metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
-        tags_invalidated.send(sender=TagCache, tags=tag_list, removed=removed, source=source)
+        _send(tags_invalidated, tags=tag_list, removed=removed, source=source)
         return removed
+
+
+def _send(signal: Signal, **kwargs: Any) -> None:
+    """Send ``signal`` to every receiver; one that raises is logged, never raised.
+
+    The invalidation is done by then: a receiver's bug must neither turn it into an error for
+    the caller nor keep the receivers after it (the audit log, the CDN purge) from running.
+    """
+    for receiver, result in signal.send_robust(sender=TagCache, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "django-tagcache: receiver %r of an invalidation signal raised", receiver, exc_info=result
+            )
 
 
 #: The cache on ``TAGCACHE['CACHE']``.

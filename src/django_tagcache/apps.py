@@ -48,9 +48,10 @@ class TagCacheConfig(AppConfig):
 
         from . import audit, prometheus
         from .conf import conf
-        from .signals import tags_invalidated
+        from .signals import invalidation_failed, tags_invalidated
 
         tags_invalidated.connect(audit.on_tags_invalidated, dispatch_uid="django_tagcache.audit")
+        invalidation_failed.connect(audit.on_invalidation_failed, dispatch_uid="django_tagcache.audit")
         if conf.PROMETHEUS:
             prometheus.install()  # a no-op without prometheus-client
         if conf.ADMIN_ACTION and apps.is_installed("django.contrib.admin"):

@@ -6,8 +6,10 @@ one :class:`~django_tagcache.models.PurgeRecord` per purge. Any other call of th
 in ``AppConfig.ready()``. Routine invalidations caused by model writes pass no source: they are
 counted in the metrics, not recorded row by row.
 
-A record is written after Redis has done the work, and writing it never raises: a database
-error is logged and counted (``audit_failures``), so a broken audit never hides or undoes a purge.
+A record is written after Redis has done the work, or failed part way through it (the record
+then says so in ``error``), and writing it never raises: a database error is logged and counted
+(``audit_failures``), so a broken audit never hides or undoes a purge. Receivers of the signals
+run through ``send_robust``: one that raises is logged and cannot undo or shrink a record.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import router, transaction
 
-from . import metrics
+from . import metrics, namespaces
 from .api import TagCache
 from .conf import conf
+from .exceptions import TagCacheUnavailable
 from .tags import normalize_tags
 
 if TYPE_CHECKING:
@@ -67,30 +70,58 @@ def os_username() -> str:
         return f"os:uid={os.getuid()}" if hasattr(os, "getuid") else "os:unknown"
 
 
-def purge_tags(tags: object, *, source: str, user: Any = None, alias: str | None = None) -> int:
-    """Invalidate ``tags`` as one audited purge; returns the number of entries removed.
+@dataclass(frozen=True)
+class Purge:
+    """What :func:`purge` did: entries removed, the audit record (None if it could not be
+    written), and the error that stopped it part way (None if it completed)."""
+
+    removed: int
+    record: PurgeRecord | None
+    error: TagCacheUnavailable | None
+
+
+def purge(tags: object, *, source: str, user: Any = None, alias: str | None = None) -> Purge:
+    """Invalidate ``tags`` as one audited purge, and say what happened; never raises for Redis.
 
     ``tags`` is anything :func:`~django_tagcache.normalize_tags` accepts (bad tags raise
     TypeError/ValueError before Redis is touched). Tags are sent in batches of
     :data:`PURGE_BATCH`; the ``tags_invalidated`` signal carries ``source`` for each batch, and
-    one record is written for the whole purge: also when a batch fails half way (with the tags
-    done so far), before the error (:class:`~django_tagcache.TagCacheUnavailable`) propagates.
+    one record is written for the whole purge, in the current namespace. If a batch fails (Redis
+    unreachable, a connection cut while a big tag drains), the record lists every tag sent to
+    Redis, the failed batch included (it may be partly done), and says why in ``error``.
     """
     tag_list = normalize_tags(tags)
     cache = TagCache(alias)
-    done: list[str] = []
+    sent: list[str] = []
     removed = 0
+    error: TagCacheUnavailable | None = None
     token = _in_purge.set(True)
     try:
         for start in range(0, len(tag_list), PURGE_BATCH):
             batch = tag_list[start : start + PURGE_BATCH]
+            sent += batch  # before the call: a call that fails may have done part of its work
             removed += cache.invalidate_normalized(batch, source=source)
-            done += batch
+    except TagCacheUnavailable as exc:
+        error = exc
     finally:
         _in_purge.reset(token)
-        if done:
-            record(done, removed, source=source, cache=alias or conf.CACHE, user=user)
-    return removed
+    written = None
+    if sent:
+        why = "" if error is None else f"{error} (the last {len(batch)} tag(s) may be partly invalidated)"
+        written = record(sent, removed, source=source, cache=alias or conf.CACHE, user=user, error=why)
+    return Purge(removed, written, error)
+
+
+def purge_tags(tags: object, *, source: str, user: Any = None, alias: str | None = None) -> int:
+    """Invalidate ``tags`` as one audited purge (see :func:`purge`); returns the entries removed.
+
+    A purge that fails part way is recorded as such (see :func:`purge`), then its
+    :class:`~django_tagcache.TagCacheUnavailable` propagates.
+    """
+    done = purge(tags, source=source, user=user, alias=alias)
+    if done.error is not None:
+        raise done.error
+    return done.removed
 
 
 def on_tags_invalidated(
@@ -102,13 +133,29 @@ def on_tags_invalidated(
     record(tags, removed, source=source)
 
 
+def on_invalidation_failed(
+    sender: object, tags: tuple[str, ...], source: str | None, error: Exception, **kwargs: Any
+) -> None:
+    """Record a failed invalidation that named its ``source``: it may have removed entries."""
+    if source is None or _in_purge.get():
+        return
+    record(tags, 0, source=source, error=f"{error} (the tags may be partly invalidated)")
+
+
 def record(
-    tags: Iterable[str], removed: int, *, source: str, cache: str = "", user: Any = None
+    tags: Iterable[str],
+    removed: int,
+    *,
+    source: str,
+    cache: str = "",
+    user: Any = None,
+    error: str = "",
 ) -> PurgeRecord | None:
     """Write one audit record; returns it, or None if the database refused (logged and counted).
 
     Without ``user``, the actor of the enclosing :func:`acting_as` block is recorded, if any.
-    The write is its own savepoint: a failure leaves an enclosing transaction usable.
+    The namespace is the current one. The write is its own savepoint: a failure leaves an
+    enclosing transaction usable.
     """
     from .models import MAX_RECORDED_TAGS, PurgeRecord
 
@@ -122,18 +169,21 @@ def record(
                 username=(actor.username if actor else "")[:150],
                 source=source[:200],
                 cache=cache[:100],
+                namespace=namespaces.current() or "",
                 tags=tag_list[:MAX_RECORDED_TAGS],
                 tag_count=len(tag_list),
                 removed=removed,
+                error=error,
             )
     # Anything at all: the purge has happened, and the caller must hear about it, not about the log.
     except Exception:
         metrics.incr("audit_failures")
         logger.exception(
-            "django-tagcache: purge of %d tag(s) from %r done (%d entries removed), but its audit "
+            "django-tagcache: purge of %d tag(s) from %r %s (%d entries removed), but its audit "
             "record could not be written.",
             len(tag_list),
             source,
+            "failed part way" if error else "done",
             removed,
         )
         return None

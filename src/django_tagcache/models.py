@@ -41,6 +41,15 @@ class PurgeRecord(models.Model):
     )
     tag_count = models.PositiveIntegerField(default=0)
     removed = models.PositiveBigIntegerField(default=0, help_text="Cache entries removed.")
+    namespace = models.CharField(
+        max_length=64, blank=True, default="", help_text="The namespace purged; empty for none."
+    )
+    error = models.TextField(
+        blank=True,
+        default="",
+        help_text="Why the purge failed part way, if it did: the tags may then be only partly "
+        "invalidated, and more entries removed than counted.",
+    )
 
     class Meta:
         ordering = ("-created", "-pk")
@@ -52,7 +61,8 @@ class PurgeRecord(models.Model):
 
     def __str__(self) -> str:
         who = self.username or "anonymous"
-        return f"{self.source} by {who}: {self.tag_count} tag(s), {self.removed} entries"
+        failed = " (failed)" if self.error else ""
+        return f"{self.source} by {who}: {self.tag_count} tag(s), {self.removed} entries{failed}"
 
 
 # The outbox model lives with its logic; importing it here registers it with the app.

@@ -12,7 +12,7 @@ from django.utils.functional import Promise
 from . import bubbling, metrics
 from .api import _ttl_ms, get_store
 from .conf import conf
-from .recompute import fail_open
+from .recompute import fail_open, jittered
 from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
 from .singleflight import release, single_flight, wait_for
@@ -134,6 +134,8 @@ def render_fragment(
         release(alias, entry, owner)
         raise
     # Stored as a plain str: smaller to pickle and faster to load than Django's SafeString.
+    # Shortened at random (TTL_JITTER), so that fragments rendered together expire apart.
+    ttl = jittered(ttl, conf.TTL_JITTER)
     write_entry(alias, entry, "".join([text]), ttl, scope, owner)  # the write releases the lock
     return text
 

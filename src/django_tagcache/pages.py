@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import metrics, namespaces
 from .api import _ttl_ms, get_store
+from .conf import conf
 from .namespaces import in_namespace
-from .recompute import fail_open
+from .recompute import fail_open, jittered
 from .rendering import Scope, read_entry, write_entry
 from .retry import RETRYABLE
 
@@ -92,7 +93,8 @@ class Page:
                 except RETRYABLE as exc:
                     fail_open("delete", exc)
                 return
-            stored = write_entry(self.alias, entry, value, ttl, self.scope)
+            # Shortened at random like every computed entry: pages rendered together expire apart.
+            stored = write_entry(self.alias, entry, value, jittered(ttl, conf.TTL_JITTER), self.scope)
         if key.startswith(_RESPONSE):
             self.stored = stored
 

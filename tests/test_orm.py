@@ -13,6 +13,7 @@ from django_tagcache import TagCache, invalidate_model, invalidate_objects, tagc
 from django_tagcache.signals import tags_invalidated
 from django_tagcache.store import TagStore
 from tests.counting import count
+from tests.tenancy import current_tenant
 from tests.testapp.models import (
     Category,
     DiscountedProduct,
@@ -444,3 +445,19 @@ def test_another_apps_failing_commit_hook_does_not_stop_the_invalidation(invalid
         write()
     product = Product.objects.get()  # committed
     assert f"shop.product:{product.pk}" in set().union(*invalidated)
+
+
+@pytest.mark.parametrize("outbox", [False, True])
+def test_a_write_is_invalidated_in_the_namespace_it_was_made_in(settings: Any, outbox: bool) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "NAMESPACE": "tests.tenancy.tenant", "OUTBOX": outbox}
+    cat = Category.objects.create(name="c")
+    token = current_tenant.set("acme")
+    tagcache.set("page", "acme's", tags=[f"category:{cat.pk}"])
+    current_tenant.reset(token)
+    with transaction.atomic():
+        token = current_tenant.set("acme")
+        Product.objects.create(name="Blue", category=cat)  # written in acme's namespace
+        current_tenant.reset(token)
+    token = current_tenant.set("acme")
+    assert tagcache.get("page") is None
+    current_tenant.reset(token)

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from . import metrics
+from . import metrics, namespaces
 from .breaker import CircuitOpen
 from .conf import conf
 from .exceptions import TagCacheUnavailable
@@ -63,9 +63,23 @@ class _Batch:
 
     def __init__(self, owner: _Transaction) -> None:
         self.transaction = owner
-        self.tags: set[str] = set()
+        # Per namespace the tags were produced in: each is invalidated in its own namespace.
+        self.tags: dict[str | None, set[str]] = {}
         self.done = False
-        self.outbox = _recorder(owner.using) if conf.OUTBOX else None
+        self.outbox: dict[str | None, Any] | None = {} if conf.OUTBOX else None
+
+    def add(self, tags: Iterable[str]) -> None:
+        namespace = namespaces.current()
+        held = self.tags.get(namespace)
+        if held is None:
+            held = self.tags[namespace] = set()
+        held.update(tags)
+        if self.outbox is not None:
+            # Inside the transaction: the row commits, or rolls back, with the change itself.
+            recorder = self.outbox.get(namespace)
+            if recorder is None:
+                recorder = self.outbox[namespace] = _recorder(self.transaction.using)
+            recorder.record(held)
 
 
 def _recorder(using: str) -> Any:
@@ -104,16 +118,19 @@ class _Transaction:
             batches = live if live or hook is not None else batches
         if hook is not None and hook.batch not in batches:
             batches.append(hook.batch)
-        tags: set[str] = set()
-        rows: list[int] = []
+        tags: dict[str | None, set[str]] = {}
+        rows: dict[str | None, list[int]] = {}
         for batch in batches:
-            tags |= batch.tags
+            for namespace, held in batch.tags.items():
+                tags.setdefault(namespace, set()).update(held)
             batch.done = True
-            if batch.outbox is not None:
-                rows += batch.outbox.ids
+            for namespace, recorder in (batch.outbox or {}).items():
+                rows.setdefault(namespace, []).extend(recorder.ids)
         self.batches = {}
         self.callbacks = None
-        flush(tags, self.using, rows)
+        for namespace in sorted(tags, key=lambda name: name or ""):
+            with namespaces.in_namespace(namespace):
+                flush(tags[namespace], self.using, rows.get(namespace, ()))
 
 
 def _current(using: str, callbacks: list[Any]) -> _Transaction:
@@ -185,10 +202,7 @@ def add(tags: Iterable[str], using: str) -> None:
         batch = state.batches[sids] = _Batch(state)
     transaction.on_commit(_Hook(batch), using=using, robust=True)  # one per write: see _Hook
     _guard_others(state, connection.run_on_commit)
-    batch.tags.update(tags)
-    if batch.outbox is not None:
-        # Inside the transaction: the row commits, or rolls back, with the change itself.
-        batch.outbox.record(batch.tags)
+    batch.add(tags)
 
 
 def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:

@@ -19,9 +19,11 @@ from tests.testapp.models import (
     DiscountedProduct,
     Label,
     Place,
+    Placement,
     Product,
     Restaurant,
     Seller,
+    Shelf,
     Untagged,
 )
 
@@ -461,3 +463,28 @@ def test_a_write_is_invalidated_in_the_namespace_it_was_made_in(settings: Any, o
     token = current_tenant.set("acme")
     assert tagcache.get("page") is None
     current_tenant.reset(token)
+
+
+def test_rows_written_on_a_custom_through_model_invalidate_both_sides(invalidated: list[set[str]]) -> None:
+    shelf = Shelf.objects.create(name="top")
+    product = Product.objects.create(name="Blue", category=Category.objects.create(name="c"))
+    both = {
+        "shop.shelf",
+        f"shop.shelf:{shelf.pk}",
+        f"shelf:{shelf.pk}",
+        "shop.product",
+        f"shop.product:{product.pk}",
+    }
+    invalidated.clear()
+    placement = Placement.objects.create(shelf=shelf, product=product)
+    assert both <= set().union(*invalidated)
+    invalidated.clear()
+    placement.position = 2
+    placement.save()
+    assert both <= set().union(*invalidated)
+    invalidated.clear()
+    Placement.objects.filter(shelf=shelf).update(position=3)
+    assert {"shop.shelf", "shop.product"} <= set().union(*invalidated)
+    invalidated.clear()
+    placement.delete()
+    assert both <= set().union(*invalidated)

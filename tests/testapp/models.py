@@ -71,3 +71,21 @@ class PlainProduct(models.Model):
     price = models.IntegerField(default=0)
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="+")
     seller = models.ForeignKey(Seller, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class Shelf(models.Model):
+    """Products placed on shelves through a model of their own."""
+
+    name = models.CharField(max_length=50)
+    products = models.ManyToManyField(Product, through="Placement", related_name="shelves")
+
+    class Meta:
+        cache_tags = ["shelf:{pk}"]
+
+
+class Placement(models.Model):
+    """The custom intermediate model of Shelf.products; it has no cache tags of its own."""
+
+    shelf = models.ForeignKey(Shelf, on_delete=models.CASCADE)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE)
+    position = models.IntegerField(default=0)

@@ -488,3 +488,18 @@ def test_rows_written_on_a_custom_through_model_invalidate_both_sides(invalidate
     invalidated.clear()
     placement.delete()
     assert both <= set().union(*invalidated)
+
+
+def test_m2m_changes_invalidate_the_declared_tags_of_both_sides(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="Blue", category=cat)
+    red, shelf = Label.objects.create(name="red"), Shelf.objects.create(name="top")
+    invalidated.clear()
+    product.labels.add(red)
+    assert {"label-name:red", f"category:{cat.pk}"} <= set().union(*invalidated)
+    invalidated.clear()
+    red.products.remove(product)  # from the other side
+    assert {"label-name:red", f"category:{cat.pk}"} <= set().union(*invalidated)
+    invalidated.clear()
+    shelf.products.add(product)
+    assert {f"shelf:{shelf.pk}", f"category:{cat.pk}"} <= set().union(*invalidated)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import signals
 
-from . import fences, protections, sqlwatch, transaction
+from . import fences, m2m, protections, sqlwatch, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 SNAPSHOT = "_tagcache_snapshot"
 BEFORE = "_tagcache_before"
-PRE_CLEAR = "_tagcache_cleared"
 
 
 def connect(model: type[models.Model]) -> None:
@@ -31,26 +30,16 @@ def connect(model: type[models.Model]) -> None:
     signals.pre_save.connect(_pre_save, sender=model, dispatch_uid=f"{uid}.pre_save")
     signals.post_save.connect(_post_save, sender=model, dispatch_uid=f"{uid}.post_save")
     signals.post_delete.connect(_post_delete, sender=model, dispatch_uid=f"{uid}.post_delete")
-    for through in _throughs(model):
-        uid = f"django_tagcache.m2m.{through._meta.label_lower}"
-        signals.m2m_changed.connect(_m2m_changed, sender=through, dispatch_uid=uid)
+    for through in m2m.throughs(model):
+        m2m.connect(through)
 
 
 def disconnect(model: type[models.Model]) -> None:
     uid = f"django_tagcache.{model._meta.label_lower}"
     for signal in (signals.post_init, signals.pre_save, signals.post_save, signals.post_delete):
         signal.disconnect(sender=model, dispatch_uid=f"{uid}.{signal_name(signal)}")
-    for through in _throughs(model):
-        signals.m2m_changed.disconnect(
-            sender=through, dispatch_uid=f"django_tagcache.m2m.{through._meta.label_lower}"
-        )
-
-
-def _throughs(model: type[models.Model]) -> list[type[models.Model]]:
-    """Intermediate models of every many-to-many relation of ``model``, from either side."""
-    found = [f.remote_field.through for f in model._meta.many_to_many]
-    found += [rel.through for rel in model._meta.related_objects if rel.many_to_many]  # type: ignore[attr-defined]
-    return [through for through in found if isinstance(through, type)]
+    for through in m2m.throughs(model):
+        m2m.connect(through, disconnect=True)
 
 
 def signal_name(signal: object) -> str:
@@ -141,42 +130,3 @@ def _post_delete(sender: type[models.Model], instance: models.Model, using: str,
     if snapshot:
         tags |= registry.tags(sender, snapshot)
     transaction.add(tags, using)
-
-
-def _m2m_changed(
-    sender: type[models.Model],
-    instance: models.Model,
-    action: str,
-    reverse: bool,
-    model: type[models.Model],
-    pk_set: set[Any] | None,
-    using: str,
-    **kwargs: Any,
-) -> None:
-    if action == "pre_clear":
-        # Which rows lose the relation is known only before the clear: one query.
-        instance.__dict__[PRE_CLEAR] = set(
-            _related_manager(sender, instance, model).values_list("pk", flat=True)
-        )
-        return
-    if action not in ("post_add", "post_remove", "post_clear"):
-        return
-    related = instance.__dict__.pop(PRE_CLEAR, set()) if action == "post_clear" else set(pk_set or ())
-    tags: set[str] = set()
-    for side, pks in ((type(instance), {instance.pk}), (model, related)):
-        for config in registry.chain(side):
-            tags.add(config.label)
-            tags.update(f"{config.label}:{pk}" for pk in pks)
-    transaction.add(tags, using)
-
-
-def _related_manager(through: type[models.Model], instance: models.Model, model: type[models.Model]) -> Any:
-    """The manager of ``instance`` for the m2m relation whose intermediate model is ``through``."""
-    for field in type(instance)._meta.get_fields():
-        if not field.many_to_many:
-            continue
-        if not field.auto_created and getattr(field.remote_field, "through", None) is through:
-            return getattr(instance, field.name)  # the forward side: the ManyToManyField
-        if field.auto_created and getattr(field, "through", None) is through:
-            return getattr(instance, str(field.get_accessor_name()))  # type: ignore[union-attr]
-    return model._base_manager.none()

@@ -1,9 +1,11 @@
-"""Many-to-many relations: changes made through the related managers.
+"""Many-to-many relations: changes through the related managers, and rows written on the intermediate model.
 
 A change invalidates, on both sides, each row's model tag, instance tag and declared tags
 (``Meta.cache_tags``). Rendering a declared tag that needs more than the primary key reads the
 related rows once per change (one query); the instance whose manager changed uses the values it
-holds.
+holds. Rows of a custom intermediate model (``through=``) created, saved or deleted directly send
+no ``m2m_changed``: receivers on that model invalidate both rows it links, before and after.
+Bulk writes to any intermediate table reach both sides' model tags through the SQL watcher.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.db.models import signals
 
-from . import transaction
+from . import sqlwatch, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
     from django.db import models
 
 PRE_CLEAR = "_tagcache_cleared"
+SNAPSHOT = "_tagcache_links"
 
 
 def throughs(model: type[models.Model]) -> list[type[models.Model]]:
@@ -29,12 +32,19 @@ def throughs(model: type[models.Model]) -> list[type[models.Model]]:
     return [through for through in found if isinstance(through, type)]
 
 
+_SIGNALS = {"post_init": signals.post_init, "pre_save": signals.pre_save, "post_save": signals.post_save}
+_SIGNALS["post_delete"] = signals.post_delete
+
+
 def connect(through: type[models.Model], *, disconnect: bool = False) -> None:
     """(Dis)connect the receivers of one intermediate model (idempotent: a dispatch_uid each)."""
     uid = f"django_tagcache.m2m.{through._meta.label_lower}"
     receivers: dict[str, Any] = {"m2m_changed": _m2m_changed}
+    if not through._meta.auto_created:  # Django writes auto-created ones only with bulk queries
+        receivers |= {"post_init": _post_init, "pre_save": _pre_save, "post_save": _post_save}
+        receivers |= {"post_delete": _post_delete}
     for name, receiver in receivers.items():
-        signal = signals.m2m_changed
+        signal = signals.m2m_changed if name == "m2m_changed" else _SIGNALS[name]
         if disconnect:
             signal.disconnect(sender=through, dispatch_uid=f"{uid}.{name}")
         else:
@@ -99,3 +109,44 @@ def _related_manager(through: type[models.Model], instance: models.Model, model:
         if field.auto_created and getattr(field, "through", None) is through:
             return getattr(instance, str(field.get_accessor_name()))  # type: ignore[union-attr]
     return model._base_manager.none()
+
+
+def _links(through: type[models.Model]) -> list[Any]:
+    """The foreign keys of an intermediate model that point to models with cache tags."""
+    return [
+        f
+        for f in through._meta.concrete_fields
+        if f.many_to_one and isinstance(f.related_model, type) and registry.is_registered(f.related_model)
+    ]
+
+
+def _linked_tags(instance: models.Model, values: dict[str, Any], using: str) -> set[str]:
+    tags: set[str] = set()
+    for field in _links(type(instance)):
+        tags |= related_tags(field.related_model, [values.get(field.attname)], using)
+    return tags
+
+
+def _values(instance: models.Model) -> dict[str, Any]:
+    return values_of(instance, [field.attname for field in _links(type(instance))])
+
+
+def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    instance.__dict__[SNAPSHOT] = _values(instance)
+
+
+def _pre_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    sqlwatch.saving(instance, sender, using)
+
+
+def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    before: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
+    after = instance.__dict__[SNAPSHOT] = _values(instance)
+    tags = _linked_tags(instance, after, using) | sqlwatch.saved(instance)
+    if before and before != after:  # the row was pointed at other rows: those lose the link
+        tags |= _linked_tags(instance, before, using)
+    transaction.add(tags, using)
+
+
+def _post_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    transaction.add(_linked_tags(instance, _values(instance), using), using)

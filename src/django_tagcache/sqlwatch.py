@@ -3,7 +3,9 @@
 A database execute wrapper (Django's instrumentation hook, installed on each connection as it is
 created) looks at every statement's first words. An INSERT, UPDATE or DELETE on the table of a
 model with cache tags invalidates that model's tag (and its registered multi-table children's)
-through the transaction batch. Statements on other tables cost one string check.
+through the transaction batch; one on the intermediate table of a many-to-many relation of such
+a model invalidates the model tags of the registered side(s). Statements on other tables cost one
+string check.
 
 While ``save()`` runs, its own statements are held back and handed to ``post_save``, so that an
 autocommit save costs one Redis round trip, not two. A save whose statement raises is forgotten
@@ -91,12 +93,15 @@ def reset(**kwargs: Any) -> None:
 
 def table_tags() -> dict[str, frozenset[str]]:
     """Table name -> model tags to invalidate when a statement writes to it."""
+    from .m2m import throughs
+
     tags: dict[str, set[str]] = {}
     for config in registry.configs():
-        table = config.model._meta.db_table
-        tags.setdefault(table, set()).add(config.label)
-        for child in registry.descendants(config.model):
-            tags[table].add(child.label)
+        labels = {config.label, *(child.label for child in registry.descendants(config.model))}
+        tags.setdefault(config.model._meta.db_table, set()).update(labels)
+        # A write to an intermediate table changes the relation: both sides' model tags.
+        for through in throughs(config.model):
+            tags.setdefault(through._meta.db_table, set()).update(labels)
     return {table: frozenset(labels) for table, labels in tags.items()}
 
 

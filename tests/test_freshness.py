@@ -14,7 +14,7 @@ from django.core.signals import request_finished, request_started
 from django.template import Context, Template
 from django.test import RequestFactory
 
-from django_tagcache import TagCache, cached, invalidate_tags
+from django_tagcache import TagCache, cached, invalidate_tags, protections
 from django_tagcache.api import get_store
 from django_tagcache.cluster_store import ClusterTagStore
 from django_tagcache.memory import MemoryStore
@@ -185,3 +185,27 @@ def test_cached_refuses_an_argument_without_a_stable_identity(alias: str) -> Non
         account(alice)
     with pytest.raises(TypeError, match="key="):
         account(bob)
+
+
+# Each scenario above, with the protection that closes it switched off, must show its stale value
+# again: a test that cannot fail proves nothing. (tests/test_interleavings.py does the same with
+# random histories.)
+PROOFS: dict[str, Callable[..., None]] = {
+    "fence": test_a_fragment_never_stores_an_instance_loaded_before_a_commit,
+    "drain_guard": test_an_entry_read_while_an_invalidation_drains_does_not_vouch_for_a_fragment,
+    "namespace_scan": test_a_purge_of_every_namespace_refuses_a_writer_in_flight,
+    "stored_row": test_two_editors_of_one_row_invalidate_every_category_it_left,
+}
+
+
+@pytest.mark.parametrize("protection", sorted(PROOFS))
+def test_with_its_protection_off_each_scenario_shows_the_stale_value(
+    alias: str, settings: Any, protection: str
+) -> None:
+    if alias != "default":
+        pytest.skip("one backend is enough to prove the scenario can fail")
+    scenario = PROOFS[protection]
+    arguments = {"alias": alias, "settings": settings}
+    wanted = scenario.__code__.co_varnames[: scenario.__code__.co_argcount]
+    with protections.switched_off(protection), pytest.raises(AssertionError):
+        scenario(**{name: arguments[name] for name in wanted})

@@ -1,7 +1,7 @@
 """Settings of the test suite.
 
 Redis: REDIS_URL if set (the tests flush that database), else a redis-server started for the run.
-Database: DATABASE_URL if set (PostgreSQL in CI), else SQLite.
+Database: DATABASE_URL if set (postgres://... or mysql://... for MariaDB), else SQLite.
 """
 
 from __future__ import annotations
@@ -34,12 +34,26 @@ INSTALLED_APPS = [
     "django_tagcache",
     "tests.testapp",
 ]
+
+
+def _database(url: str) -> dict[str, object]:
+    """The default database: DATABASE_URL (PostgreSQL, or MariaDB/MySQL through PyMySQL), else SQLite."""
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    if url.startswith(("mysql:", "mariadb:")):
+        # PyMySQL is pure Python (no client library to build); it stands in for mysqlclient, the
+        # module Django's MySQL backend imports.
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
+        database = dict(dj_database_url.parse(url.replace("mariadb:", "mysql:", 1)))
+        database["OPTIONS"] = {"charset": "utf8mb4"}
+        return database
+    return dict(dj_database_url.parse(url))
+
+
 DATABASES = {
-    "default": (
-        dj_database_url.parse(os.environ["DATABASE_URL"])
-        if os.environ.get("DATABASE_URL")
-        else {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
-    ),
+    "default": _database(os.environ.get("DATABASE_URL", "")),
     # A second database, for tests of per-alias batching.
     "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }

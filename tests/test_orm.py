@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -503,3 +504,52 @@ def test_m2m_changes_invalidate_the_declared_tags_of_both_sides(invalidated: lis
     invalidated.clear()
     shelf.products.add(product)
     assert {f"shelf:{shelf.pk}", f"category:{cat.pk}"} <= set().union(*invalidated)
+
+
+@contextmanager
+def manual_transaction() -> Iterator[None]:
+    """Autocommit off, as with set_autocommit(False) or DATABASES[...]["AUTOCOMMIT"] = False."""
+    transaction.set_autocommit(False)
+    try:
+        yield
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
+
+
+def test_a_manual_transaction_invalidates_at_its_commit(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    tagcache.set("page", "html", tags=[f"category:{cat.pk}"])
+    invalidated.clear()
+    with manual_transaction():
+        Product.objects.create(name="Blue", category=cat)
+        assert tagcache.get("page") == "html"  # not before the commit
+        transaction.commit()
+        Category.objects.count()  # what runs next on the connection (AUTOCOMMIT: False never turns it on)
+        assert tagcache.get("page") is None
+    assert len(invalidated) == 1
+
+
+def test_a_manual_transaction_rolled_back_invalidates_nothing(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    tagcache.set("page", "html", tags=[f"category:{cat.pk}"])
+    invalidated.clear()
+    with manual_transaction():
+        Product.objects.create(name="Blue", category=cat)
+        transaction.rollback()
+        Category.objects.count()
+    assert invalidated == []
+    assert tagcache.get("page") == "html"
+
+
+def test_set_autocommit_true_after_the_commit_invalidates(invalidated: list[set[str]]) -> None:
+    cat = Category.objects.create(name="c")
+    tagcache.set("page", "html", tags=[f"category:{cat.pk}"])
+    transaction.set_autocommit(False)
+    try:
+        Product.objects.create(name="Blue", category=cat)
+        assert tagcache.get("page") == "html"
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)  # Django runs the transaction's commit hooks now
+    assert tagcache.get("page") is None

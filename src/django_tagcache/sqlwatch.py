@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import transaction
+from . import manual, transaction
+from .flushing import flush
 from .registry import registry
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _drop(entry: _Saving) -> None:
     """Forget a save that will never reach post_save, invalidating what it held."""
     _stack().remove(entry)
     if entry.held:
-        transaction.flush(entry.held, entry.using)
+        flush(entry.held, entry.using)
 
 
 def saved(instance: models.Model) -> set[str]:
@@ -88,7 +89,7 @@ def reset(**kwargs: Any) -> None:
     entries = list(stack)
     stack.clear()
     for entry in entries:
-        transaction.flush(entry.held, entry.using)
+        flush(entry.held, entry.using)
 
 
 def table_tags() -> dict[str, frozenset[str]]:
@@ -107,6 +108,8 @@ def table_tags() -> dict[str, frozenset[str]]:
 
 def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     """The execute wrapper: run the statement, then queue the tags of the table it wrote to."""
+    if manual.any_waiting():  # a manual transaction may have committed since the last statement
+        manual.check(context["connection"])
     if sql[:1] in ("S", "s"):  # SELECT / SAVEPOINT: the common case, decided without a regex
         return execute(sql, params, many, context)
     match = _WRITE.match(sql)

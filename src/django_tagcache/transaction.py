@@ -2,7 +2,8 @@
 
 Outside a transaction, tags are invalidated at once. Inside one, they are collected per database
 alias and sent in one call when the outermost block commits (``transaction.on_commit``); a
-rollback sends nothing.
+rollback sends nothing. A manual transaction (autocommit off) is sent after its commit too, see
+:mod:`.manual`.
 
 Savepoints: Django drops the on_commit callbacks registered inside a savepoint that rolls back.
 So the tags are kept per savepoint level (a :class:`_Batch`), each write registers a callback of
@@ -13,19 +14,16 @@ The state is per thread, like Django's connections.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, transaction
 
-from . import metrics, namespaces
-from .breaker import CircuitOpen
+from . import manual, namespaces
 from .conf import conf
-from .exceptions import TagCacheUnavailable
+from .flushing import flush
 
-logger = logging.getLogger("django_tagcache")
 _local = threading.local()
 
 
@@ -48,6 +46,11 @@ class _Hook:
     def __call__(self) -> None:
         if not self.batch.done:
             self.batch.transaction.run(self)
+
+
+def is_hook(callback: object) -> bool:
+    """Whether a commit hook is one of this module's (and not yet run)."""
+    return isinstance(callback, _Hook) and not callback.batch.done
 
 
 def _batch_of(entry: Any) -> _Batch | None:
@@ -192,7 +195,8 @@ def _guard_others(state: _Transaction, callbacks: list[Any]) -> None:
 def add(tags: Iterable[str], using: str) -> None:
     """Invalidate ``tags`` after the current transaction on ``using`` commits, or now outside one."""
     connection = connections[using]
-    if not connection.in_atomic_block:
+    atomic = connection.in_atomic_block
+    if not atomic and connection.get_autocommit():
         flush(set(tags), using)
         return
     state = _current(using, connection.run_on_commit)
@@ -200,50 +204,14 @@ def add(tags: Iterable[str], using: str) -> None:
     batch = state.batches.get(sids)
     if batch is None:
         batch = state.batches[sids] = _Batch(state)
-    transaction.on_commit(_Hook(batch), using=using, robust=True)  # one per write: see _Hook
+    hook = _Hook(batch)  # one per write: see _Hook
+    if atomic:
+        transaction.on_commit(hook, using=using, robust=True)
+    else:
+        # Autocommit is off outside atomic(): on_commit() refuses to register hooks there, since
+        # Django runs them only if autocommit comes back on; manual.check() makes sure they run.
+        connection.run_on_commit.append((set(connection.savepoint_ids), hook, True))  # type: ignore[arg-type]  # stubs: pre-4.2 pairs
     _guard_others(state, connection.run_on_commit)
+    if not atomic or not connection.commit_on_exit:
+        manual.wait_for_commit(using)
     batch.add(tags)
-
-
-def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
-    """Invalidate now. A write has already committed, so a Redis failure is logged, not raised.
-
-    With the outbox on, the batch's rows are deleted once Redis confirms, and a failure is
-    recorded on them (or in a new row, for a write made outside a transaction) for a later drain.
-    """
-    if not tags:
-        return
-    from .api import tagcache
-    from .outbox import confirm, failed, note_failure, replay_due
-
-    outbox = conf.OUTBOX
-    try:
-        # Tags made by the registry are valid by construction: skip validating them again.
-        tagcache.invalidate_normalized(tuple(sorted(tags)))
-    except TagCacheUnavailable as exc:
-        if outbox:
-            note_failure(using)
-            failed(rows, tags, using, exc)
-            # While the circuit is open every commit lands here; the breaker already said why.
-            log = logger.debug if isinstance(exc.__cause__, CircuitOpen) else logger.warning
-            log(
-                "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); they wait "
-                "in the outbox for the next successful invalidation or tagcache_drain.",
-                len(tags),
-                using,
-                exc,
-            )
-            return
-        metrics.incr("lost_invalidations")
-        logger.error(
-            # The error goes in parentheses: its own text may end with a full stop (redis-py's do).
-            "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); entries under "
-            "them may be stale until they expire. Enable TAGCACHE['OUTBOX'] to retry such invalidations.",
-            len(tags),
-            using,
-            exc,
-        )
-        return
-    if outbox:
-        confirm(rows, using)
-        replay_due(using)

@@ -1,0 +1,57 @@
+"""Invalidate the tags of committed writes now: Redis first, then the outbox's bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from . import metrics
+from .breaker import CircuitOpen
+from .conf import conf
+from .exceptions import TagCacheUnavailable
+
+logger = logging.getLogger("django_tagcache")
+
+
+def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
+    """Invalidate now. A write has already committed, so a Redis failure is logged, not raised.
+
+    With the outbox on, the batch's rows are deleted once Redis confirms, and a failure is
+    recorded on them (or in a new row, for a write made outside a transaction) for a later drain.
+    """
+    if not tags:
+        return
+    from .api import tagcache
+    from .outbox import confirm, failed, note_failure, replay_due
+
+    outbox = conf.OUTBOX
+    try:
+        # Tags made by the registry are valid by construction: skip validating them again.
+        tagcache.invalidate_normalized(tuple(sorted(tags)))
+    except TagCacheUnavailable as exc:
+        if outbox:
+            note_failure(using)
+            failed(rows, tags, using, exc)
+            # While the circuit is open every commit lands here; the breaker already said why.
+            log = logger.debug if isinstance(exc.__cause__, CircuitOpen) else logger.warning
+            log(
+                "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); they wait "
+                "in the outbox for the next successful invalidation or tagcache_drain.",
+                len(tags),
+                using,
+                exc,
+            )
+            return
+        metrics.incr("lost_invalidations")
+        logger.error(
+            # The error goes in parentheses: its own text may end with a full stop (redis-py's do).
+            "django-tagcache: %d tag(s) written on database %r could not be invalidated (%s); entries under "
+            "them may be stale until they expire. Enable TAGCACHE['OUTBOX'] to retry such invalidations.",
+            len(tags),
+            using,
+            exc,
+        )
+        return
+    if outbox:
+        confirm(rows, using)
+        replay_due(using)

@@ -104,3 +104,31 @@ def test_a_template_fragments_cache_that_cannot_hold_fragments_is_a_clear_error(
     }
     with pytest.raises(TemplateSyntaxError, match="template_fragments"):
         Template('{% load tagcache %}{% tagcache 600 "tf" %}x{% endtagcache %}').render(Context())
+
+
+def test_the_update_half_alone_caches_what_django_was_told_to_store() -> None:
+    """Django's own tests set ``_cache_update_cache`` by hand, then run the update half around a view."""
+    factory = RequestFactory()
+    request = factory.head("/update-alone/")
+    request._cache_update_cache = True  # type: ignore[attr-defined]
+    UpdateTagCacheMiddleware(lambda request: HttpResponse("stored"))(request)
+    hit = FetchFromTagCacheMiddleware(lambda request: HttpResponse("unused")).process_request(
+        factory.head("/update-alone/")
+    )
+    assert hit is not None
+    assert hit.content == b"stored"
+
+
+def test_in_a_real_stack_the_update_half_opens_no_page_of_its_own(settings: Any) -> None:
+    """Without the hand-set flag, only the fetching half's lookup opens the page."""
+    request = RequestFactory().get("/no-lookup/")
+    seen: list[object] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        from django_tagcache.pages import pages
+
+        seen.append(dict(pages(request)))
+        return HttpResponse("x")
+
+    UpdateTagCacheMiddleware(view)(request)
+    assert seen == [{}]

@@ -170,7 +170,11 @@ class UpdateTagCacheMiddleware(UpdateCacheMiddleware):
     """Django's ``UpdateCacheMiddleware``, storing pages under their tags. Put it first in MIDDLEWARE."""
 
     def __init__(self, get_response: GetResponse) -> None:
-        super().__init__(get_response)
+        # In a MIDDLEWARE chain nothing has decided "miss, store it" yet when this half is
+        # entered, so the wrapper does nothing and the fetching half opens the page at its
+        # lookup. Driven alone around a view with that decision already taken (Django's own
+        # tests set request._cache_update_cache by hand), it opens the page itself.
+        super().__init__(_scoped(get_response, SITE, lambda: self.cache_alias))
         self.cache_alias = middleware_alias()
 
     @property

@@ -111,3 +111,36 @@ def test_the_tag_cache_fails_open_on_a_cluster_never_reached(settings: Any) -> N
     assert tagcache.set("k", 1, tags=["t"]) is False
     with pytest.raises(TagCacheUnavailable):
         tagcache.invalidate_tags("t")
+
+
+def test_raw_keys_asks_every_primary(settings: Any, redis_cluster: Any) -> None:
+    cache = caches["cluster"]
+    names = [f"spread-{i}" for i in range(30)]  # over several slots, so over every primary
+    for name in names:
+        cache.set(name, 1)
+    raw = cache.client.get_client(write=False)
+    assert {cache.client.reverse_key(key.decode()) for key in raw.keys("t3:*spread-*")} == set(names)
+
+
+def test_close_connection_closes_the_cluster_connections(settings: Any, redis_cluster: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "cluster": {
+            **settings.CACHES["cluster"],
+            "OPTIONS": {**settings.CACHES["cluster"]["OPTIONS"], "CLOSE_CONNECTION": True},
+        },
+    }
+    cache = caches["cluster"]
+    cache.set("k", 1)
+    cluster = cache.client.get_client()
+
+    def open_sockets() -> int:
+        pools = [
+            node.redis_connection.connection_pool for node in cluster.get_nodes() if node.redis_connection
+        ]
+        return sum(conn._sock is not None for pool in pools for conn in pool._available_connections)
+
+    assert open_sockets() > 0
+    cache.close()  # what Django does at the end of each request
+    assert open_sockets() == 0
+    assert cache.get("k") == 1  # connections reopen on their next use

@@ -34,10 +34,14 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
-from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
+from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .backends.guarded import ClusterUnreachable, GuardedCluster
+
+__all__ = ["ClusterUnreachable", "GuardedCluster", "RedisClusterClient", "get_cluster"]
 
 # What django-redis turns into ConnectionInterrupted (the same list as its DefaultClient).
 _REDIS_ERRORS = (
@@ -55,49 +59,6 @@ _OPTION_KWARGS = {
     "SOCKET_TIMEOUT": "socket_timeout",
     "SOCKET_CONNECT_TIMEOUT": "socket_connect_timeout",
 }
-
-
-class ClusterUnreachable(RedisConnectionError):
-    """The cluster cannot be reached, or cannot route a command right now (redis-py's
-    ``RedisClusterException``, the ``__cause__``), raised as the connection error it is."""
-
-
-class _Pipeline:
-    """A ``ClusterPipeline`` whose ``execute()`` raises :class:`ClusterUnreachable` for cluster errors."""
-
-    def __init__(self, pipeline: ClusterPipeline) -> None:
-        self._pipeline = pipeline
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pipeline, name)
-
-    def __enter__(self) -> _Pipeline:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._pipeline.reset()  # type: ignore[no-untyped-call]
-
-    def __len__(self) -> int:
-        return len(self._pipeline)
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        try:
-            return self._pipeline.execute(raise_on_error)
-        except RedisClusterException as exc:
-            raise ClusterUnreachable(str(exc)) from exc
-
-
-class GuardedCluster(RedisCluster):
-    """``RedisCluster`` whose commands raise :class:`ClusterUnreachable`, not ``RedisClusterException``."""
-
-    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisClusterException as exc:
-            raise ClusterUnreachable(str(exc)) from exc
-
-    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
-        return _Pipeline(super().pipeline(transaction, shard_hint))  # type: ignore[no-untyped-call]
 
 
 # One RedisCluster per configuration and process (see the module docstring); _reset_clusters()
@@ -139,6 +100,15 @@ def startup_nodes(urls: Iterable[str]) -> list[ClusterNode]:
     return nodes
 
 
+def _cluster_key(urls: list[str], kwargs: dict[str, Any]) -> tuple[object, ...]:
+    return (tuple(urls), tuple(sorted((name, repr(value)) for name, value in kwargs.items())))
+
+
+def existing_cluster(urls: list[str], options: dict[str, Any]) -> RedisCluster | None:
+    """The process' RedisCluster for these startup nodes and OPTIONS, if built already."""
+    return _clusters.get(_cluster_key(urls, cluster_kwargs(options)))
+
+
 def get_cluster(urls: list[str], options: dict[str, Any]) -> RedisCluster:
     """The process' RedisCluster for these startup nodes and OPTIONS, created on first use.
 
@@ -146,7 +116,7 @@ def get_cluster(urls: list[str], options: dict[str, Any]) -> RedisCluster:
     Raises :class:`ClusterUnreachable` if no startup node can be reached (the next call tries again).
     """
     kwargs = cluster_kwargs(options)
-    key = (tuple(urls), tuple(sorted((name, repr(value)) for name, value in kwargs.items())))
+    key = _cluster_key(urls, kwargs)
     cluster = _clusters.get(key)
     if cluster is None:
         with _clusters_lock:
@@ -206,7 +176,19 @@ class RedisClusterClient(DefaultClient):  # type: ignore[misc]  # django-redis i
         return self.get_client()
 
     def disconnect(self, index: int = 0, client: Any = None) -> None:
-        """Nothing: the RedisCluster is shared by every backend of this process."""
+        """Close the connections of ``client`` (the shared cluster), if given; they reopen on next use."""
+        if client is not None:
+            self.connection_factory.disconnect(client)
+
+    def do_close_clients(self) -> None:
+        """``CLOSE_CONNECTION``: close the shared cluster's connections; each reopens on its next use.
+
+        As with django-redis' own clients, whose connection pools are shared by every backend of
+        the process too, this also closes connections another thread is using at that moment.
+        """
+        cluster = existing_cluster(self._urls, self._options)
+        if cluster is not None:
+            self.disconnect(client=cluster)
 
     def get_many(
         self, keys: Collection[str], version: int | None = None, client: Any = None

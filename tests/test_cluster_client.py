@@ -114,7 +114,7 @@ def test_the_tag_cache_fails_open_on_a_cluster_never_reached(settings: Any) -> N
 
 
 def test_raw_keys_asks_every_primary(settings: Any, redis_cluster: Any) -> None:
-    cache = caches["cluster"]
+    cache: Any = caches["cluster"]
     names = [f"spread-{i}" for i in range(30)]  # over several slots, so over every primary
     for name in names:
         cache.set(name, 1)
@@ -130,7 +130,7 @@ def test_close_connection_closes_the_cluster_connections(settings: Any, redis_cl
             "OPTIONS": {**settings.CACHES["cluster"]["OPTIONS"], "CLOSE_CONNECTION": True},
         },
     }
-    cache = caches["cluster"]
+    cache: Any = caches["cluster"]
     cache.set("k", 1)
     cluster = cache.client.get_client()
 

@@ -3,6 +3,8 @@ circuit opens and closes again, and no invalidation is silently dropped."""
 
 from __future__ import annotations
 
+import os
+import random
 import threading
 import time
 
@@ -10,6 +12,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_tagcache import TagCacheUnavailable, metrics
+from tests import faultkinds, faultload
 from tests.faults import Faulty
 
 RESET = 0.35  # a little more than the breaker's RESET_TIMEOUT in tests/faults.py
@@ -138,3 +141,28 @@ def test_fail_open_read_of_an_unreachable_port_is_a_connection_error() -> None:
 
     with pytest.raises(RedisConnectionError):
         redis.Redis(port=free_port(), socket_connect_timeout=0.2).get("x")
+
+
+# --- The fault table, quick: each fault under a mixed load (tests/faultload.py) ----------------------------
+
+LONG = os.environ.get("TAGCACHE_FAULTS_LONG") == "1"  # every fault (Sentinel, Cluster), held longer
+FAULTS = faultkinds.everything() if LONG else faultkinds.quick()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("outbox", [False, True], ids=["outbox-off", "outbox-on"])
+@pytest.mark.parametrize("fault_id", list(FAULTS))
+def test_a_mixed_load_through_a_real_fault(fault_id: str, outbox: bool) -> None:
+    seed = random.randrange(1_000_000)
+    fault = FAULTS[fault_id]()
+    try:
+        row = faultload.run(fault, outbox=outbox, hold=3.0 if LONG else 0.5, seed=seed)
+    finally:
+        fault.close()
+    summary = f"seed {seed}: {row.cells()} {row.errors}"
+    assert row.requests > 0, summary
+    assert row.answered == row.requests, summary  # every request answered, failing open
+    if outbox:
+        assert row.lost == 0, summary
+        if "eviction" not in row.fault:  # eviction may remove an index: why W002 warns about it
+            assert row.stale == 0, summary

@@ -144,3 +144,17 @@ def test_close_connection_closes_the_cluster_connections(settings: Any, redis_cl
     cache.close()  # what Django does at the end of each request
     assert open_sockets() == 0
     assert cache.get("k") == 1  # connections reopen on their next use
+
+
+def test_a_cross_slot_command_is_a_bug_not_an_outage(settings: Any, redis_cluster: Any) -> None:
+    # Several keys of different slots in one command: redis-py refuses it before sending. That is a
+    # programming error, which must not pass for a connection error (and be ignored as one).
+    from redis.exceptions import RedisClusterException
+
+    raw: Any = caches["cluster"].client.get_client()  # type: ignore[attr-defined]
+    with pytest.raises(RedisClusterException) as refused:
+        raw.sunion("{a}x", "{b}y")
+    assert not isinstance(refused.value, RedisConnectionError)
+    with pytest.raises(RedisClusterException) as refused:
+        raw.pipeline().sunion("{a}x", "{b}y").execute()
+    assert not isinstance(refused.value, RedisConnectionError)

@@ -28,6 +28,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .backends.guarded import unreachable
 from .cluster_scripts import ClusterScriptRunner
 from .protections import on
 from .protocol import text, write_checks
@@ -44,9 +45,8 @@ T = TypeVar("T")
 #: What a tombstone value starts with; ``cluster_*.lua`` spell it out too (a test compares them).
 TOMBSTONE = b"\x00tagcache:tombstone"
 
-# Errors a failover or a resharding in progress causes, that the same call cures later; and
-# RedisClusterException (SlotNotCoveredError, "cannot be connected"): no node could serve.
-_TRANSIENT = (ClusterDownError, TryAgainError, RedisClusterException)
+# Errors a failover or a resharding in progress causes, that the same call cures later.
+_TRANSIENT = (ClusterDownError, TryAgainError)
 
 
 class ClusterTransientError(RedisConnectionError):
@@ -98,6 +98,12 @@ class ClusterTagStore(TagStore):
             try:
                 return func()
             except _TRANSIENT as exc:
+                raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
+            except RedisClusterException as exc:
+                # No node could serve (SlotNotCoveredError, "cannot be connected"): retried. Any
+                # other is a bug (several slots in one script) and surfaces.
+                if not unreachable(exc):
+                    raise
                 raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
 
         return super()._call(translated)

@@ -3,9 +3,10 @@
 redis-py raises ``RedisClusterException`` (no connection error) when no node can serve a
 command, and django-redis' clients only turn connection errors, timeouts and error replies into
 their ``ConnectionInterrupted``. This subclass raises :class:`ClusterUnreachable`, a redis-py
-``ConnectionError``, instead, from commands and pipelines; and it gives django-redis'
-``ConnectionFactory.disconnect()`` the ``connection_pool.disconnect()`` it calls, closing every
-node's connections.
+``ConnectionError``, instead, from commands and pipelines, when the exception says that no node
+could serve (a command naming several slots stays a ``RedisClusterException``: it is a bug);
+and it gives django-redis' ``ConnectionFactory.disconnect()`` the ``connection_pool.disconnect()``
+it calls, closing every node's connections.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ClusterUnreachable(RedisConnectionError):
@@ -22,8 +24,18 @@ class ClusterUnreachable(RedisConnectionError):
     ``RedisClusterException``, the ``__cause__``), raised as the connection error it is."""
 
 
+def unreachable(exc: RedisClusterException) -> bool:
+    """Whether a ``RedisClusterException`` says that no node could serve, rather than that the
+    command was wrong (several slots in one command, say: a programming error, left as it is)."""
+    return (
+        isinstance(exc, SlotNotCoveredError)
+        or "cannot be connected" in str(exc)
+        or isinstance(exc.__cause__, (RedisConnectionError, RedisTimeoutError, OSError))
+    )
+
+
 class _Pipeline:
-    """A ``ClusterPipeline`` whose ``execute()`` raises :class:`ClusterUnreachable` for cluster errors."""
+    """A ``ClusterPipeline`` whose ``execute()`` raises :class:`ClusterUnreachable` when no node can serve."""
 
     def __init__(self, pipeline: ClusterPipeline) -> None:
         self._pipeline = pipeline
@@ -44,17 +56,21 @@ class _Pipeline:
         try:
             return self._pipeline.execute(raise_on_error)
         except RedisClusterException as exc:
-            raise ClusterUnreachable(str(exc)) from exc
+            if unreachable(exc):
+                raise ClusterUnreachable(str(exc)) from exc
+            raise
 
 
 class GuardedCluster(RedisCluster):
-    """``RedisCluster`` whose commands raise :class:`ClusterUnreachable`, not ``RedisClusterException``."""
+    """``RedisCluster`` whose commands raise :class:`ClusterUnreachable` when no node can serve them."""
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisClusterException as exc:
-            raise ClusterUnreachable(str(exc)) from exc
+            if unreachable(exc):
+                raise ClusterUnreachable(str(exc)) from exc
+            raise
 
     @property
     def connection_pool(self) -> _AllNodes:

@@ -7,14 +7,16 @@ the waits between attempts are full jitter up to ``INITIAL_BACKOFF * 2**n``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.urls import path
 
 from django_tagcache import tagcache
@@ -94,7 +96,11 @@ def many_calls(request: HttpRequest, calls: int) -> HttpResponse:
     return HttpResponse(",".join(values))
 
 
-urlpatterns = [path("calls/<int:calls>/", many_calls)]
+async def many_calls_async(request: HttpRequest, calls: int) -> HttpResponse:
+    return await sync_to_async(many_calls)(request, calls)
+
+
+urlpatterns = [path("calls/<int:calls>/", many_calls), path("async/<int:calls>/", many_calls_async)]
 
 
 @pytest.mark.parametrize("calls", [1, 5, 20])
@@ -113,6 +119,18 @@ def test_a_request_spends_one_budget_however_many_calls_it_makes(
         sent = faulty.proxy.sent
         assert client.get("/calls/1/").status_code == 200
         assert faulty.proxy.sent > sent
+
+
+def test_an_asgi_request_spends_one_budget(settings: Any, faulty: Faulty) -> None:
+    # Django sends request_started to sync receivers in a task of its own under ASGI, so the
+    # signal cannot open the request's budget there: the middleware does.
+    behind_proxy(settings, faulty, ATTEMPTS=3, BUDGET=1.0)
+    settings.ROOT_URLCONF = __name__
+    settings.MIDDLEWARE = ["django_tagcache.budget.RedisBudgetMiddleware", *settings.MIDDLEWARE]
+    with faulty.hung():
+        response = asyncio.run(AsyncClient().get("/async/20/"))  # through Django's ASGI handler
+        assert response.status_code == 200
+        assert faulty.proxy.sent <= math.ceil(1.0 / TIMEOUT)
 
 
 def test_a_management_command_spends_one_budget(settings: Any, faulty: Faulty) -> None:

@@ -5,23 +5,30 @@ may lose to failed attempts and the waits between them. Once it is spent, furthe
 same unit fail open at once, without touching the network, and the circuit breaker (which has
 seen the failures) takes over for the units that follow. See :mod:`django_tagcache.retry`.
 
-Requests get theirs from the ``request_started`` signal (connected in ``AppConfig.ready()``),
-management commands from :class:`~django_tagcache.management.base.TagCacheCommand`; anything
-else (a task, a consumer's batch) opens one with :func:`redis_budget`.
+Under WSGI, requests get theirs from the ``request_started`` signal (connected in
+``AppConfig.ready()``). Under ASGI that cannot work (Django sends the signal to sync receivers in
+a task of its own, whose context the request never sees): :class:`RedisBudgetMiddleware`, first
+in ``MIDDLEWARE``, opens it there, and works under WSGI too. Management commands get theirs from
+:class:`~django_tagcache.management.base.TagCacheCommand`; anything else (a task, a consumer's
+batch) opens one with :func:`redis_budget`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
 from .retry import Budget, close_budget, current_budget, open_budget, replace_budget
 
-__all__ = ["Budget", "current_budget", "redis_budget"]
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponseBase
+
+__all__ = ["Budget", "RedisBudgetMiddleware", "current_budget", "redis_budget"]
 
 
 @contextmanager
@@ -54,3 +61,31 @@ def on_request_started(**kwargs: Any) -> None:
 def on_request_finished(**kwargs: Any) -> None:
     """Forget the request's budget (a server thread's context outlives its requests)."""
     replace_budget(None)
+
+
+class RedisBudgetMiddleware:
+    """Give each request one Redis time budget, under ASGI as under WSGI: list it first in ``MIDDLEWARE``.
+
+    The budget covers every middleware after it and the view; a streaming response's content,
+    produced after the middleware returned, has per-call budgets.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        with redis_budget():
+            return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        with redis_budget():
+            return await respond(request)

@@ -191,7 +191,7 @@ class TagCache:
     def invalidate_tags(self, *tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
         """Delete every entry cached under any of ``tags``; returns the number of entries removed.
 
-        One script call for up to 500 tags, one per slice of 500 beyond (tags with more than
+        One script call for up to 200 tags, one per slice of 200 beyond (tags with more than
         ``CHUNK_SIZE`` entries are then drained in further short calls). When it returns, no read
         sees an entry written under those tags before the call. Raises
         :class:`TagCacheUnavailable` if Redis cannot be reached within the retry budget: an

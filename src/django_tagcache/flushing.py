@@ -21,8 +21,7 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
     """
     if not tags:
         return
-    from .api import tagcache
-    from .outbox import confirm, failed, note_failure, replay_due
+    from .api import tagcache  # the API imports the ORM side: not at module level
 
     outbox = conf.OUTBOX
     try:
@@ -30,6 +29,8 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
         tagcache.invalidate_normalized(tuple(sorted(tags)))
     except TagCacheUnavailable as exc:
         if outbox:
+            from .outbox import failed, note_failure
+
             note_failure(using)
             failed(rows, tags, using, exc)
             # While the circuit is open every commit lands here; the breaker already said why.
@@ -53,5 +54,7 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
         )
         return
     if outbox:
+        from .outbox import confirm, replay_due  # a model module: imported only once it is needed
+
         confirm(rows, using)
         replay_due(using)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import signals
 
-from . import fences, m2m, protections, sqlwatch, transaction
+from . import fences, m2m, protections, sqlwatch, storedrow, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
@@ -93,16 +93,9 @@ def _stored_row(model: type[models.Model], instance: models.Model, using: str) -
     """
     if instance.pk is None:
         return None
-    names = registry.snapshot_names(model)
-    wanted = [name if name != "pk" else model._meta.pk.attname for name in names]
-    rows = model._base_manager.using(using).filter(pk=instance.pk)
     connection = connections[using]
-    if connection.in_atomic_block and connection.features.has_select_for_update:
-        rows = rows.select_for_update()
-    row = rows.values(*wanted).first()
-    if row is not None:
-        row["pk"] = instance.pk
-    return row
+    lock = connection.in_atomic_block and connection.features.has_select_for_update
+    return storedrow.read(model, instance.pk, registry.snapshot_names(model), using, lock=lock)
 
 
 def _pre_save(

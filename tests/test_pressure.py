@@ -102,3 +102,31 @@ def test_under_noeviction_no_tag_index_is_lost(faulty: Faulty) -> None:
     assert tc.invalidate_tags(*[f"t{i}" for i in range(25)]) == 25
     assert tc.invalidate_tags("all") == 25
     assert [tc.get(f"k{i}") for i in range(50)] == [None] * 50
+
+
+@pytest.mark.cluster
+def test_a_full_cluster_is_trouble_too(settings: Any) -> None:
+    from django_tagcache import tagcache
+    from django_tagcache.cluster import _reset_clusters
+    from tests.cluster import start_cluster
+
+    cluster = start_cluster(shards=3)  # its own: every primary is filled
+    try:
+        _reset_clusters()
+        options = {"CLIENT_CLASS": "django_tagcache.cluster.RedisClusterClient"}
+        cache = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": cluster.location, "OPTIONS": options}
+        settings.CACHES = {**settings.CACHES, "full": cache}
+        settings.TAGCACHE = {"CACHE": "full"}
+        assert tagcache.set("hot", 1, tags=["t"]) is True
+        for port in cluster.primaries():
+            node = cluster.node(port)
+            node.config_set("maxmemory-policy", "noeviction")
+            node.config_set("maxmemory", int(node.info("memory")["used_memory"]) - 256 * 1024)
+        assert tagcache.get("hot") == 1
+        assert tagcache.get_or_set("cold", lambda: "computed", tags=["t"]) == "computed"
+        assert tagcache.set("new", 2, tags=["t"]) is False
+        with pytest.raises(TagCacheUnavailable, match="OutOfMemoryError"):
+            tagcache.invalidate_tags("t")
+    finally:
+        _reset_clusters()
+        cluster.stop()

@@ -12,14 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.signals import request_finished, request_started
 from django.db import transaction
 from django.db.models import F, Sum
+from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
+from django.test import RequestFactory
 
 from django_tagcache import TagCache, cached, fence, invalidate_tags
 from django_tagcache.api import get_store
 from django_tagcache.fragments import fragment_key
 from django_tagcache.rendering import read_entry
+from django_tagcache.views import cache_page_tagged
 from tests.scheduler import Scheduler
 from tests.testapp.models import Category, Label, Product
 
@@ -101,6 +105,11 @@ class Shop:
     def stale(self) -> list[str]:
         """Cached values that differ from a recompute from the database."""
         store, found = get_store(self.alias), []
+        for pk in sorted(set(self.products()) | self.touched):
+            product = Product.objects.filter(pk=pk).first()
+            served, wanted = serve_page(pk, product), "" if product is None else product.name
+            if served != wanted:
+                found.append(f"page {pk}: served {served!r}, database {wanted!r}")
         for key, value in self.expected().items():
             if key.startswith(store.keys.entry("")):
                 hit = read_entry(self.alias, key)
@@ -122,6 +131,21 @@ class Shop:
 @cached(timeout=600, tags=lambda product: [product])
 def title(product: Product) -> str:
     return product.name  # from the instance the caller loaded, maybe before a commit
+
+
+# Tagged with the model too: a page of a missing row must go when a row takes its primary key.
+@cache_page_tagged(600, tags=lambda request, pk: [Product, request.product] if request.product else [Product])
+def product_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """A page showing what an earlier layer (a middleware, say) loaded into the request."""
+    product: Product | None = request.product  # type: ignore[attr-defined]
+    return HttpResponse("" if product is None else product.name)
+
+
+def serve_page(pk: int, product: Product | None) -> str:
+    """The body ``product_page`` serves for ``pk`` (from the cache if stored)."""
+    request = RequestFactory().get(f"/shop/page/{pk}/")
+    request.product = product  # type: ignore[attr-defined]
+    return product_page(request, pk).content.decode()
 
 
 def _load(pk: int, point: Callable[[], None]) -> Product | None:
@@ -162,6 +186,18 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
                 product = _load(pk, point)
                 if product is not None:
                     CARD.render(Context({"product": product, "labels": lambda: shop.cached_labels(product)}))
+
+        return body
+
+    def reader_page() -> Callable[[], object]:
+        pk = rng.choice(pks)
+
+        def body() -> None:
+            request_started.send(sender=None)  # the request's start: its read fence
+            try:
+                serve_page(pk, _load(pk, point))  # as if a middleware loaded the product
+            finally:
+                request_finished.send(sender=None)
 
         return body
 
@@ -238,6 +274,7 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
         ("title", reader_title),
         ("card", reader_card),
         ("shelf", reader_shelf),
+        ("page", reader_page),
         ("total", reader_total),
         ("rename", lambda: writer("rename")),
         ("move", lambda: writer("move")),

@@ -21,13 +21,6 @@ from django.db import connections
 _local = threading.local()
 
 
-def is_manual(connection: Any) -> bool:
-    """Whether a write on ``connection`` now belongs to a transaction the application commits itself."""
-    if connection.in_atomic_block:
-        return not connection.commit_on_exit  # an outermost atomic() entered with autocommit off
-    return not connection.get_autocommit()
-
-
 def _waiting() -> set[str]:
     waiting: set[str] | None = getattr(_local, "waiting", None)
     if waiting is None:

@@ -23,7 +23,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
-from .retry import Budget, close_budget, current_budget, open_budget, replace_budget
+from .timebudget import Budget, close_budget, current_budget, open_budget, replace_budget
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -37,7 +37,7 @@ def redis_budget(seconds: float | None = None) -> Iterator[Budget]:
 
     ``seconds`` defaults to ``TAGCACHE['RETRY']['BUDGET']``. The block gets a budget of its own
     even inside another unit of work (a task run inline in a request, say); the enclosing
-    budget is current again after the block. Yields the :class:`~django_tagcache.retry.Budget`
+    budget is current again after the block. Yields the :class:`~django_tagcache.timebudget.Budget`
     (``spent`` says how much it lost).
     """
     token = open_budget(conf.RETRY.budget if seconds is None else seconds)

@@ -37,8 +37,9 @@ from .protocol import (
     plan_write,
     text,
 )
-from .retry import RETRYABLE, budget_for, call_with_retry, check_budget, client_attempt_timeout
+from .retry import RETRYABLE, call_with_retry
 from .scripts import ScriptRunner
+from .timebudget import budget_for, check_budget, client_attempt_timeout
 
 if TYPE_CHECKING:
     import redis

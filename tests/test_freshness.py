@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.signals import request_finished, request_started
+from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
-from django.test import RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
+from django.urls import path
 
-from django_tagcache import TagCache, cached, invalidate_tags, protections
+from django_tagcache import TagCache, cached, fences, invalidate_tags, protections
 from django_tagcache.api import get_store
 from django_tagcache.cluster_store import ClusterTagStore
 from django_tagcache.memory import MemoryStore
@@ -209,3 +212,33 @@ def test_with_its_protection_off_each_scenario_shows_the_stale_value(
     wanted = scenario.__code__.co_varnames[: scenario.__code__.co_argcount]
     with protections.switched_off(protection), pytest.raises(AssertionError):
         scenario(**{name: arguments[name] for name in wanted})
+
+
+def _fence_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(fences.current() is not None))
+
+
+async def _async_fence_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(fences.current() is not None))
+
+
+urlpatterns = [path("fence/", _fence_view), path("async-fence/", _async_fence_view)]
+
+
+def test_every_request_is_the_read_fence_of_what_it_caches(alias: str, settings: Any) -> None:
+    if alias != "default":
+        pytest.skip("no cache involved")
+    settings.ROOT_URLCONF = "tests.test_freshness"
+    settings.MIDDLEWARE = []
+    assert Client().get("/fence/").content == b"True"  # WSGI: Django's request_started
+
+    async def through_asgi(url: str) -> bytes:
+        return bytes((await AsyncClient().get(url)).content)
+
+    # Under ASGI Django sends request_started from another task: the middleware gives the fence.
+    assert async_to_sync(through_asgi)("/fence/") == b"False"
+    settings.MIDDLEWARE = ["django_tagcache.fences.ReadFenceMiddleware"]
+    assert async_to_sync(through_asgi)("/fence/") == b"True"  # a sync view under ASGI
+    assert async_to_sync(through_asgi)("/async-fence/") == b"True"
+    assert Client().get("/fence/").content == b"True"  # and it does no harm under WSGI
+    assert fences.current() is None  # the fence ends with the request

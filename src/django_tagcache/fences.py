@@ -16,10 +16,12 @@ read after the miss, which the generations cover exactly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 #: Attribute of a model instance: when it was loaded (or built), in seconds since the epoch.
 LOADED_AT = "_tagcache_loaded_at"
@@ -56,6 +58,34 @@ def request_started(**kwargs: Any) -> None:
 def request_finished(**kwargs: Any) -> None:
     """Receiver of Django's ``request_finished``: the thread's next work is not this request."""
     _fence.set(None)
+
+
+class ReadFenceMiddleware:
+    """Make the start of each request its read fence under ASGI too: list it first in ``MIDDLEWARE``.
+
+    Under WSGI Django's ``request_started`` signal does it. Under ASGI Django sends that signal
+    from a task whose context the view does not share, so without this middleware an ASGI request
+    has no fence of its own (instances' load times and the generations still apply).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        with fence():
+            return self.get_response(request)
+
+    async def _acall(self, request: Any) -> Any:
+        with fence():
+            return await self.get_response(request)
 
 
 def mark_loaded(instance: Any) -> None:

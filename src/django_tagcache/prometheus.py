@@ -31,6 +31,8 @@ DESCRIPTIONS = {
     "failures": "Redis calls that failed after their retries (reads then fail open).",
     "lost_invalidations": "Invalidations that could not reach Redis and were not kept for a retry.",
     "audit_failures": "Purges whose audit record could not be written to the database.",
+    "unreadable": "Entries read as misses because this version cannot read their payload.",
+    "unpicklable": "Computed values served but not cached because they cannot be pickled.",
 }
 
 # The collector registered by install(), so that a second call does not register it twice.

@@ -1,0 +1,94 @@
+"""Write paths that must invalidate the row as stored, whatever the instance in hand remembers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_tagcache import tagcache
+from tests.testapp.models import Category, Label, Placement, Product, Shelf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def listing(category: Category) -> list[str]:
+    """The names of a category's products, cached under the category's tag."""
+    return tagcache.get_or_set(  # type: ignore[no-any-return]
+        f"list:{category.pk}",
+        lambda: sorted(Product.objects.filter(category=category).values_list("name", flat=True)),
+        tags=[f"category:{category.pk}"],
+    )
+
+
+def labelled(category: Category) -> list[tuple[str, list[str]]]:
+    """The products of a category with their labels, cached under the category's tag."""
+
+    def compute() -> list[tuple[str, list[str]]]:
+        products = Product.objects.filter(category=category).order_by("name")
+        return [(p.name, sorted(p.labels.values_list("name", flat=True))) for p in products]
+
+    return tagcache.get_or_set(f"labelled:{category.pk}", compute, tags=[f"category:{category.pk}"])  # type: ignore[no-any-return]
+
+
+def on_shelf(shelf: Shelf) -> list[str]:
+    """The names of the products on a shelf, cached under the shelf's tag."""
+    return tagcache.get_or_set(  # type: ignore[no-any-return]
+        f"shelf:{shelf.pk}",
+        lambda: sorted(Product.objects.filter(shelves=shelf).values_list("name", flat=True)),
+        tags=[f"shelf:{shelf.pk}"],
+    )
+
+
+@pytest.mark.parametrize("outbox", [False, True])
+def test_deleting_an_out_of_date_instance_invalidates_the_row_as_stored(settings: Any, outbox: bool) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "OUTBOX": outbox}
+    a, b = Category.objects.create(name="a"), Category.objects.create(name="b")
+    pk = Product.objects.create(name="p", category=a).pk
+    mine = Product.objects.get(pk=pk)
+    other = Product.objects.get(pk=pk)
+    other.category = b
+    other.save()
+    assert listing(b) == ["p"]
+    mine.delete()  # still believes the row is in a
+    assert listing(b) == []
+
+
+def test_saving_an_out_of_date_through_row_invalidates_the_rows_it_linked_as_stored() -> None:
+    top, bottom = Shelf.objects.create(name="top"), Shelf.objects.create(name="bottom")
+    product = Product.objects.create(name="p", category=Category.objects.create(name="c"))
+    pk = Placement.objects.create(shelf=top, product=product).pk
+    mine = Placement.objects.get(pk=pk)
+    other = Placement.objects.get(pk=pk)
+    other.shelf = bottom
+    other.save()
+    assert on_shelf(bottom) == ["p"]
+    mine.position = 5
+    mine.save()  # puts it back on the top shelf: the bottom one loses it
+    assert on_shelf(bottom) == []
+
+
+def test_deleting_an_out_of_date_through_row_invalidates_the_rows_it_linked_as_stored() -> None:
+    top, bottom = Shelf.objects.create(name="top"), Shelf.objects.create(name="bottom")
+    product = Product.objects.create(name="p", category=Category.objects.create(name="c"))
+    pk = Placement.objects.create(shelf=top, product=product).pk
+    mine = Placement.objects.get(pk=pk)
+    other = Placement.objects.get(pk=pk)
+    other.shelf = bottom
+    other.save()
+    assert on_shelf(bottom) == ["p"]
+    mine.delete()
+    assert on_shelf(bottom) == []
+
+
+def test_an_m2m_change_through_an_out_of_date_instance_invalidates_the_row_as_stored() -> None:
+    a, b = Category.objects.create(name="a"), Category.objects.create(name="b")
+    red = Label.objects.create(name="red")
+    pk = Product.objects.create(name="p", category=a).pk
+    mine = Product.objects.get(pk=pk)
+    other = Product.objects.get(pk=pk)
+    other.category = b
+    other.save()
+    assert labelled(b) == [("p", [])]
+    mine.labels.add(red)  # the instance still believes the row is in a
+    assert labelled(b) == [("p", ["red"])]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SNAPSHOT = "_tagcache_snapshot"
 BEFORE = "_tagcache_before"
+STORED = "_tagcache_stored"
 
 
 def connect(model: type[models.Model]) -> None:
@@ -29,6 +30,7 @@ def connect(model: type[models.Model]) -> None:
     signals.post_init.connect(_post_init, sender=model, dispatch_uid=f"{uid}.post_init")
     signals.pre_save.connect(_pre_save, sender=model, dispatch_uid=f"{uid}.pre_save")
     signals.post_save.connect(_post_save, sender=model, dispatch_uid=f"{uid}.post_save")
+    signals.pre_delete.connect(_pre_delete, sender=model, dispatch_uid=f"{uid}.pre_delete")
     signals.post_delete.connect(_post_delete, sender=model, dispatch_uid=f"{uid}.post_delete")
     for through in m2m.throughs(model):
         m2m.connect(through)
@@ -36,7 +38,8 @@ def connect(model: type[models.Model]) -> None:
 
 def disconnect(model: type[models.Model]) -> None:
     uid = f"django_tagcache.{model._meta.label_lower}"
-    for signal in (signals.post_init, signals.pre_save, signals.post_save, signals.post_delete):
+    model_signals = (signals.post_init, signals.pre_save, signals.post_save, signals.pre_delete)
+    for signal in (*model_signals, signals.post_delete):
         signal.disconnect(sender=model, dispatch_uid=f"{uid}.{signal_name(signal)}")
     for through in m2m.throughs(model):
         m2m.connect(through, disconnect=True)
@@ -47,6 +50,7 @@ def signal_name(signal: object) -> str:
         id(signals.post_init): "post_init",
         id(signals.pre_save): "pre_save",
         id(signals.post_save): "post_save",
+        id(signals.pre_delete): "pre_delete",
         id(signals.post_delete): "post_delete",
     }
     return names[id(signal)]
@@ -116,10 +120,25 @@ def _post_save(sender: type[models.Model], instance: models.Model, using: str, *
     transaction.add(tags, using)
 
 
+def _pre_delete(
+    sender: type[models.Model], instance: models.Model, using: str, origin: object = None, **kwargs: Any
+) -> None:
+    # Only the instance the caller handed to delete() can be out of date: the rows a cascade
+    # reaches were just read by Django's Collector. Django sends this inside the delete's
+    # transaction, before the DELETE, so the row read (and locked) is the one deleted.
+    if origin is not instance or instance.pk is None or not protections.on("stored_row"):
+        return
+    if registry.snapshot_names(sender) != ("pk",):  # pk-only tags are right whatever the instance holds
+        instance.__dict__[STORED] = _stored_row(sender, instance, using)
+
+
 def _post_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
     names = registry.snapshot_names(sender)
     tags = registry.tags(sender, values_of(instance, names))
     snapshot = instance.__dict__.get(SNAPSHOT)
     if snapshot:
         tags |= registry.tags(sender, snapshot)
+    stored = instance.__dict__.pop(STORED, None)
+    if stored:
+        tags |= registry.tags(sender, stored)
     transaction.add(tags, using)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections
 from django.db.models import signals
 
-from . import sqlwatch, transaction
+from . import protections, sqlwatch, storedrow, transaction
 from .registry import registry, values_of
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 PRE_CLEAR = "_tagcache_cleared"
 SNAPSHOT = "_tagcache_links"
+STORED = "_tagcache_stored_links"
 
 
 def throughs(model: type[models.Model]) -> list[type[models.Model]]:
@@ -33,7 +35,7 @@ def throughs(model: type[models.Model]) -> list[type[models.Model]]:
 
 
 _SIGNALS = {"post_init": signals.post_init, "pre_save": signals.pre_save, "post_save": signals.post_save}
-_SIGNALS["post_delete"] = signals.post_delete
+_SIGNALS |= {"pre_delete": signals.pre_delete, "post_delete": signals.post_delete}
 
 
 def connect(through: type[models.Model], *, disconnect: bool = False) -> None:
@@ -42,7 +44,7 @@ def connect(through: type[models.Model], *, disconnect: bool = False) -> None:
     receivers: dict[str, Any] = {"m2m_changed": _m2m_changed}
     if not through._meta.auto_created:  # Django writes auto-created ones only with bulk queries
         receivers |= {"post_init": _post_init, "pre_save": _pre_save, "post_save": _post_save}
-        receivers |= {"post_delete": _post_delete}
+        receivers |= {"pre_delete": _pre_delete, "post_delete": _post_delete}
     for name, receiver in receivers.items():
         signal = signals.m2m_changed if name == "m2m_changed" else _SIGNALS[name]
         if disconnect:
@@ -95,7 +97,9 @@ def _m2m_changed(
     related = instance.__dict__.pop(PRE_CLEAR, set()) if action == "post_clear" else set(pk_set or ())
     side = type(instance)
     tags = registry.tags(side, values_of(instance, registry.snapshot_names(side)))
-    tags |= related_tags(model, related, using)
+    # The instance may be out of date (another editor saved the row since it was loaded): the
+    # entries to reach are those under the tags of the row as stored.
+    tags |= related_tags(side, [instance.pk], using) | related_tags(model, related, using)
     transaction.add(tags, using)
 
 
@@ -135,18 +139,45 @@ def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any
     instance.__dict__[SNAPSHOT] = _values(instance)
 
 
+def _stored(instance: models.Model, using: str) -> dict[str, Any] | None:
+    """The link values of the row as stored (the instance may be out of date): one query."""
+    if instance.pk is None or instance._state.adding or not protections.on("stored_row"):
+        return None
+    connection = connections[using]
+    lock = connection.in_atomic_block and connection.features.has_select_for_update
+    names = ("pk", *(field.attname for field in _links(type(instance))))
+    row = storedrow.read(type(instance), instance.pk, names, using, lock=lock)
+    if row is not None:
+        del row["pk"]  # compared with _values(), which has no primary key
+    return row
+
+
 def _pre_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
+    instance.__dict__[STORED] = _stored(instance, using)
     sqlwatch.saving(instance, sender, using)
 
 
 def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
     before: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
+    stored: dict[str, Any] | None = instance.__dict__.pop(STORED, None)
     after = instance.__dict__[SNAPSHOT] = _values(instance)
     tags = _linked_tags(instance, after, using) | sqlwatch.saved(instance)
-    if before and before != after:  # the row was pointed at other rows: those lose the link
-        tags |= _linked_tags(instance, before, using)
+    for earlier in (before, stored):
+        if earlier and earlier != after:  # the row was pointed at other rows: those lose the link
+            tags |= _linked_tags(instance, earlier, using)
     transaction.add(tags, using)
 
 
+def _pre_delete(
+    sender: type[models.Model], instance: models.Model, using: str, origin: object = None, **kwargs: Any
+) -> None:
+    if origin is instance:  # the rows a cascade reaches were just read by Django's Collector
+        instance.__dict__[STORED] = _stored(instance, using)
+
+
 def _post_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
-    transaction.add(_linked_tags(instance, _values(instance), using), using)
+    tags = _linked_tags(instance, _values(instance), using)
+    stored: dict[str, Any] | None = instance.__dict__.pop(STORED, None)
+    if stored and stored != _values(instance):
+        tags |= _linked_tags(instance, stored, using)
+    transaction.add(tags, using)

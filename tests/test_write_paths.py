@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
+from django.db import transaction
+from django.db.models import F
 
 from django_tagcache import tagcache
+from django_tagcache.signals import tags_invalidated
 from tests.testapp.models import Category, Label, Placement, Product, Shelf
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def invalidated() -> Iterator[list[set[str]]]:
+    """The tag sets of every invalidation sent while the test runs."""
+    seen: list[set[str]] = []
+
+    def receiver(tags: tuple[str, ...], **kwargs: object) -> None:
+        seen.append(set(tags))
+
+    tags_invalidated.connect(receiver)
+    yield seen
+    tags_invalidated.disconnect(receiver)
 
 
 def listing(category: Category) -> list[str]:
@@ -92,3 +110,29 @@ def test_an_m2m_change_through_an_out_of_date_instance_invalidates_the_row_as_st
     assert labelled(b) == [("p", [])]
     mine.labels.add(red)  # the instance still believes the row is in a
     assert labelled(b) == [("p", ["red"])]
+
+
+def priced(price: int) -> list[str]:
+    """The names of the products at a price, cached under the price's tag."""
+    return tagcache.get_or_set(  # type: ignore[no-any-return]
+        f"price:{price}",
+        lambda: sorted(Product.objects.filter(price=price).values_list("name", flat=True)),
+        tags=[f"price:{price}"],
+    )
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_an_expression_invalidates_the_value_stored(invalidated: list[set[str]], atomic: bool) -> None:
+    product = Product.objects.create(name="p", price=5, category=Category.objects.create(name="c"))
+    assert priced(6) == []
+    invalidated.clear()
+    product.price = F("price") + 1
+    with transaction.atomic() if atomic else nullcontext():
+        product.save()
+    assert priced(6) == ["p"]
+    assert {"price:5", "price:6"} <= set().union(*invalidated)
+    assert not [tag for tag in set().union(*invalidated) if "F(" in tag]
+    product.refresh_from_db()
+    product.price = 9  # the next save knows the row stood at 6
+    product.save()
+    assert "price:6" in invalidated[-1]

@@ -112,8 +112,11 @@ def _pre_save(
 
 def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
     before, tags = instance.__dict__.pop(BEFORE, (None, set()))
-    after = values_of(instance, registry.snapshot_names(sender))
+    names = registry.snapshot_names(sender)
+    after = values_of(instance, names)
     if after != before:  # most saves leave the tag fields alone: then the tags are the same
+        if any(hasattr(value, "resolve_expression") for value in after.values()):
+            after = _stored_after(sender, instance, names, using)
         tags = tags | registry.tags(sender, after)
     tags |= sqlwatch.saved(instance)
     instance.__dict__[SNAPSHOT] = after
@@ -130,6 +133,19 @@ def _pre_delete(
         return
     if registry.snapshot_names(sender) != ("pk",):  # pk-only tags are right whatever the instance holds
         instance.__dict__[STORED] = _stored_row(sender, instance, using)
+
+
+def _stored_after(
+    model: type[models.Model], instance: models.Model, names: tuple[str, ...], using: str
+) -> dict[str, Any]:
+    """The values a save stored where a field was given an expression (``F("price") + 1``): the
+    database computed them, so read them back (one query, inside the save's transaction if any).
+
+    In autocommit the row is read after its commit: a concurrent save in between makes this
+    invalidate that save's values, and that save invalidates these, as its row before.
+    """
+    row = storedrow.read(model, instance.pk, names, using, lock=False)
+    return row if row is not None else {"pk": instance.pk}  # deleted meanwhile: its pk tags
 
 
 def _post_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:

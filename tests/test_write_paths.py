@@ -12,7 +12,8 @@ from django.db.models import F
 
 from django_tagcache import tagcache
 from django_tagcache.signals import tags_invalidated
-from tests.testapp.models import Category, Label, Placement, Product, Shelf
+from tests.counting import count
+from tests.testapp.models import Category, Label, Placement, Product, Restaurant, Shelf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,3 +137,20 @@ def test_an_expression_invalidates_the_value_stored(invalidated: list[set[str]],
     product.price = 9  # the next save knows the row stood at 6
     product.save()
     assert "price:6" in invalidated[-1]
+
+
+@pytest.fixture
+def warm() -> None:
+    tagcache.set("warm", 1, tags=["warm"])
+    tagcache.invalidate_tags("warm")
+    tagcache.store.scripts.load()
+
+
+def test_a_multi_table_save_in_autocommit_costs_one_round_trip(warm: None) -> None:
+    restaurant = Restaurant.objects.create(name="R", city="Oslo", cuisine="thai")
+    restaurant = Restaurant.objects.get(pk=restaurant.pk)
+    restaurant.cuisine = "lao"
+    restaurant.city = "Bergen"
+    with count() as tally:
+        restaurant.save()
+    assert tally.round_trips == 1

@@ -8,7 +8,8 @@ a model invalidates the model tags of the registered side(s). Statements on othe
 string check.
 
 While ``save()`` runs, its own statements are held back and handed to ``post_save``, so that an
-autocommit save costs one Redis round trip, not two. A save whose statement raises is forgotten
+autocommit save costs one Redis round trip, not two (a multi-table child too, whose parents
+Django saves in a block of their own). A save whose statement raises is forgotten
 at once (and so is one that raised elsewhere, at the next save of the same instance or the next
 request), so that later writes are never held back by it.
 """
@@ -20,6 +21,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from django.db import connections
 
 from . import manual, transaction
 from .flushing import flush
@@ -40,7 +43,15 @@ class _Saving:
     instance_id: int
     tables: frozenset[str]
     using: str
+    # The save began outside any transaction: its statements are held back even inside the
+    # atomic(savepoint=False) block Django opens to save a multi-table child with its parents,
+    # so that the block's commit does not cost a round trip of its own before post_save's.
+    outer: bool
     held: set[str] = field(default_factory=set)
+
+    def holds(self, table: str, alias: str) -> bool:
+        """Whether a statement writing ``table`` on ``alias`` now is this save's own, to hold back."""
+        return self.outer and table in self.tables and self.using == alias
 
 
 def _stack() -> list[_Saving]:
@@ -61,7 +72,8 @@ def saving(instance: models.Model, model: type[models.Model], using: str) -> Non
     # An instance's save never runs inside its own: an entry of it is left by a save that raised.
     for entry in [entry for entry in stack if entry.instance_id == id(instance)]:
         _drop(entry)
-    stack.append(_Saving(id(instance), _tables(model), using))
+    outer = not connections[using].in_atomic_block
+    stack.append(_Saving(id(instance), _tables(model), using, outer))
 
 
 def _drop(entry: _Saving) -> None:
@@ -119,7 +131,7 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
     table = match.group(1) if match else ""
     stack = _stack()
     connection = context["connection"]
-    saving = stack[-1] if stack and table in stack[-1].tables and not connection.in_atomic_block else None
+    saving = stack[-1] if stack and stack[-1].holds(table, connection.alias) else None
     try:
         result = execute(sql, params, many, context)
     except Exception:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -7,6 +8,7 @@ import redis
 
 from django_tagcache import TagCache, memory, metrics
 from django_tagcache.api import get_store, reset_stores
+from django_tagcache.signals import tags_invalidated
 from tests.cluster import _cluster_session, redis_cluster  # noqa: F401 - fixtures
 from tests.faults import faulty  # noqa: F401 - a fixture of the fault suite
 from tests.keyspace import Keys
@@ -67,3 +69,16 @@ def raw(alias: str) -> redis.Redis:
     if alias == "locmem":
         pytest.skip("reads or writes Redis keys directly; the in-process store has no Redis")
     return get_store(alias).client
+
+
+@pytest.fixture
+def invalidated() -> Iterator[list[set[str]]]:
+    """The tag sets of every invalidation sent while the test runs."""
+    seen: list[set[str]] = []
+
+    def receiver(tags: tuple[str, ...], **kwargs: object) -> None:
+        seen.append(set(tags))
+
+    tags_invalidated.connect(receiver)
+    yield seen
+    tags_invalidated.disconnect(receiver)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -11,24 +10,10 @@ from django.db import transaction
 from django.db.models import F
 
 from django_tagcache import tagcache
-from django_tagcache.signals import tags_invalidated
 from tests.counting import count
 from tests.testapp.models import Category, Label, Placement, Product, Restaurant, Shelf
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def invalidated() -> Iterator[list[set[str]]]:
-    """The tag sets of every invalidation sent while the test runs."""
-    seen: list[set[str]] = []
-
-    def receiver(tags: tuple[str, ...], **kwargs: object) -> None:
-        seen.append(set(tags))
-
-    tags_invalidated.connect(receiver)
-    yield seen
-    tags_invalidated.disconnect(receiver)
 
 
 def listing(category: Category) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_tagcache import sqlwatch
+from django_tagcache import dml
 from tests.testapp.models import Category, Label, Product
 
 STATEMENTS = [
@@ -52,7 +52,7 @@ STATEMENTS = [
 
 @pytest.mark.parametrize(("sql", "tables"), STATEMENTS)
 def test_the_tables_a_statement_writes(sql: str, tables: tuple[str, ...]) -> None:
-    assert sqlwatch.written_tables(sql) == tables
+    assert dml.written_tables(sql) == tables
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,11 +1,11 @@
 """Bulk writes the ORM sends no signal for: ``QuerySet.update()``, ``bulk_create()``, ``bulk_update()``.
 
 A database execute wrapper (Django's instrumentation hook, installed on each connection as it is
-created) looks at every statement's first words. An INSERT, UPDATE or DELETE on the table of a
-model with cache tags invalidates that model's tag (and its registered multi-table children's)
-through the transaction batch; one on the intermediate table of a many-to-many relation of such
-a model invalidates the model tags of the registered side(s). Statements on other tables cost one
-string check.
+created) looks at every statement's first words (see :mod:`.dml`). An INSERT, UPDATE or DELETE
+(in any form Django's backends generate) on the table of a model with cache tags invalidates
+that model's tag (and its registered multi-table children's) through the transaction batch; one
+on the intermediate table of a many-to-many relation of such a model invalidates the model tags
+of the registered side(s). A SELECT costs one string check.
 
 While ``save()`` runs, its own statements are held back and handed to ``post_save``, so that an
 autocommit save costs one Redis round trip, not two (a multi-table child too, whose parents
@@ -16,7 +16,6 @@ request), so that later writes are never held back by it.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,16 +24,13 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 
 from . import manual, transaction
+from .dml import written_tables
 from .flushing import flush
 from .registry import registry
 
 if TYPE_CHECKING:
     from django.db import models
 
-_WRITE = re.compile(
-    r"""^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:[`"]?\w+[`"]?\.)?[`"]?(\w+)[`"]?""",
-    re.IGNORECASE,
-)
 _local = threading.local()
 
 
@@ -124,11 +120,12 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
         manual.check(context["connection"])
     if sql[:1] in ("S", "s"):  # SELECT / SAVEPOINT: the common case, decided without a regex
         return execute(sql, params, many, context)
-    match = _WRITE.match(sql)
-    labels = registry_tables().get(match.group(1)) if match else None
+    tables = written_tables(sql)
+    known = registry_tables()
+    labels = frozenset().union(*(known.get(table, ()) for table in tables))
     if not labels:
         return execute(sql, params, many, context)
-    table = match.group(1) if match else ""
+    table = tables[0]
     stack = _stack()
     connection = context["connection"]
     saving = stack[-1] if stack and stack[-1].holds(table, connection.alias) else None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import pytest
+from django.core.signals import request_finished
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, signals
 
-from django_tagcache import tagcache
+from django_tagcache import handlers, tagcache
 from tests.counting import count
 from tests.testapp.models import Category, Label, Placement, Product, Restaurant, Shelf
 
@@ -139,3 +141,50 @@ def test_a_multi_table_save_in_autocommit_costs_one_round_trip(warm: None) -> No
     with count() as tally:
         restaurant.save()
     assert tally.round_trips == 1
+
+
+@contextmanager
+def failing_receiver_first() -> Iterator[None]:
+    """Another app's post_save receiver for Product, connected before this app's, that raises."""
+
+    def explode(**kwargs: object) -> None:
+        raise RuntimeError("another app's receiver")
+
+    handlers.disconnect(Product)
+    signals.post_save.connect(explode, sender=Product, dispatch_uid="tests.explode")
+    handlers.connect(Product)
+    try:
+        yield
+    finally:
+        signals.post_save.disconnect(sender=Product, dispatch_uid="tests.explode")
+
+
+@pytest.mark.parametrize("end", ["request", "next write"])
+def test_a_receiver_that_raises_before_ours_still_invalidates(invalidated: list[set[str]], end: str) -> None:
+    a, b = Category.objects.create(name="a"), Category.objects.create(name="b")
+    product = Product.objects.create(name="p", category=a)
+    assert listing(a) == ["p"]
+    assert listing(b) == []
+    product.category = b
+    with failing_receiver_first(), pytest.raises(RuntimeError):
+        product.save()  # autocommit: the row is committed, this app's post_save never ran
+    if end == "request":
+        request_finished.send(sender=None)  # the exception ended the request
+    else:  # the next write on the table finds the save over (and is not held back by it)
+        invalidated.clear()
+        Product.objects.filter(pk=-1).update(price=1)
+        assert {"shop.product"} in invalidated
+    assert listing(a) == []
+    assert listing(b) == ["p"]
+
+
+def test_a_receiver_that_raises_inside_a_transaction_still_lets_the_commit_invalidate() -> None:
+    a, b = Category.objects.create(name="a"), Category.objects.create(name="b")
+    product = Product.objects.create(name="p", category=a)
+    assert listing(a) == ["p"]
+    assert listing(b) == []
+    product.category = b
+    with transaction.atomic(), failing_receiver_first(), pytest.raises(RuntimeError):
+        product.save()
+    assert listing(a) == []
+    assert listing(b) == ["p"]

@@ -34,6 +34,7 @@ class TagCacheConfig(AppConfig):
         for connection in connections.all(initialized_only=True):
             sqlwatch.install(connection)
         request_started.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset")
+        request_finished.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset_end")
         request_finished.connect(manual.check_all, dispatch_uid="django_tagcache.manual_commits")
         # One Redis time budget per request, shared by every call the request makes.
         request_started.connect(budget.on_request_started, dispatch_uid="django_tagcache.budget")

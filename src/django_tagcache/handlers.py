@@ -106,18 +106,27 @@ def _pre_save(
     sender: type[models.Model], instance: models.Model, raw: bool, using: str, **kwargs: Any
 ) -> None:
     before = _before_values(sender, instance, using)
-    instance.__dict__[BEFORE] = (before, registry.tags(sender, before) if before is not None else set())
-    sqlwatch.saving(instance, sender, using)
+    tags = registry.tags(sender, before) if before is not None else set()
+    expected = values_of(instance, registry.snapshot_names(sender))
+    if expected != before:  # most saves leave the tag fields alone: then the tags are the same
+        plain = {name: value for name, value in expected.items() if not hasattr(value, "resolve_expression")}
+        tags |= registry.tags(sender, plain)
+    instance.__dict__[BEFORE] = (before, expected, tags)
+    # Should another app's post_save receiver raise before ours runs, these tags are still
+    # invalidated: with the transaction, or, outside one, when sqlwatch forgets the save.
+    sqlwatch.saving(instance, sender, using, tags)
 
 
 def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
-    before, tags = instance.__dict__.pop(BEFORE, (None, set()))
+    before, expected, tags = instance.__dict__.pop(BEFORE, (None, None, set()))
     names = registry.snapshot_names(sender)
     after = values_of(instance, names)
     if after != before:  # most saves leave the tag fields alone: then the tags are the same
         if any(hasattr(value, "resolve_expression") for value in after.values()):
             after = _stored_after(sender, instance, names, using)
-        tags = tags | registry.tags(sender, after)
+            tags = tags | registry.tags(sender, after)
+        elif after != expected:  # a new row's primary key, a value set by a field's pre_save()
+            tags = tags | registry.tags(sender, after)
     tags |= sqlwatch.saved(instance)
     instance.__dict__[SNAPSHOT] = after
     transaction.add(tags, using)

@@ -16,12 +16,15 @@ request), so that later writes are never held back by it.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
+from django.db.models import Model
 
 from . import manual, transaction
 from .dml import written_tables
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from django.db import models
 
 _local = threading.local()
+_NONE: set[str] = set()  # a default never mutated
 
 
 @dataclass
@@ -43,7 +47,14 @@ class _Saving:
     # atomic(savepoint=False) block Django opens to save a multi-table child with its parents,
     # so that the block's commit does not cost a round trip of its own before post_save's.
     outer: bool
+    # The frame of Django's Model.save_base() running this save: while it is on the call stack
+    # the save is in progress; once it is not, post_save was never reached (see _live).
+    frame: FrameType | None
+    # The tags the save's post_save receiver will invalidate, as far as they are known before the
+    # write: invalidated even if that receiver never runs (another app's receiver raised first).
+    fallback: set[str]
     held: set[str] = field(default_factory=set)
+    wrote: bool = False
 
     def holds(self, table: str, alias: str) -> bool:
         """Whether a statement writing ``table`` on ``alias`` now is this save's own, to hold back."""
@@ -62,21 +73,66 @@ def _tables(model: type[models.Model]) -> frozenset[str]:
     return frozenset(m._meta.db_table for m in (concrete, *concrete._meta.get_parent_list()))
 
 
-def saving(instance: models.Model, model: type[models.Model], using: str) -> None:
-    """A save of ``instance`` starts: hold back the tags of its own statements."""
+def saving(instance: models.Model, model: type[models.Model], using: str, fallback: set[str] = _NONE) -> None:
+    """A save of ``instance`` starts: hold back the tags of its own statements.
+
+    ``fallback``: the tags to invalidate if the save writes but its post_save never reaches
+    :func:`saved`: inside a transaction they join its batch with the save's first statement;
+    outside one, they are flushed when the save is forgotten (:func:`reset`, or the next save of
+    the same instance).
+    """
     stack = _stack()
     # An instance's save never runs inside its own: an entry of it is left by a save that raised.
     for entry in [entry for entry in stack if entry.instance_id == id(instance)]:
-        _drop(entry)
+        _forget(entry)
     outer = not connections[using].in_atomic_block
-    stack.append(_Saving(id(instance), _tables(model), using, outer))
+    stack.append(_Saving(id(instance), _tables(model), using, outer, _save_frame(), fallback))
+
+
+def _save_frame() -> FrameType | None:
+    """The frame of the Model.save_base() call that sent the pre_save signal being handled."""
+    frame: FrameType | None = sys._getframe(2)
+    code = Model.save_base.__code__
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    return frame
+
+
+def _live(entry: _Saving) -> bool:
+    """Whether the save of ``entry`` is still running: its save_base() frame is on the stack."""
+    if entry.frame is None:
+        return True  # not saved through save_base(): rely on post_save and reset()
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame is entry.frame:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _top(stack: list[_Saving]) -> _Saving | None:
+    """The innermost save still running; saves found over are forgotten on the way."""
+    while stack:
+        if _live(stack[-1]):
+            return stack[-1]
+        _forget(stack[-1])
+    return None
 
 
 def _drop(entry: _Saving) -> None:
-    """Forget a save that will never reach post_save, invalidating what it held."""
+    """Forget a save whose statement raised, invalidating what it held."""
     _stack().remove(entry)
     if entry.held:
         flush(entry.held, entry.using)
+
+
+def _forget(entry: _Saving) -> None:
+    """Forget a save that left post_save unreached, invalidating what it held and, if it wrote,
+    the tags its post_save would have invalidated."""
+    _stack().remove(entry)
+    tags = entry.held | entry.fallback if entry.wrote else entry.held
+    if tags:
+        flush(tags, entry.using)
 
 
 def saved(instance: models.Model) -> set[str]:
@@ -91,13 +147,10 @@ def saved(instance: models.Model) -> set[str]:
 def reset(**kwargs: Any) -> None:
     """Forget saves that never finished (an exception between pre_ and post_save), flushing what they held.
 
-    Connected to ``request_started``: such a save raised into the previous request.
+    Connected to ``request_started`` and ``request_finished``: such a save raised into the request.
     """
-    stack = _stack()
-    entries = list(stack)
-    stack.clear()
-    for entry in entries:
-        flush(entry.held, entry.using)
+    for entry in list(_stack()):
+        _forget(entry)
 
 
 def table_tags() -> dict[str, frozenset[str]]:
@@ -128,7 +181,8 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
     table = tables[0]
     stack = _stack()
     connection = context["connection"]
-    saving = stack[-1] if stack and stack[-1].holds(table, connection.alias) else None
+    top = _top(stack) if stack else None
+    saving = top if top is not None and top.holds(table, connection.alias) else None
     try:
         result = execute(sql, params, many, context)
     except Exception:
@@ -137,8 +191,12 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
         raise
     if saving is not None:
         saving.held |= labels
-    else:
-        transaction.add(labels, connection.alias)
+        saving.wrote = True
+        return result
+    if top is not None and top.fallback and table in top.tables and top.using == connection.alias:
+        labels = labels | top.fallback  # a save in a transaction: its tags go with the batch now
+        top.fallback = _NONE
+    transaction.add(labels, connection.alias)
     return result
 
 

@@ -128,6 +128,29 @@ def test_an_entry_read_while_an_invalidation_drains_does_not_vouch_for_a_fragmen
     assert outer.render(Context({"inner": inner})) == "[new]"
 
 
+def test_a_get_or_set_missed_while_its_tag_drains_does_not_store_an_old_inner_entry(
+    alias: str, settings: Any
+) -> None:
+    if isinstance(get_store(alias), MemoryStore):
+        pytest.skip("the in-process store invalidates in one step: nothing ever drains")
+    settings.TAGCACHE = {"CACHE": alias, "CHUNK_SIZE": 5}
+    tc = TagCache(alias)
+    for i in range(12):
+        tc.set(f"filler{i}", i, tags=["t"])
+    price = {"now": "old"}
+    assert tc.get_or_set("inner", lambda: price["now"], tags=["t"]) == "old"
+    price["now"] = "new"  # the database changes, then the tag is invalidated:
+    finish = _first_step_of_a_chunked_invalidation(alias, ["t"])
+
+    def outer() -> str:
+        inner = tc.get_or_set("inner", lambda: price["now"], tags=["t"])  # not drained yet: old
+        finish()  # invalidate_tags() returns here, before the outer value is written
+        return f"[{inner}]"
+
+    assert tc.get_or_set("outer", outer, tags=["t"]) == "[old]"
+    assert tc.get_or_set("outer", lambda: f"[{price['now']}]", tags=["t"]) == "[new]"
+
+
 def test_a_purge_of_every_namespace_refuses_a_writer_in_flight(alias: str, settings: Any) -> None:
     from django_tagcache.namespaces import in_namespace
 

@@ -136,6 +136,21 @@ def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, keys: K
     assert keys.exists(tc.store.keys.entry("price-box")) == 0
 
 
+def test_a_get_or_set_around_a_stale_value_is_not_stored(tc: TagCache, keys: Keys) -> None:
+    """An enclosing get_or_set (here without expiry) must not keep a stale copy beyond its budget."""
+    if not soft(tc):
+        pytest.skip("soft purges need a single server")
+    tc.get_or_set("label", lambda: "old", tags=["shop.label:1"])
+    tc.invalidate_tags("shop.label:1")  # best_effort (Label's Meta): a stale copy is kept
+    assert tc.store.lock(tc.store.keys.entry("label"), "someone else", 10_000)
+
+    def box() -> str:
+        return f"[{tc.get_or_set('label', lambda: 'new', tags=['shop.label:1'])}]"
+
+    assert tc.get_or_set("box", box, timeout=None, tags=["box"]) == "[old]"
+    assert keys.exists(tc.store.keys.entry("box")) == 0
+
+
 def test_a_models_rule_covers_its_own_tags_only() -> None:
     """shop.label's rule must not reach shop.labelprice, another model whose label it begins."""
     assert budget_ms("shop.label") == 600_000

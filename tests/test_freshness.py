@@ -216,21 +216,21 @@ def test_cached_refuses_an_argument_without_a_stable_identity(alias: str) -> Non
 # Each scenario above, with the protection that closes it switched off, must show its stale value
 # again: a test that cannot fail proves nothing. (tests/test_interleavings.py does the same with
 # random histories.)
-PROOFS: dict[str, Callable[..., None]] = {
-    "fence": test_a_fragment_never_stores_an_instance_loaded_before_a_commit,
-    "drain_guard": test_an_entry_read_while_an_invalidation_drains_does_not_vouch_for_a_fragment,
-    "namespace_scan": test_a_purge_of_every_namespace_refuses_a_writer_in_flight,
-    "stored_row": test_two_editors_of_one_row_invalidate_every_category_it_left,
-}
+PROOFS: list[tuple[str, Callable[..., None]]] = [
+    ("fence", test_a_fragment_never_stores_an_instance_loaded_before_a_commit),
+    ("drain_guard", test_an_entry_read_while_an_invalidation_drains_does_not_vouch_for_a_fragment),
+    ("drain_guard", test_a_get_or_set_missed_while_its_tag_drains_does_not_store_an_old_inner_entry),
+    ("namespace_scan", test_a_purge_of_every_namespace_refuses_a_writer_in_flight),
+    ("stored_row", test_two_editors_of_one_row_invalidate_every_category_it_left),
+]
 
 
-@pytest.mark.parametrize("protection", sorted(PROOFS))
+@pytest.mark.parametrize(("protection", "scenario"), PROOFS, ids=[s.__name__[5:45] for _p, s in PROOFS])
 def test_with_its_protection_off_each_scenario_shows_the_stale_value(
-    alias: str, settings: Any, protection: str
+    alias: str, settings: Any, protection: str, scenario: Callable[..., None]
 ) -> None:
     if alias != "default":
         pytest.skip("one backend is enough to prove the scenario can fail")
-    scenario = PROOFS[protection]
     arguments = {"alias": alias, "settings": settings}
     wanted = scenario.__code__.co_varnames[: scenario.__code__.co_argcount]
     with protections.switched_off(protection), pytest.raises(AssertionError):

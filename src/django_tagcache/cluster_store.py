@@ -252,7 +252,9 @@ class ClusterTagStore(TagStore):
         commands = [
             self.runner.script(
                 "generations",
-                [self.keys.generation(tag) for tag in group],
+                # A tag still draining gets no token: see miss.lua.
+                [self.keys.generation(tag) for tag in group]
+                + ([self.tag_key(tag, ":w") for tag in group] if on("drain_guard") else []),
                 [*new_tokens(len(group)), self.options.generation_ttl_ms],
             )
             for group in groups.values()
@@ -264,7 +266,8 @@ class ClusterTagStore(TagStore):
         replies = self._call(lambda: self.runner.run_commands(commands))
         found: dict[str, str] = {}
         for group, reply in zip(groups.values(), replies[: len(groups)], strict=True):
-            found.update(zip(group, map(text, reply), strict=True))
+            # '' is a token no write accepts.
+            found.update(zip(group, ("" if t is None else text(t) for t in reply), strict=True))
         payload = replies[len(groups)]
         if payload is not None and payload.startswith(TOMBSTONE):
             payload = None

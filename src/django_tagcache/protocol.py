@@ -111,7 +111,8 @@ def plan_miss(
 ) -> tuple[list[str], list[Any]]:
     """Keys and arguments of miss.lua; an empty ``owner`` takes no lock."""
     keys = [entry, *(scheme.tag(tag) for tag in tags)]
-    return keys, [owner, lock_ttl_ms, options.generation_ttl_ms, *new_tokens(len(tags))]
+    draining = int(on("drain_guard"))
+    return keys, [owner, lock_ttl_ms, options.generation_ttl_ms, draining, *new_tokens(len(tags))]
 
 
 @dataclass(frozen=True)

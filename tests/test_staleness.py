@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import pytest
@@ -41,8 +42,12 @@ def test_a_soft_purge_serves_the_old_value_while_one_caller_refreshes(tc: TagCac
     seen_meanwhile = []
 
     def refresh() -> str:
-        # Another reader arrives while this one recomputes: it gets the previous value at once.
-        seen_meanwhile.append(tc.get_or_set("banner", lambda: "computed twice", tags=["promo:summer"]))
+        # Another reader (another request: a context of its own) arrives while this one
+        # recomputes: it gets the previous value at once.
+        other = contextvars.Context()
+        seen_meanwhile.append(
+            other.run(tc.get_or_set, "banner", lambda: "computed twice", tags=["promo:summer"])
+        )
         return "new"
 
     assert tc.get_or_set("banner", refresh, tags=["promo:summer"]) == "new"

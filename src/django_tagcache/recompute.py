@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from . import fences, metrics, serialization
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tagcache")
 MISSING: Final = object()
+
+# The get_or_set/@cached computes open in this context, innermost last: one flag each, set when
+# a value was served stale inside it (a soft purge, within its budget). Such a value may be shown,
+# never stored: the enclosing entry would outlive the budget (see served_stale_inside()).
+_computing: ContextVar[tuple[list[bool], ...]] = ContextVar("django_tagcache_computing", default=())
+
+
+def served_stale_inside() -> None:
+    """A stale value was served: no get_or_set/@cached computing around it now may store its result."""
+    for flag in _computing.get():
+        flag[0] = True
 
 
 def jittered(ttl_ms: int, jitter: float) -> int:
@@ -141,6 +153,8 @@ def _compute_and_store(
     fence_us: int,
 ) -> Any:
     started = time.monotonic()
+    stale = [False]
+    opened = _computing.set((*_computing.get(), stale))
     try:
         value = compute()
     except BaseException:
@@ -148,6 +162,14 @@ def _compute_and_store(
             with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
                 store.unlock(entry, owner)
         raise
+    finally:
+        _computing.reset(opened)
+    if stale[0]:  # built on a stale value: served, not stored
+        metrics.incr("refused_writes")
+        if owner:
+            with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
+                store.unlock(entry, owner)
+        return value
     elapsed = time.monotonic() - started
     ttl = jittered(ttl_ms, conf.TTL_JITTER)
     try:

@@ -31,7 +31,7 @@ from typing import Any
 from . import bubbling, fences, metrics, serialization
 from .api import get_store
 from .conf import conf
-from .recompute import fail_open
+from .recompute import fail_open, served_stale_inside
 from .retry import RETRYABLE
 
 logger = logging.getLogger("django_tagcache")
@@ -153,8 +153,10 @@ def served_stale(tags: Iterable[str]) -> None:
     """A value was served although ``tags`` were invalidated (a soft purge, within its budget).
 
     The fragments and pages rendering now contain it, so none of them may be stored: their
-    tokens for ``tags`` are poisoned. To be called by whatever serves such a value.
+    tokens for ``tags`` are poisoned; nor may an enclosing ``get_or_set`` or ``@cached`` store
+    what it computes. To be called by whatever serves such a value.
     """
+    served_stale_inside()
     tags = tuple(tags)
     for collector in bubbling._stack.get():
         if isinstance(collector, Scope):

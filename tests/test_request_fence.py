@@ -1,0 +1,118 @@
+"""A request's read fence through Django's own handlers, WSGI and ASGI.
+
+Each view reads a product's name as a plain value (no instance, so no load time to go by),
+then, in the first request only, an editor commits a new name; then the view caches what it
+read under the product's tag. Only the start of the request can refuse that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.template import Context, RequestContext, Template
+from django.test import AsyncClient, Client
+from django.urls import path
+
+from django_tagcache import add_tags
+from django_tagcache.views import cache_page_tagged
+from tests.testapp.models import Category, Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FRAGMENT = Template('{% load tagcache %}{% tagcache 600 "n" tags=tags %}{{ n }}{% endtagcache %}')
+_edited: set[int] = set()
+_page_views: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    _edited.clear()
+    _page_views.clear()
+
+
+def _read_then_edit(pk: int) -> str:
+    name = Product.objects.values_list("name", flat=True).get(pk=pk)
+    if pk not in _edited:  # the first request only: an editor commits meanwhile
+        _edited.add(pk)
+        product = Product.objects.get(pk=pk)
+        product.name = "new"
+        product.save()
+    return str(name)
+
+
+def fragment_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rendered as django.shortcuts.render() does: the request is in the template's context."""
+    name = _read_then_edit(pk)
+    return HttpResponse(FRAGMENT.render(RequestContext(request, {"n": name, "tags": f"shop.product:{pk}"})))
+
+
+def plain_fragment_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The request is nowhere in sight of the package: only the request's fence can refuse."""
+    name = _read_then_edit(pk)
+    return HttpResponse(FRAGMENT.render(Context({"n": name, "tags": f"shop.product:{pk}"})))
+
+
+def _page(request: HttpRequest, pk: int) -> HttpResponse:
+    _page_views.append(pk)
+    name = _read_then_edit(pk)
+    add_tags(f"shop.product:{pk}")  # after the edit: only the request's start can refuse the page
+    return HttpResponse(name)
+
+
+_decorated: dict[str, Callable[..., HttpResponse]] = {}
+
+
+def page_view(request: HttpRequest, alias: str, pk: int) -> HttpResponse:
+    if alias not in _decorated:
+        _decorated[alias] = cache_page_tagged(600, cache=alias)(_page)
+    return _decorated[alias](request, pk=pk)
+
+
+urlpatterns = [
+    path("fragment/<int:pk>/", fragment_view),
+    path("plain/<int:pk>/", plain_fragment_view),
+    path("page/<str:alias>/<int:pk>/", page_view),
+]
+
+
+def _get(handler: str, url: str) -> bytes:
+    if handler == "wsgi":
+        return Client().get(url).content
+    return asyncio.run(AsyncClient().get(url)).content  # through Django's ASGI handler
+
+
+def _twice(settings: Any, alias: str, handler: str, view: str) -> list[bytes]:
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias}  # CLOCK_SKEW_MARGIN 0: exact
+    settings.ROOT_URLCONF = __name__
+    pk = Product.objects.create(name="old", category=Category.objects.create(name="a")).pk
+    return [_get(handler, f"/{view}/{pk}/") for _ in range(2)]
+
+
+@pytest.mark.parametrize("handler", ["wsgi", "asgi"])
+def test_a_fragment_never_stores_a_value_read_before_an_edit_in_the_same_request(
+    settings: Any, alias: str, handler: str
+) -> None:
+    settings.MIDDLEWARE = []
+    assert _twice(settings, alias, handler, "fragment") == [b"old", b"new"]
+
+
+@pytest.mark.parametrize("handler", ["wsgi", "asgi"])
+def test_a_page_never_stores_a_value_read_before_an_edit_in_the_same_request(
+    settings: Any, alias: str, handler: str
+) -> None:
+    settings.MIDDLEWARE = []
+    assert _twice(settings, alias, handler, f"page/{alias}") == [b"old", b"new"]
+    assert _get(handler, f"/page/{alias}/{_page_views[0]}/") == b"new"
+    assert len(_page_views) == 2  # the second, fresh page was stored
+
+
+@pytest.mark.parametrize("handler", ["wsgi", "asgi"])
+def test_with_the_request_middleware_any_value_cached_in_a_view_is_fenced(
+    settings: Any, alias: str, handler: str
+) -> None:
+    settings.MIDDLEWARE = ["django_tagcache.budget.RedisBudgetMiddleware"]
+    assert _twice(settings, alias, handler, "plain") == [b"old", b"new"]

@@ -8,7 +8,8 @@ seen the failures) takes over for the units that follow. See :mod:`django_tagcac
 Under WSGI, requests get theirs from the ``request_started`` signal (connected in
 ``AppConfig.ready()``). Under ASGI that cannot work (Django sends the signal to sync receivers in
 a task of its own, whose context the request never sees): :class:`RedisBudgetMiddleware`, first
-in ``MIDDLEWARE``, opens it there, and works under WSGI too. Management commands get theirs from
+in ``MIDDLEWARE``, opens it there, and works under WSGI too. It opens the request's read fence
+(:mod:`django_tagcache.fences`) the same way, for the same reason. Management commands get theirs from
 :class:`~django_tagcache.management.base.TagCacheCommand`; anything else (a task, a consumer's
 batch) opens one with :func:`redis_budget`.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 
+from . import fences
 from .conf import conf
 from .timebudget import Budget, close_budget, current_budget, open_budget, replace_budget
 
@@ -66,6 +68,9 @@ def on_request_finished(**kwargs: Any) -> None:
 class RedisBudgetMiddleware:
     """Give each request one Redis time budget, under ASGI as under WSGI: list it first in ``MIDDLEWARE``.
 
+    It also opens the request's read fence, from the moment the request started: under ASGI,
+    only pages and fragments rendered with the request in their context have one without it.
+
     The budget covers every middleware after it and the view; a streaming response's content,
     produced after the middleware returned, has per-call budgets.
     """
@@ -82,10 +87,11 @@ class RedisBudgetMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        with redis_budget():
+        with redis_budget(), fences.fence(fences.of_request(request)):
             return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        with redis_budget():
+        # The request's read fence too, from its start: request_started cannot set it here.
+        with redis_budget(), fences.fence(fences.of_request(request)):
             return await respond(request)

@@ -35,13 +35,14 @@ def current() -> float | None:
 
 
 @contextmanager
-def fence() -> Iterator[float]:
+def fence(start: float | None = None) -> Iterator[float]:
     """Within the block, cached values count as built from data read as early as its start.
 
     Use it around work outside a request (a task, a command) that reads data and then caches
-    something built from it; requests get one from their start automatically.
+    something built from it; requests get one from their start automatically. ``start``
+    (seconds since the epoch) dates the block earlier than now, for data read before it opened.
     """
-    start = time.time()
+    start = time.time() if start is None else min(start, time.time())
     outer = _fence.get()
     token = _fence.set(start if outer is None else min(outer, start))
     try:
@@ -50,9 +51,31 @@ def fence() -> Iterator[float]:
         _fence.reset(token)
 
 
+#: Key of an ASGI request's ``scope``: when the request started, in seconds since the epoch.
+STARTED = "django_tagcache.started"
+
+
 def request_started(**kwargs: Any) -> None:
-    """Receiver of Django's ``request_started``: the request's data is read after this moment."""
-    _fence.set(time.time())
+    """Receiver of Django's ``request_started``: the request's data is read after this moment.
+
+    Under ASGI, Django sends the signal with ``asend()``, which runs sync receivers in a task
+    of their own: the fence set here never reaches the request. The moment is then also
+    stamped on the request's ``scope``, which the request object carries, for
+    :func:`of_request` (pages, fragments rendered with the request in their context, and
+    ``RedisBudgetMiddleware``, which opens the request's fence from it).
+    """
+    now = time.time()
+    _fence.set(now)
+    scope = kwargs.get("scope")
+    if isinstance(scope, dict):
+        scope[STARTED] = now
+
+
+def of_request(request: object) -> float | None:
+    """When ``request`` started, if its ASGI scope was stamped by :func:`request_started`."""
+    scope = getattr(request, "scope", None)
+    moment = scope.get(STARTED) if isinstance(scope, dict) else None
+    return moment if isinstance(moment, float) else None
 
 
 def request_finished(**kwargs: Any) -> None:
@@ -64,8 +87,9 @@ class ReadFenceMiddleware:
     """Make the start of each request its read fence under ASGI too: list it first in ``MIDDLEWARE``.
 
     Under WSGI Django's ``request_started`` signal does it. Under ASGI Django sends that signal
-    from a task whose context the view does not share, so without this middleware an ASGI request
-    has no fence of its own (instances' load times and the generations still apply).
+    from a task whose context the view does not share, so without this middleware (or
+    ``RedisBudgetMiddleware``, which opens the fence too) only pages and fragments rendered with
+    the request in their context have one, from the start stamped on the request's scope.
     """
 
     sync_capable = True
@@ -80,11 +104,11 @@ class ReadFenceMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.is_async:
             return self._acall(request)
-        with fence():
+        with fence(of_request(request)):  # from the request's start, if stamped
             return self.get_response(request)
 
     async def _acall(self, request: Any) -> Any:
-        with fence():
+        with fence(of_request(request)):  # from the request's start, if stamped
             return await self.get_response(request)
 
 
@@ -94,7 +118,8 @@ def mark_loaded(instance: Any) -> None:
 
 
 def loaded_at(sources: object) -> float | None:
-    """The earliest load time of a model instance in ``sources`` (nested lists, tuples, sets, dicts)."""
+    """The earliest load time of a model instance in ``sources`` (nested lists, tuples, sets, dicts),
+    or start of a request there (see :func:`of_request`)."""
     found: float | None = None
     stack = [sources]
     while stack:
@@ -104,7 +129,10 @@ def loaded_at(sources: object) -> float | None:
         elif isinstance(item, dict):
             stack.extend(item.values())
         else:
-            moment = getattr(item, "__dict__", {}).get(LOADED_AT) if hasattr(item, "_meta") else None
+            if hasattr(item, "_meta"):
+                moment = getattr(item, "__dict__", {}).get(LOADED_AT)
+            else:  # a request: its data is read after it started
+                moment = of_request(item)
             if moment is not None and (found is None or moment < found):
                 found = moment
     return found

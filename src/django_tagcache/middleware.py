@@ -72,7 +72,7 @@ def middleware_alias(given: object = _ABSENT) -> str:
 def _looked_up(request: HttpRequest, page_key: object, alias: str) -> None:
     """After a lookup that missed, open the page: in the namespace it was looked up in."""
     if getattr(request, "_cache_update_cache", False) and page_key not in pages(request):
-        pages(request)[page_key] = Page(alias, ())
+        pages(request)[page_key] = Page(alias, (), request=request)
 
 
 def _scoped(get_response: GetResponse, page_key: object, alias: Callable[[], str]) -> GetResponse:

@@ -54,11 +54,16 @@ class Page:
     """
 
     def __init__(
-        self, alias: str, own_tags: tuple[str, ...], namespace: str | _Current | None = CURRENT
+        self,
+        alias: str,
+        own_tags: tuple[str, ...],
+        namespace: str | _Current | None = CURRENT,
+        request: object = None,
     ) -> None:
         self.alias = alias
         self.namespace = namespaces.current() if isinstance(namespace, _Current) else namespace
-        self.scope = Scope(alias)
+        # The request's start bounds the page's read fence (under ASGI, the only way it can).
+        self.scope = Scope(alias, request)
         with in_namespace(self.namespace):
             self.scope.begin(own_tags)
         # False while part of the page (a TemplateResponse) is still to be rendered inside the scope.

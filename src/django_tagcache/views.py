@@ -82,7 +82,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
             pages(request)[page_key] = None
             return None
         namespace = looked_up.namespace if looked_up is not None else CURRENT
-        page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags, namespace)
+        page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags, namespace, request)
         return page
 
     if iscoroutinefunction(view):

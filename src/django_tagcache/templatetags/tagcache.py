@@ -72,7 +72,8 @@ class TagCacheNode(Node):
             timeout=expire_time,
             tags=lambda: self._tags(tag_value()),
             render=lambda: self.nodelist.render(context),
-            sources=tag_value,
+            # The request (if the context has it) bounds the read fence by its start.
+            sources=lambda: (tag_value(), getattr(context, "request", None)),
         )
         return mark_safe(text)
 

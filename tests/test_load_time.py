@@ -62,3 +62,18 @@ def test_an_edit_committed_right_after_the_select_refuses_the_instance(alias: st
     assert metrics.snapshot()["stores"] == stores  # refused: the tag moved after the snapshot
     fresh = Product.objects.get(pk=pk)
     assert card(fresh) == fresh.name
+
+
+def test_rows_of_a_server_side_cursor_count_as_read_when_it_was_opened(alias: str) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("a server-side cursor (iterator() on PostgreSQL) reads its rows as of its DECLARE")
+    category = Category.objects.create(name="a")
+    first, second = (Product.objects.create(name=n, category=category).pk for n in ("one", "two"))
+    shown = {}
+    for product in Product.objects.filter(pk__in=[first, second]).order_by("pk").iterator(chunk_size=1):
+        if product.pk == first:  # while row 1 is processed, an editor changes row 2
+            _in_another_thread(lambda: edit(second, name="two, edited"))
+            assert Category.objects.count() == 1  # another query, after the edit, in the loop
+        shown[product.pk] = card(product)
+    assert shown == {first: "one", second: "two"}  # row 2 as of the DECLARE
+    assert card(Product.objects.get(pk=second)) == "two, edited"

@@ -23,7 +23,7 @@ class TagCacheConfig(AppConfig):
         enable_meta_option()
 
     def ready(self) -> None:
-        from . import budget, cdn, checks, fences, manual, orm, sqlwatch, tags
+        from . import budget, cdn, checks, fences, loadtimes, manual, orm, sqlwatch, tags
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
@@ -31,8 +31,11 @@ class TagCacheConfig(AppConfig):
         setting_changed.connect(_settings_changed, dispatch_uid="django_tagcache.settings_changed")
         cdn.install()  # connects the CDN_PURGE hook, if set
         connection_created.connect(sqlwatch.install, dispatch_uid="django_tagcache.sqlwatch")
+        # When each query starts: the moment the instances built from its rows date from.
+        connection_created.connect(loadtimes.install, dispatch_uid="django_tagcache.loadtimes")
         for connection in connections.all(initialized_only=True):
             sqlwatch.install(connection)
+            loadtimes.install(connection)
         request_started.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset")
         request_finished.connect(sqlwatch.reset, dispatch_uid="django_tagcache.sqlwatch_reset_end")
         request_finished.connect(manual.check_all, dispatch_uid="django_tagcache.manual_commits")

@@ -23,6 +23,8 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from .loadtimes import read_since
+
 #: Attribute of a model instance: when it was loaded (or built), in seconds since the epoch.
 LOADED_AT = "_tagcache_loaded_at"
 
@@ -113,8 +115,9 @@ class ReadFenceMiddleware:
 
 
 def mark_loaded(instance: Any) -> None:
-    """Record that ``instance`` holds data read now (a registered model's ``post_init``)."""
-    instance.__dict__[LOADED_AT] = time.time()
+    """Record when the data ``instance`` holds was read (a registered model's ``post_init``): the
+    start of the query its row came from, or earlier (see :mod:`django_tagcache.loadtimes`)."""
+    instance.__dict__[LOADED_AT] = read_since()
 
 
 def loaded_at(sources: object) -> float | None:

@@ -110,9 +110,10 @@ def test_a_page_never_stores_a_value_read_before_an_edit_in_the_same_request(
     assert len(_page_views) == 2  # the second, fresh page was stored
 
 
+@pytest.mark.parametrize("middleware", ["fences.ReadFenceMiddleware", "budget.RedisBudgetMiddleware"])
 @pytest.mark.parametrize("handler", ["wsgi", "asgi"])
 def test_with_the_request_middleware_any_value_cached_in_a_view_is_fenced(
-    settings: Any, alias: str, handler: str
+    settings: Any, alias: str, handler: str, middleware: str
 ) -> None:
-    settings.MIDDLEWARE = ["django_tagcache.budget.RedisBudgetMiddleware"]
+    settings.MIDDLEWARE = [f"django_tagcache.{middleware}"]
     assert _twice(settings, alias, handler, "plain") == [b"old", b"new"]

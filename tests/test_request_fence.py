@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, RequestContext, Template
 from django.test import AsyncClient, Client
@@ -82,7 +84,16 @@ urlpatterns = [
 def _get(handler: str, url: str) -> bytes:
     if handler == "wsgi":
         return Client().get(url).content
-    return asyncio.run(AsyncClient().get(url)).content  # through Django's ASGI handler
+
+    async def get() -> bytes:
+        try:
+            return (await AsyncClient().get(url)).content  # through Django's ASGI handler
+        finally:
+            # The view ran in asgiref's thread for sync code, whose database connection would
+            # outlive the test (PostgreSQL then cannot drop the test database).
+            await sync_to_async(connections.close_all)()
+
+    return asyncio.run(get())
 
 
 def _twice(settings: Any, alias: str, handler: str, view: str) -> list[bytes]:

@@ -17,7 +17,7 @@ from benchmarks._setup import configure_django, redis_url, result
 
 def fill(store: object, members: int) -> None:
     """Write N entries under one tag: the same keys and index the API writes, in bulk."""
-    from django_tagcache.store import TagStore
+    from django_tagcache.core.store import TagStore
 
     assert isinstance(store, TagStore)
     client = store.client
@@ -44,7 +44,7 @@ def main() -> None:
     with redis_url() as url:
         configure_django(url)
         from django_tagcache import invalidate_tags, tagcache
-        from django_tagcache.api import get_store
+        from django_tagcache.caching.api import get_store
 
         store = get_store()
         client = store.client

@@ -105,7 +105,7 @@ def main() -> None:
 
     with redis_url() as url:
         configure(url)
-        from django_tagcache.api import get_store
+        from django_tagcache.caching.api import get_store
 
         get_store().client.flushdb()
         compare("{% tagcache %} hit vs {% cache %} hit", *fragment_hits(), args.rounds, args.repeat)

@@ -28,7 +28,9 @@ def run_mix(seconds: float, rate: float, writes: float, margin: float, fence: bo
     from django.conf import settings as django_settings
     from django.test import override_settings
 
-    from django_tagcache import fences, invalidate_tags, metrics, protections, tagcache
+    from django_tagcache import invalidate_tags, tagcache
+    from django_tagcache.caching import fences
+    from django_tagcache.core import metrics, protections
 
     rng = random.Random(2026)
     reads = misses = 0

@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 import redis
 
-from django_tagcache import TagCache, memory, metrics
-from django_tagcache.api import get_store, reset_stores
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store, reset_stores
+from django_tagcache.core import memory, metrics
 from django_tagcache.signals import tags_invalidated
 from tests.cluster import _cluster_session, redis_cluster  # noqa: F401 - fixtures
 from tests.faults import faulty  # noqa: F401 - a fixture of the fault suite

@@ -93,7 +93,7 @@ class ClusterFault:
         self.cluster = start_cluster(shards=3)
 
     def cache(self) -> dict[str, Any]:
-        from django_tagcache.cluster import _reset_clusters
+        from django_tagcache.backends.cluster import _reset_clusters
 
         _reset_clusters()
         options = {"CLIENT_CLASS": "django_tagcache.cluster.RedisClusterClient", **TIMEOUTS}
@@ -137,7 +137,7 @@ class ClusterFault:
         return big_left(2000) if self.mode == "kill" else 0
 
     def close(self) -> None:
-        from django_tagcache.cluster import _reset_clusters
+        from django_tagcache.backends.cluster import _reset_clusters
 
         _reset_clusters()
         self.cluster.stop()

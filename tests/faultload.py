@@ -175,9 +175,9 @@ def _recovered() -> bool:
 
 def run(fault: Fault, *, outbox: bool, hold: float = 1.0, seed: int = 0, readers: int = 2) -> Row:
     """Run the load through ``fault`` (held ``hold`` seconds) and measure it."""
-    from django_tagcache import metrics
-    from django_tagcache.api import reset_stores
-    from django_tagcache.outbox import PendingInvalidation, drain
+    from django_tagcache.caching.api import reset_stores
+    from django_tagcache.core import metrics
+    from django_tagcache.orm.outbox import PendingInvalidation, drain
 
     row = Row(fault.name, outbox)
     settings = {"CACHES": {"default": fault.cache()}, "TAGCACHE": {**RESILIENCE, "OUTBOX": outbox}}

@@ -20,10 +20,10 @@ from django.template import Context, Template
 from django.test import RequestFactory
 
 from django_tagcache import TagCache, cached, fence, invalidate_tags
-from django_tagcache.api import get_store
-from django_tagcache.fragments import fragment_key
-from django_tagcache.rendering import read_entry
+from django_tagcache.caching.api import get_store
+from django_tagcache.caching.rendering import read_entry
 from django_tagcache.views import cache_page_tagged
+from django_tagcache.web.fragments import fragment_key
 from tests.scheduler import Scheduler
 from tests.testapp.models import Category, Label, Product
 

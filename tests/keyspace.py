@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from django_tagcache.api import get_store
-from django_tagcache.memory import MemoryStore
+from django_tagcache.caching.api import get_store
+from django_tagcache.core.memory import MemoryStore
 
 
 def pttl(alias: str, key: str) -> int:

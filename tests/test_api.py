@@ -7,8 +7,9 @@ import time
 import pytest
 import redis
 
-from django_tagcache import TagCache, metrics
-from django_tagcache.api import get_store
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics
 
 
 def test_set_get_round_trip(tc: TagCache) -> None:

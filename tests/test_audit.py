@@ -11,16 +11,10 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 
-from django_tagcache import (
-    TagCache,
-    TagCacheUnavailable,
-    invalidate_model,
-    invalidate_tags,
-    metrics,
-    tagcache,
-)
-from django_tagcache.audit import acting_as, os_username, purge_tags, record
+from django_tagcache import TagCache, TagCacheUnavailable, invalidate_model, invalidate_tags, tagcache
+from django_tagcache.core import metrics
 from django_tagcache.models import MAX_RECORDED_TAGS, PurgeRecord
+from django_tagcache.ops.audit import acting_as, os_username, purge_tags, record
 from django_tagcache.signals import tags_invalidated
 from tests.servers import RedisServer
 from tests.testapp.models import Category, Product

@@ -14,10 +14,10 @@ from django.test import Client
 from django.urls import reverse
 
 from django_tagcache import TagCache, TagCacheUnavailable, invalidate_tags, tagcache
-from django_tagcache.api import get_store
-from django_tagcache.audit import purge_tags
+from django_tagcache.caching.api import get_store
+from django_tagcache.caching.namespaces import in_namespace
 from django_tagcache.models import PurgeRecord
-from django_tagcache.namespaces import in_namespace
+from django_tagcache.ops.audit import purge_tags
 from django_tagcache.signals import tags_invalidated
 from tests.proxy import Proxy
 from tests.servers import RedisServer

@@ -126,7 +126,7 @@ def test_an_asgi_request_spends_one_budget(settings: Any, faulty: Faulty) -> Non
     # signal cannot open the request's budget there: the middleware does.
     behind_proxy(settings, faulty, ATTEMPTS=3, BUDGET=1.0)
     settings.ROOT_URLCONF = __name__
-    settings.MIDDLEWARE = ["django_tagcache.budget.RedisBudgetMiddleware", *settings.MIDDLEWARE]
+    settings.MIDDLEWARE = ["django_tagcache.middleware.RedisBudgetMiddleware", *settings.MIDDLEWARE]
     with faulty.hung():
         response = asyncio.run(AsyncClient().get("/async/20/"))  # through Django's ASGI handler
         assert response.status_code == 200

@@ -12,7 +12,7 @@ from django.test.utils import isolate_apps
 
 from django_tagcache import register
 from django_tagcache.checks import check_settings, check_tag_templates
-from django_tagcache.registry import TagTemplate, registry
+from django_tagcache.orm.registry import TagTemplate, registry
 from tests.testapp.models import Category, Product
 
 

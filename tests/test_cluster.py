@@ -23,11 +23,11 @@ from django_redis.cache import RedisCache
 from redis.cluster import LoadBalancingStrategy, RedisCluster
 
 from django_tagcache import TagCache, TagCacheUnavailable
-from django_tagcache.api import get_store
+from django_tagcache.caching.api import get_store
 from django_tagcache.cluster import RedisClusterClient
-from django_tagcache.cluster_store import TOMBSTONE, ClusterTagStore
-from django_tagcache.scripts import server_major_version
-from django_tagcache.serialization import dumps
+from django_tagcache.core.cluster_store import TOMBSTONE, ClusterTagStore
+from django_tagcache.core.scripts import server_major_version
+from django_tagcache.core.serialization import dumps
 from tests.cluster import ExternalCluster, LocalCluster
 from tests.counting import count
 
@@ -128,7 +128,7 @@ def test_read_from_replicas_is_an_option(redis_cluster: LocalCluster | ExternalC
 
 
 def test_every_cluster_script_spells_the_tombstone_like_the_store() -> None:
-    lua = resources.files("django_tagcache").joinpath("lua")
+    lua = resources.files("django_tagcache.core").joinpath("lua")
     marks = {
         path.name: re.findall(r"local mark = '(.*)'", path.read_text("utf-8"))
         for path in lua.iterdir()

@@ -16,7 +16,7 @@ from django.core.cache import caches
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from django_tagcache import TagCacheUnavailable, tagcache
-from django_tagcache.cluster import _reset_clusters
+from django_tagcache.backends.cluster import _reset_clusters
 from tests.cluster import LocalCluster, start_cluster
 from tests.servers import free_port
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_tagcache.outbox import PendingInvalidation
+from django_tagcache.orm.outbox import PendingInvalidation
 from tests.faults import Faulty
 from tests.testapp.models import Category
 

@@ -16,10 +16,12 @@ import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_tagcache import TagCache, metrics, pruning
-from django_tagcache.api import get_store
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics
+from django_tagcache.core.scripts import SCRIPT_NAMES, source
 from django_tagcache.models import PurgeRecord
-from django_tagcache.scripts import SCRIPT_NAMES, source
+from django_tagcache.ops import pruning
 from tests import keyspace
 from tests.testapp.models import Category, Product, Restaurant, Untagged
 
@@ -428,7 +430,7 @@ def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_commands_work_in_one_namespace() -> None:
-    from django_tagcache.namespaces import in_namespace
+    from django_tagcache.caching.namespaces import in_namespace
 
     tc = TagCache("default")
     with in_namespace("tenant1"):

@@ -8,7 +8,7 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from django_tagcache.deploy_checks import check_in_process_store, check_socket_timeouts
+from django_tagcache.ops.deploy_checks import check_in_process_store, check_socket_timeouts
 
 
 def test_a_warning_when_the_in_process_store_serves_with_debug_off(settings: Any) -> None:

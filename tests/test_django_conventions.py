@@ -12,13 +12,13 @@ from django.test import RequestFactory
 from django.utils.decorators import decorator_from_middleware_with_args
 
 from django_tagcache import TagCache
-from django_tagcache.api import get_store
-from django_tagcache.fragments import fragment_key
+from django_tagcache.caching.api import get_store
 from django_tagcache.middleware import (
     FetchFromTagCacheMiddleware,
     TagCacheMiddleware,
     UpdateTagCacheMiddleware,
 )
+from django_tagcache.web.fragments import fragment_key
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_in_a_real_stack_the_update_half_opens_no_page_of_its_own(settings: Any)
     seen: list[object] = []
 
     def view(request: HttpRequest) -> HttpResponse:
-        from django_tagcache.pages import pages
+        from django_tagcache.web.pages import pages
 
         seen.append(dict(pages(request)))
         return HttpResponse("x")

@@ -11,7 +11,8 @@ import time
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from django_tagcache import TagCacheUnavailable, metrics
+from django_tagcache import TagCacheUnavailable
+from django_tagcache.core import metrics
 from tests import faultkinds, faultload
 from tests.faults import Faulty
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.template import Context, Template, TemplateSyntaxError
 
-from django_tagcache.fragments import fragment_key
+from django_tagcache.web.fragments import fragment_key
 
 pytestmark = pytest.mark.usefixtures("_default_cache")
 

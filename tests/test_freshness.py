@@ -17,12 +17,14 @@ from django.template import Context, Template
 from django.test import AsyncClient, Client, RequestFactory
 from django.urls import path
 
-from django_tagcache import TagCache, cached, fences, invalidate_tags, protections
-from django_tagcache.api import get_store
-from django_tagcache.cluster_store import ClusterTagStore
-from django_tagcache.memory import MemoryStore
-from django_tagcache.protocol import parse_invalidate, plan_invalidate
-from django_tagcache.tags import normalize_tags
+from django_tagcache import TagCache, cached, invalidate_tags
+from django_tagcache.caching import fences
+from django_tagcache.caching.api import get_store
+from django_tagcache.caching.tags import normalize_tags
+from django_tagcache.core import protections
+from django_tagcache.core.cluster_store import ClusterTagStore
+from django_tagcache.core.memory import MemoryStore
+from django_tagcache.core.protocol import parse_invalidate, plan_invalidate
 from tests.testapp.models import Category, Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -152,7 +154,7 @@ def test_a_get_or_set_missed_while_its_tag_drains_does_not_store_an_old_inner_en
 
 
 def test_a_purge_of_every_namespace_refuses_a_writer_in_flight(alias: str, settings: Any) -> None:
-    from django_tagcache.namespaces import in_namespace
+    from django_tagcache.caching.namespaces import in_namespace
 
     settings.TAGCACHE = {"CACHE": alias, "NAMESPACE": "tests.tenancy.tenant"}
     tc = TagCache(alias)
@@ -260,7 +262,7 @@ def test_every_request_is_the_read_fence_of_what_it_caches(alias: str, settings:
 
     # Under ASGI Django sends request_started from another task: the middleware gives the fence.
     assert async_to_sync(through_asgi)("/fence/") == b"False"
-    settings.MIDDLEWARE = ["django_tagcache.fences.ReadFenceMiddleware"]
+    settings.MIDDLEWARE = ["django_tagcache.middleware.ReadFenceMiddleware"]
     assert async_to_sync(through_asgi)("/fence/") == b"True"  # a sync view under ASGI
     assert async_to_sync(through_asgi)("/async-fence/") == b"True"
     assert Client().get("/fence/").content == b"True"  # and it does no harm under WSGI

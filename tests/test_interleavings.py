@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from django_tagcache import metrics, protections
-from django_tagcache.api import get_store
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics, protections
 from tests.interleaving import Shop, actors, populate
 from tests.scheduler import Scheduler, hooked
 

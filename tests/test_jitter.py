@@ -10,10 +10,10 @@ from django.template import Context, Template
 from django.test import RequestFactory
 from django.utils.cache import get_cache_key
 
-from django_tagcache.api import get_store
-from django_tagcache.fragments import fragment_key
-from django_tagcache.pages import PageCache
+from django_tagcache.caching.api import get_store
 from django_tagcache.views import cache_page_tagged
+from django_tagcache.web.fragments import fragment_key
+from django_tagcache.web.pages import PageCache
 from tests.keyspace import Keys
 
 

@@ -8,7 +8,7 @@ import pytest
 from django.template import Context, Template
 
 from django_tagcache import TagCache
-from django_tagcache.store import TagStore
+from django_tagcache.core.store import TagStore
 from tests.counting import count
 
 # Lua's unpack() fails past about 8,000 values ("too many results to unpack").

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from django_tagcache import invalidate_tags, metrics
+from django_tagcache import invalidate_tags
+from django_tagcache.core import metrics
 from tests.test_freshness import card, edit
 from tests.testapp.models import Category, Product
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from django_tagcache import TagCache, memory
-from django_tagcache.api import get_store, reset_stores
-from django_tagcache.memory import MemoryStore, NeedsRedis
-from django_tagcache.memory_state import MemoryState
-from django_tagcache.protocol import StoreOptions
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store, reset_stores
+from django_tagcache.core import memory
+from django_tagcache.core.memory import MemoryStore, NeedsRedis
+from django_tagcache.core.memory_state import MemoryState
+from django_tagcache.core.protocol import StoreOptions
 
 
 class Clock:

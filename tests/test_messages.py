@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from django_tagcache import TagCache, metrics
+from django_tagcache import TagCache
+from django_tagcache.core import metrics
 from tests.testapp.models import Category
 
 DOUBLED = re.compile(r"(?<!\.)\.\.(?!\.)")  # ".." but not an ellipsis

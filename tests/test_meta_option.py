@@ -6,7 +6,7 @@ import pytest
 from django.db import models
 from django.test.utils import isolate_apps
 
-from django_tagcache.registry import TagTemplate, TemplateError
+from django_tagcache.orm.registry import TagTemplate, TemplateError
 from tests.testapp.models import Category
 
 
@@ -28,7 +28,7 @@ def test_a_template_with_whitespace_is_an_error_not_percent_encoded(template: st
 def test_a_misspelt_meta_option_is_a_check_error(attribute: str, meant: str) -> None:
     meta = type("Meta", (), {"app_label": "shop", attribute: ["x:{pk}"]})
     model = type("Item", (models.Model,), {"__module__": __name__, "Meta": meta})
-    from django_tagcache.registry import misspelt_options
+    from django_tagcache.orm.registry import misspelt_options
 
     (message,) = misspelt_options(model)
     assert f"Meta.{attribute}" in message

@@ -12,7 +12,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from django_tagcache import TagCache, metrics, prometheus, telemetry
+from django_tagcache import TagCache
+from django_tagcache.core import metrics, telemetry
+from django_tagcache.ops import prometheus
 
 
 def test_counters_follow_what_the_cache_did(tc: TagCache) -> None:

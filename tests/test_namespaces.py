@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from django_tagcache import TagCache
-from django_tagcache.namespaces import in_namespace, validate
+from django_tagcache.caching.namespaces import in_namespace, validate
 from django_tagcache.signals import tags_invalidated
 from tests.tenancy import current_tenant
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 
 from django_tagcache import TagCache, invalidate_model, invalidate_objects, tagcache, tags_for
+from django_tagcache.core.store import TagStore
 from django_tagcache.signals import tags_invalidated
-from django_tagcache.store import TagStore
 from tests.counting import count
 from tests.tenancy import current_tenant
 from tests.testapp.models import (

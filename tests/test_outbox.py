@@ -13,9 +13,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from django_tagcache import outbox as outbox_module
 from django_tagcache import tagcache
-from django_tagcache.outbox import ROW_TAGS, PendingInvalidation
+from django_tagcache.orm import outbox as outbox_module
+from django_tagcache.orm.outbox import ROW_TAGS, PendingInvalidation
 from tests.faults import Faulty
 from tests.testapp.models import Category, Label, Product
 

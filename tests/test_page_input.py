@@ -9,7 +9,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
-from django_tagcache.api import get_store
+from django_tagcache.caching.api import get_store
 from django_tagcache.views import cache_page_tagged
 
 

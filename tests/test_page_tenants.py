@@ -10,10 +10,11 @@ import pytest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.test import Client, RequestFactory
 
-from django_tagcache import TagCache, cdn
-from django_tagcache.api import get_store
-from django_tagcache.namespaces import in_namespace
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store
+from django_tagcache.caching.namespaces import in_namespace
 from django_tagcache.views import cache_page_tagged
+from django_tagcache.web import cdn
 from tests.views import CALLS, INVALIDATE_DURING_RENDER
 
 UPDATE = "django_tagcache.middleware.UpdateTagCacheMiddleware"

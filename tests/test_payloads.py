@@ -16,9 +16,10 @@ import pytest
 import redis
 from django.template import Context, Template
 
-from django_tagcache import TagCache, metrics, serialization
-from django_tagcache.api import get_store
-from django_tagcache.fragments import fragment_key
+from django_tagcache import TagCache
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics, serialization
+from django_tagcache.web.fragments import fragment_key
 from tests.counting import count
 
 

@@ -12,8 +12,9 @@ import pytest
 from django.template import Context, Template
 from redis.exceptions import OutOfMemoryError
 
-from django_tagcache import TagCacheUnavailable, metrics
-from django_tagcache.outbox import PendingInvalidation
+from django_tagcache import TagCacheUnavailable
+from django_tagcache.core import metrics
+from django_tagcache.orm.outbox import PendingInvalidation
 from tests.faults import Faulty
 from tests.testapp.models import Category, Product
 
@@ -107,7 +108,7 @@ def test_under_noeviction_no_tag_index_is_lost(faulty: Faulty) -> None:
 @pytest.mark.cluster
 def test_a_full_cluster_is_trouble_too(settings: Any) -> None:
     from django_tagcache import tagcache
-    from django_tagcache.cluster import _reset_clusters
+    from django_tagcache.backends.cluster import _reset_clusters
     from tests.cluster import start_cluster
 
     cluster = start_cluster(shards=3)  # its own: every primary is filled

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from django_tagcache import TagCache, cached, metrics
+from django_tagcache import TagCache, cached
+from django_tagcache.core import metrics
 from tests import keyspace
 
 

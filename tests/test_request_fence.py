@@ -121,7 +121,7 @@ def test_a_page_never_stores_a_value_read_before_an_edit_in_the_same_request(
     assert len(_page_views) == 2  # the second, fresh page was stored
 
 
-@pytest.mark.parametrize("middleware", ["fences.ReadFenceMiddleware", "budget.RedisBudgetMiddleware"])
+@pytest.mark.parametrize("middleware", ["middleware.ReadFenceMiddleware", "middleware.RedisBudgetMiddleware"])
 @pytest.mark.parametrize("handler", ["wsgi", "asgi"])
 def test_with_the_request_middleware_any_value_cached_in_a_view_is_fenced(
     settings: Any, alias: str, handler: str, middleware: str

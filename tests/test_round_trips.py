@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from django_tagcache import TagCache, cached
-from django_tagcache.api import get_store
 from django_tagcache.backends import is_cluster
-from django_tagcache.cluster_store import TOMBSTONE
-from django_tagcache.scripts import server_major_version
+from django_tagcache.caching.api import get_store
+from django_tagcache.core.cluster_store import TOMBSTONE
+from django_tagcache.core.scripts import server_major_version
 from tests import keyspace
 from tests.cluster import cluster_server_calls, primaries_of
 from tests.counting import count, server_calls

@@ -6,9 +6,9 @@ import pytest
 import redis
 
 from django_tagcache import TagCache
-from django_tagcache.api import get_store
-from django_tagcache.cluster_store import ClusterTagStore
-from django_tagcache.scripts import (
+from django_tagcache.caching.api import get_store
+from django_tagcache.core.cluster_store import ClusterTagStore
+from django_tagcache.core.scripts import (
     SCRIPT_NAMES,
     ScriptRunner,
     library_code,
@@ -70,7 +70,7 @@ def test_an_interrupted_big_invalidation_is_finished_by_the_next_one(tc: TagCach
     for i in range(30):
         tc.set(f"e{i}", i, tags=["big"])
     # Run only the first step with a tiny budget, as a caller that died before draining would.
-    from django_tagcache.store import parse_invalidate, plan_invalidate
+    from django_tagcache.core.store import parse_invalidate, plan_invalidate
 
     options = store.options.__class__(**{**store.options.__dict__, "chunk_size": 10})
     if isinstance(store, ClusterTagStore):

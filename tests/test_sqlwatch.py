@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_tagcache import dml
+from django_tagcache.orm import dml
 from tests.testapp.models import Category, Label, Product
 
 STATEMENTS = [

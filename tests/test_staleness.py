@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from django_tagcache import TagCache, metrics
+from django_tagcache import TagCache
+from django_tagcache.caching.staleness import budget_ms
 from django_tagcache.checks import check_tag_templates
-from django_tagcache.registry import registry
-from django_tagcache.staleness import budget_ms
+from django_tagcache.core import metrics
+from django_tagcache.orm.registry import registry
 from tests.keyspace import Keys
 from tests.testapp.models import Label
 
@@ -121,7 +122,7 @@ def test_bad_staleness_settings_are_refused(settings: Any, bad: dict[str, Any]) 
 
 def test_a_fragment_that_shows_a_stale_value_is_not_stored(tc: TagCache, keys: Keys) -> None:
     """The stale copy is fine to show within its budget, but never to bake into a cached fragment."""
-    from django_tagcache.fragments import render_fragment
+    from django_tagcache.web.fragments import render_fragment
 
     if not soft(tc):
         pytest.skip("soft purges need a single server")

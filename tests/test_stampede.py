@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from django_tagcache import TagCache, metrics
+from django_tagcache import TagCache
+from django_tagcache.core import metrics
 from tests.keyspace import Keys
 
 
@@ -107,7 +108,7 @@ def test_xfetch_recomputes_before_expiry(tc: TagCache, settings: Any) -> None:
 
 def fragment_stampede(alias: str, callers: int, render_seconds: float) -> int:
     """``callers`` threads render one cold fragment at once; returns how often its body ran."""
-    from django_tagcache.fragments import render_fragment
+    from django_tagcache.web.fragments import render_fragment
 
     rendered = []
     barrier = threading.Barrier(callers)
@@ -144,7 +145,7 @@ def test_without_the_lock_every_caller_renders_the_fragment(alias: str, settings
 
 
 def test_a_soft_purged_fragment_is_served_stale_while_one_caller_renders(tc: TagCache, settings: Any) -> None:
-    from django_tagcache.fragments import render_fragment
+    from django_tagcache.web.fragments import render_fragment
 
     if not tc.store.standalone:
         pytest.skip("soft purges need a single server")

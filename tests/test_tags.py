@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_tagcache import TagCache, invalidate_tags, normalize_tags, register_resolver, tagcache
-from django_tagcache.tags import _reset_resolvers
+from django_tagcache.caching.tags import _reset_resolvers
 from tests.counting import count
 
 FORBIDDEN = set(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2028\u2029\u3000") | {chr(c) for c in range(0x20)}

@@ -9,9 +9,11 @@ import pytest
 import redis
 from django.template import Context, Template, TemplateSyntaxError
 
-from django_tagcache import TagCache, add_tags, cached, collect_tags, metrics, register_resolver, tags
-from django_tagcache.api import get_store
-from django_tagcache.fragments import fragment_key
+from django_tagcache import TagCache, add_tags, cached, collect_tags, register_resolver
+from django_tagcache.caching import tags
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics
+from django_tagcache.web.fragments import fragment_key
 from tests import keyspace
 from tests.counting import count
 from tests.keyspace import Keys
@@ -419,7 +421,7 @@ def test_an_unreachable_redis_renders_without_the_cache(settings: Any) -> None:
 
 
 def test_a_stale_value_served_inside_a_fragment_keeps_it_from_being_stored(alias: str) -> None:
-    from django_tagcache.rendering import served_stale
+    from django_tagcache.caching.rendering import served_stale
 
     def stale() -> str:
         served_stale(["soft"])  # what serving a soft-purged value within its budget reports

@@ -16,9 +16,11 @@ from django.views.decorators.cache import cache_page
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_tagcache import TagCache, cdn, metrics
+from django_tagcache import TagCache
 from django_tagcache.checks import check_settings
+from django_tagcache.core import metrics
 from django_tagcache.views import cache_page_tagged
+from django_tagcache.web import cdn
 from tests import keyspace
 from tests.counting import count
 from tests.test_templatetags import _dead_redis

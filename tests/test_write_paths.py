@@ -11,7 +11,8 @@ from django.core.signals import request_finished
 from django.db import transaction
 from django.db.models import F, signals
 
-from django_tagcache import handlers, tagcache
+from django_tagcache import tagcache
+from django_tagcache.orm import handlers
 from tests.counting import count
 from tests.testapp.models import Category, Label, Placement, Product, Restaurant, Shelf
 

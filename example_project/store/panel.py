@@ -5,7 +5,7 @@ Built from django-tagcache's public hooks only:
 - :func:`~django_tagcache.collect_tags`, opened around the whole request, receives the tags of
   every cached page, fragment and value the response was made of: a hit hands over the tags
   stored with its entry, a miss those it is computed and stored under;
-- :func:`django_tagcache.metrics.snapshot` before and after the request gives its hits, misses
+- :func:`django_tagcache.core.metrics.snapshot` before and after the request gives its hits, misses
   and stores. The counters are per process, so the numbers are exact only while requests do not
   overlap: fine for one visitor on the dev server, and the panel says so;
 - the :data:`~django_tagcache.signals.tags_invalidated` signal: what this request invalidated, and
@@ -33,7 +33,8 @@ from django.template.loader import render_to_string
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import SafeString, mark_safe
 
-from django_tagcache import collect_tags, metrics
+from django_tagcache import collect_tags
+from django_tagcache.core import metrics
 
 PLACEHOLDER = "<!-- tagcache-panel -->"
 

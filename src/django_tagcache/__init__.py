@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
-from .bubbling import add_tags, collect_tags
-from .budget import redis_budget
-from .decorators import cached
-from .exceptions import TagCacheError, TagCacheUnavailable
-from .fences import fence
-from .orm import invalidate_model, invalidate_objects, register, tags_for
-from .tags import normalize_tags, register_resolver
+from .caching.api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
+from .caching.bubbling import add_tags, collect_tags
+from .caching.budget import redis_budget
+from .caching.decorators import cached
+from .caching.exceptions import TagCacheError, TagCacheUnavailable
+from .caching.fences import fence
+from .caching.tags import normalize_tags, register_resolver
+from .orm.api import invalidate_model, invalidate_objects, register, tags_for
 
 __all__ = [
     "DEFAULT_TIMEOUT",

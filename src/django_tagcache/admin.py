@@ -18,10 +18,10 @@ from django.contrib.admin.options import IS_POPUP_VAR
 from django.db import router, transaction
 from django.urls import URLPattern, path
 
-from .admin_views import NOT_RECORDED, purge_tags_view
-from .audit import purge
 from .models import PurgeRecord
-from .registry import registry, tags_for
+from .ops.admin_views import NOT_RECORDED, purge_tags_view
+from .ops.audit import purge
+from .orm.registry import registry, tags_for
 
 if TYPE_CHECKING:
     from django.contrib.admin import AdminSite

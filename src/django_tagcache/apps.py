@@ -17,13 +17,17 @@ class TagCacheConfig(AppConfig):
 
     def __init__(self, app_name: str, app_module: Any) -> None:
         super().__init__(app_name, app_module)
-        from .registry import enable_meta_option
+        from .orm.registry import enable_meta_option
 
         # Must run before any models module is imported; Django creates every app config first.
         enable_meta_option()
 
     def ready(self) -> None:
-        from . import budget, cdn, checks, fences, loadtimes, manual, orm, sqlwatch, tags
+        from . import checks
+        from .caching import budget, fences, loadtimes, tags
+        from .orm import api as orm
+        from .orm import manual, sqlwatch
+        from .web import cdn
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
@@ -51,8 +55,8 @@ class TagCacheConfig(AppConfig):
         """Audit receiver, Prometheus collector and the admin's purge action."""
         from django.apps import apps
 
-        from . import audit, prometheus
         from .conf import conf
+        from .ops import audit, prometheus
         from .signals import invalidation_failed, tags_invalidated
 
         tags_invalidated.connect(audit.on_tags_invalidated, dispatch_uid="django_tagcache.audit")
@@ -67,8 +71,8 @@ class TagCacheConfig(AppConfig):
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("CACHES", "TAGCACHE"):
-        from . import staleness
-        from .api import reset_stores
+        from .caching import staleness
+        from .caching.api import reset_stores
 
         reset_stores()
         staleness.reset()

@@ -10,9 +10,9 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import deploy_checks
 from .backends import SUPPORTED, backend_kind
 from .conf import DEFAULTS, conf
+from .ops import deploy_checks
 
 W001 = "django_tagcache.W001"
 
@@ -35,7 +35,7 @@ def check_tag_templates(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     E006: a misspelt Meta option."""
     from django.apps import apps
 
-    from .registry import misspelt_options, registry
+    from .orm.registry import misspelt_options, registry
 
     messages: list[CheckMessage] = [
         Error(

@@ -13,8 +13,8 @@ MAX_RECORDED_TAGS = 1000
 class PurgeRecord(models.Model):
     """One purge: who asked for it, from where, when, which tags, how many entries it removed.
 
-    Written by :func:`django_tagcache.audit.purge_tags` (admin, management commands) and for
-    every API call that passes ``source=`` (see :mod:`django_tagcache.audit`). Routine
+    Written by :func:`django_tagcache.ops.audit.purge_tags` (admin, management commands) and for
+    every API call that passes ``source=`` (see :mod:`django_tagcache.ops.audit`). Routine
     invalidations caused by model writes are counted in the metrics, not recorded here.
     """
 
@@ -66,4 +66,4 @@ class PurgeRecord(models.Model):
 
 
 # The outbox model lives with its logic; importing it here registers it with the app.
-from .outbox import PendingInvalidation  # noqa: E402, F401
+from .orm.outbox import PendingInvalidation  # noqa: E402, F401

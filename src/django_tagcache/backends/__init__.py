@@ -3,7 +3,7 @@
 Supported: ``django_redis.cache.RedisCache`` (default and Sentinel clients, and Redis Cluster
 through :class:`django_tagcache.cluster.RedisClusterClient`) and Django's own
 ``django.core.cache.backends.redis.RedisCache``; and Django's ``LocMemCache``, which has no Redis
-client and is served by the in-process store (:mod:`django_tagcache.memory`).
+client and is served by the in-process store (:mod:`django_tagcache.core.memory`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def backend_kind(cache: BaseCache) -> Kind | None:
     if builtin.is_builtin(cache):
         return "django"
     if isinstance(cache, LocMemCache):
-        return "locmem"  # served by the in-process store (django_tagcache.memory), not Redis
+        return "locmem"  # served by the in-process store (django_tagcache.core.memory), not Redis
     return None
 
 

@@ -19,17 +19,17 @@ from django.core.cache import InvalidCacheBackendError, caches
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 
-from ..api import get_store
 from ..backends import SUPPORTED, backend_kind
-from ..budget import redis_budget
+from ..caching.api import get_store
+from ..caching.budget import redis_budget
+from ..caching.exceptions import TagCacheUnavailable
+from ..caching.namespaces import in_namespace
+from ..caching.namespaces import validate as validate_namespace
 from ..conf import conf
-from ..exceptions import TagCacheUnavailable
-from ..namespaces import in_namespace
-from ..namespaces import validate as validate_namespace
-from ..retry import RETRYABLE
+from ..core.retry import RETRYABLE
 
 if TYPE_CHECKING:
-    from ..store import TagStore
+    from ..core.store import TagStore
 
 EXIT_BAD_INPUT = 1
 EXIT_UNREACHABLE = 3

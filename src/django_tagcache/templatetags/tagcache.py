@@ -17,8 +17,8 @@ from django.template import Context, Library, Node, NodeList, TemplateSyntaxErro
 from django.template.base import FilterExpression, Parser, Token, Variable
 from django.utils.safestring import SafeString, mark_safe
 
-from ..api import get_store
-from ..fragments import FRAGMENTS_ALIAS, default_alias, fragment_key, fragment_tags, render_fragment
+from ..caching.api import get_store
+from ..web.fragments import FRAGMENTS_ALIAS, default_alias, fragment_key, fragment_tags, render_fragment
 
 register = Library()
 

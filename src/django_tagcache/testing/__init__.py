@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import memory, metrics
+from ..caching.stores import reset_stores
+from ..caching.tags import normalize_tags
+from ..core import memory, metrics
 from ..signals import tags_invalidated
-from ..stores import reset_stores
-from ..tags import normalize_tags
 
 __all__ = [
     "Invalidation",

@@ -9,9 +9,8 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 
-from django_tagcache.conf import conf
-from django_tagcache.outbox import PendingInvalidation, drain
-
+from ...conf import conf
+from ...orm.outbox import PendingInvalidation, drain
 from ..base import EXIT_UNREACHABLE, TagCacheCommand
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from ...inspection import inspect_tag
-from ...tags import validate_tag
+from ...caching.tags import validate_tag
+from ...ops.inspection import inspect_tag
 from ..base import TagCacheCommand
 
 

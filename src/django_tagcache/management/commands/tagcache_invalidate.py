@@ -9,10 +9,10 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from ...audit import acting_as, os_username, purge_tags
-from ...orm import resolve_model_source
-from ...registry import registry, tags_for
-from ...tags import normalize_tags
+from ...caching.tags import normalize_tags
+from ...ops.audit import acting_as, os_username, purge_tags
+from ...orm.api import resolve_model_source
+from ...orm.registry import registry, tags_for
 from ..base import TagCacheCommand
 
 if TYPE_CHECKING:

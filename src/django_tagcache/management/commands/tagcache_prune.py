@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from ...pruning import count_tag_keys, prune
+from ...ops.pruning import count_tag_keys, prune
 from ..base import TagCacheCommand
 
 BAR_WIDTH = 30

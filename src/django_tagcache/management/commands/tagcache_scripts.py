@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from ...scripts import SCRIPT_NAMES, function_name, library_name, source
+from ...core.scripts import SCRIPT_NAMES, function_name, library_name, source
 from ..base import EXIT_CHECK_FAILED, TagCacheCommand
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from ... import metrics
-from ...inspection import keyspace_stats
+from ...core import metrics
+from ...ops.inspection import keyspace_stats
 from ..base import TagCacheCommand
 
 PROCESS_NOTE = (

@@ -1,0 +1,278 @@
+"""The public caching API: :data:`tagcache`, :func:`invalidate_tags` and :func:`cached`.
+
+This is the Django adapter over :mod:`django_tagcache.core.store`: it reads settings, resolves tag
+sources, serializes values and decides what a Redis failure means for each call. Entry reads
+and writes fail open (logged and counted; the caller gets its value); invalidations never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ..conf import conf
+from ..core import metrics, protections, serialization
+from ..core.memory import MemoryStore
+from ..core.protocol import text
+from ..core.retry import RETRYABLE
+from ..core.telemetry import traced
+from ..signals import invalidation_failed, tags_invalidated
+from . import recompute
+from .bubbling import note_tags
+from .exceptions import TagCacheUnavailable
+from .namespaces import in_namespace
+from .stores import get_store, reset_stores
+from .tags import normalize_tags
+
+if TYPE_CHECKING:
+    from django.dispatch import Signal
+
+    from ..core.store import TagStore
+
+_NAMESPACE_IN_KEY = re.compile(r":n:([A-Za-z0-9_.-]{1,64}):t:\{")
+
+__all__ = ["DEFAULT_TIMEOUT", "TagCache", "get_store", "invalidate_tags", "reset_stores", "tagcache"]
+
+logger = logging.getLogger("django_tagcache")
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT_TIMEOUT"
+
+
+#: Use ``TAGCACHE['DEFAULT_TIMEOUT']``.
+DEFAULT_TIMEOUT: Final = _Default()
+_MISSING: Final = object()
+
+
+def _ttl_ms(timeout: float | _Default | None) -> int | None:
+    """Milliseconds to live, 0 for "never expires", None for "do not store" (timeout <= 0)."""
+    if isinstance(timeout, _Default):
+        timeout = conf.DEFAULT_TIMEOUT
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}.")
+    if timeout <= 0:
+        return None
+    return max(1, int(timeout * 1000))
+
+
+class TagCache:
+    """Cache values under tags in the Redis behind one cache alias.
+
+    ``TagCache()`` follows ``TAGCACHE['CACHE']``; ``TagCache("other")`` pins another alias.
+    """
+
+    def __init__(self, alias: str | None = None) -> None:
+        self._alias = alias
+
+    def __repr__(self) -> str:
+        return f"TagCache({self._alias!r})"
+
+    @property
+    def store(self) -> TagStore:
+        return get_store(self._alias)
+
+    def _fail_open(self, what: str, exc: Exception) -> None:
+        recompute.fail_open(what, exc)
+
+    def _read(self, key: str, version: int | None) -> Any:
+        try:
+            store = self.store  # a cluster never reached raises here
+            entry = store.keys.entry(key, version)
+            # Timed always; a span only when a tracer provider is configured (next to free otherwise).
+            raw = traced("read", lambda: store.get(entry))
+        except RETRYABLE as exc:
+            self._fail_open("read", exc)
+            return _MISSING
+        loaded = None if raw is None else serialization.loads(raw)
+        if loaded is None:  # absent, or not readable (another format, foreign): a miss
+            metrics.incr("misses")
+            return _MISSING
+        metrics.incr("hits")
+        return loaded[0]
+
+    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        """The value cached under ``key``, or ``default``. One GET."""
+        value = self._read(key, version)
+        return default if value is _MISSING else value
+
+    def set(
+        self,
+        key: str,
+        value: Any,
+        timeout: float | _Default | None = DEFAULT_TIMEOUT,
+        tags: object = None,
+        version: int | None = None,
+    ) -> bool:
+        """Cache ``value`` under ``key`` and ``tags``; the entry and its tag memberships are one atomic write.
+
+        ``timeout`` is in seconds (None: never expires; 0 or less: not stored, and any entry under
+        ``key`` is deleted). Returns True if stored. Bad tags raise TypeError/ValueError and a
+        value over ``MAX_ENTRY_SIZE`` raises ValueError, all before Redis is touched.
+        """
+        tag_list = normalize_tags(tags)
+        ttl = _ttl_ms(timeout)
+        if ttl is None:
+            self.delete(key, version=version)
+            return False
+        payload = serialization.dumps(value)
+        if len(payload) > conf.MAX_ENTRY_SIZE:
+            raise ValueError(
+                f"Value for {key!r} is {len(payload)} bytes serialized; TAGCACHE['MAX_ENTRY_SIZE'] is "
+                f"{conf.MAX_ENTRY_SIZE}."
+            )
+        try:
+            store = self.store
+            entry = store.keys.entry(key, version)
+            stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
+        except RETRYABLE as exc:
+            self._fail_open("write", exc)
+            return False
+        if stored:
+            metrics.incr("stores")
+        return stored
+
+    def get_or_set(
+        self,
+        key: str,
+        default: Any,
+        timeout: float | _Default | None = DEFAULT_TIMEOUT,
+        tags: object = None,
+        version: int | None = None,
+    ) -> Any:
+        """The cached value of ``key``; on a miss, compute ``default()`` (or take ``default``) and cache it.
+
+        The write is refused, and counted, if any of ``tags`` was invalidated between the miss and
+        the write: a value computed from data read before an invalidation is never stored. The
+        caller gets the computed value either way. Bad tags raise before Redis is touched.
+        """
+        tag_list = normalize_tags(tags)
+        note_tags(tag_list)
+        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags)
+
+    def _get_or_compute(
+        self,
+        key: str,
+        default: Any,
+        timeout: float | _Default | None,
+        tags: Callable[[], tuple[str, ...]],
+        version: int | None,
+        sources: object = None,
+    ) -> Any:
+        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
+        ``sources`` bound the write's read fence by their load time."""
+        try:
+            store = self.store
+        except RETRYABLE as exc:
+            self._fail_open("read", exc)
+            return default() if callable(default) else default
+        return recompute.get_or_compute(
+            store,
+            store.keys.entry(key, version),
+            lambda: default() if callable(default) else default,
+            _ttl_ms(timeout),
+            tags,
+            sources,
+        )
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
+        try:
+            store = self.store
+            return store.delete(store.keys.entry(key, version))
+        except RETRYABLE as exc:
+            self._fail_open("delete", exc)
+            return False
+
+    def invalidate_tags(self, *tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
+        """Delete every entry cached under any of ``tags``; returns the number of entries removed.
+
+        One script call for up to 200 tags, one per slice of 200 beyond (tags with more than
+        ``CHUNK_SIZE`` entries are then drained in further short calls). When it returns, no read
+        sees an entry written under those tags before the call. Raises
+        :class:`TagCacheUnavailable` if Redis cannot be reached within the retry budget: an
+        invalidation is never silently dropped.
+
+        Only the current namespace is touched, unless ``all_namespaces`` (which needs ``source``,
+        for the audit, and scans the keyspace for the namespaces that use the tags).
+        """
+        tag_list = normalize_tags(list(tags))
+        if all_namespaces:
+            return self._invalidate_everywhere(tag_list, source)
+        return self.invalidate_normalized(tag_list, source=source)
+
+    def _invalidate_everywhere(self, tag_list: tuple[str, ...], source: str | None) -> int:
+        """Invalidate in every namespace that has entries under the tags (a SCAN of the keyspace)."""
+        if not source:
+            raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
+        found: set[str | None] = {None}
+        # A namespace with entries under a tag has its index; one whose first entry under it is
+        # being computed has only its generation (created at the miss), and must be found too:
+        # moving that generation is what refuses the value computed before this purge.
+        suffixes = (":i", ":g") if protections.on("namespace_scan") else (":i",)
+        try:
+            store = self.store
+            for tag in tag_list:
+                for suffix in suffixes:
+                    pattern = store.keys.tag_pattern(tag, suffix)
+                    keys = (
+                        store.scan_keys(pattern)
+                        if isinstance(store, MemoryStore)
+                        else store.client.scan_iter(match=pattern, count=1000)
+                    )
+                    for key in keys:
+                        name = _NAMESPACE_IN_KEY.search(text(key))
+                        if name:
+                            found.add(name.group(1))
+        except RETRYABLE as exc:
+            raise TagCacheUnavailable(
+                f"Could not list the namespaces of {len(tag_list)} tag(s): {exc}"
+            ) from exc
+        removed = 0
+        for namespace in sorted(found, key=lambda n: n or ""):
+            with in_namespace(namespace):
+                removed += self.invalidate_normalized(tag_list, source=source)
+        return removed
+
+    def invalidate_normalized(self, tag_list: tuple[str, ...], source: str | None = None) -> int:
+        """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings)."""
+        if not tag_list:
+            return 0
+        try:
+            store = self.store
+            removed = traced("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list))
+        except RETRYABLE as exc:
+            metrics.incr("failures")
+            error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
+            _send(invalidation_failed, tags=tag_list, source=source, error=error)
+            raise error from exc
+        metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
+        _send(tags_invalidated, tags=tag_list, removed=removed, source=source)
+        return removed
+
+
+def _send(signal: Signal, **kwargs: Any) -> None:
+    """Send ``signal`` to every receiver; one that raises is logged, never raised.
+
+    The invalidation is done by then: a receiver's bug must neither turn it into an error for
+    the caller nor keep the receivers after it (the audit log, the CDN purge) from running.
+    """
+    for receiver, result in signal.send_robust(sender=TagCache, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "django-tagcache: receiver %r of an invalidation signal raised", receiver, exc_info=result
+            )
+
+
+#: The cache on ``TAGCACHE['CACHE']``.
+tagcache = TagCache()
+
+
+def invalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
+    """Invalidate ``tags`` on the default tag cache; see :meth:`TagCache.invalidate_tags`."""
+    return tagcache.invalidate_tags(*tags, source=source, all_namespaces=all_namespaces)

@@ -1,0 +1,73 @@
+"""Staleness budgets: how long an invalidated entry may still be served while it is recomputed.
+
+A tag's class comes from the longest prefix in ``TAGCACHE['STALENESS']['TAGS']`` (prefix -> class
+name) that matches it; failing that, from the longest matching rule of the models
+(``Meta.cache_staleness`` or ``register(..., staleness=...)`` give the class to the model's tags
+and its templates' prefixes); else ``DEFAULT``. A class with budget 0 (``critical``) deletes entries at once.
+"""
+
+from __future__ import annotations
+
+from ..conf import conf
+from ..orm.registry import registry
+
+# Per process: budgets asked on every invalidation, computed once per tag. Cleared by reset().
+_cache: dict[str, int] = {}
+_rules_cache: list[tuple[str, str]] = []
+_labels_cache: frozenset[str] | None = None
+
+
+def reset() -> None:
+    """Forget computed budgets (settings or registrations changed)."""
+    global _labels_cache
+    _cache.clear()
+    _rules_cache.clear()
+    _labels_cache = None
+
+
+def _rules() -> list[tuple[str, str]]:
+    """(prefix, class) pairs in the order they are tried: TAGS longest first, then the models'."""
+    if _rules_cache:
+        return _rules_cache
+    models: dict[str, str] = {}
+    for config in registry.configs():
+        if config.staleness:
+            models.setdefault(config.label, config.staleness)
+            for template in config.templates:
+                prefix = template.text.split("{", 1)[0]
+                if prefix:
+                    models.setdefault(prefix, config.staleness)
+    for rules in (conf.STALENESS.tags, models):
+        _rules_cache.extend(sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True))
+    return _rules_cache
+
+
+def _matches(prefix: str, tag: str) -> bool:
+    """A rule's prefix covers ``tag``; a model's label covers its model and instance tags only.
+
+    ``shop.item`` must not reach ``shop.itemprice``, another model's tags.
+    """
+    if not tag.startswith(prefix):
+        return False
+    return prefix not in _labels() or len(tag) == len(prefix) or tag[len(prefix)] == ":"
+
+
+def _labels() -> frozenset[str]:
+    global _labels_cache
+    if _labels_cache is None:
+        _labels_cache = frozenset(config.label for config in registry.configs())
+    return _labels_cache
+
+
+def budget_ms(tag: str) -> int:
+    """The staleness budget of ``tag``, in milliseconds (0: delete its entries at once)."""
+    budget = _cache.get(tag)
+    if budget is None:
+        settings = conf.STALENESS
+        name = next((cls for prefix, cls in _rules() if _matches(prefix, tag)), settings.default)
+        # An unknown class (reported by check E005) counts as the default one.
+        budget = int(settings.classes.get(name, settings.classes[settings.default]) * 1000)
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[tag] = budget
+    return budget

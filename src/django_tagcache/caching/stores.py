@@ -1,0 +1,81 @@
+"""One :class:`~django_tagcache.core.store.TagStore` per cache alias and process, built from settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+from django.core.cache import caches
+
+from ..backends import backend_kind, is_cluster, raw_client
+from ..conf import conf
+from ..core import memory
+from ..core.breaker import CircuitBreaker
+from ..core.cluster_store import ClusterTagStore
+from ..core.scripts import ScriptRunner
+from ..core.store import KeyScheme, MakeKey, StoreOptions, TagStore
+from . import namespaces, staleness
+
+# A store holds its alias' client, loaded-script state and circuit breaker. Rebuilt when CACHES
+# or TAGCACHE change (see apps.py); reset_stores() empties the map.
+_stores: dict[str, TagStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(alias: str | None = None) -> TagStore:
+    """The :class:`~django_tagcache.core.store.TagStore` of a cache alias (default: ``TAGCACHE['CACHE']``)."""
+    alias = alias or conf.CACHE
+    store = _stores.get(alias)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(alias)
+            if store is None:
+                store = _stores[alias] = _build_store(alias)
+    return store
+
+
+def _build_store(alias: str) -> TagStore:
+    options = StoreOptions(
+        key_prefix=conf.KEY_PREFIX,
+        chunk_size=conf.CHUNK_SIZE,
+        generation_ttl_ms=conf.GENERATION_TTL * 1000,
+        prune_per_write=conf.PRUNE_PER_WRITE,
+        tombstone_ttl_ms=conf.TOMBSTONE_TTL * 1000,
+        clock_skew_margin_ms=int(conf.CLOCK_SKEW_MARGIN * 1000),
+        drain_guard_ttl_ms=conf.DRAIN_GUARD_TTL * 1000,
+        invalidation_replicas=conf.INVALIDATION_REPLICAS,
+        replica_timeout_ms=max(1, int(conf.INVALIDATION_REPLICA_TIMEOUT * 1000)),
+        retry=conf.RETRY,
+    )
+    make_key = caches[alias].make_key
+    if backend_kind(caches[alias]) == "locmem":
+        return _memory_store(alias, make_key, options)
+    client = raw_client(alias)
+    mode = cast("Any", conf.SCRIPT_MODE)
+    store: TagStore
+    if is_cluster(client):
+        # Scripts there may touch one slot each: the same promises, kept in several steps.
+        store = ClusterTagStore(client, make_key=make_key, options=options, mode=mode)
+    else:
+        store = TagStore(client, make_key=make_key, options=options, scripts=ScriptRunner(client, mode))
+    breaker = conf.CIRCUIT_BREAKER
+    store.breaker = CircuitBreaker(alias, failures=breaker.failures, reset_timeout=breaker.reset_timeout)
+    store.keys = KeyScheme(make_key, options.key_prefix, namespace=namespaces.current)
+    if store.standalone:
+        store.staleness = staleness.budget_ms  # soft purges rename entries: one server only
+    return store
+
+
+def _memory_store(alias: str, make_key: MakeKey, options: StoreOptions) -> TagStore:
+    """LocMemCache: the in-process store, with this alias' data (kept when the store is rebuilt)."""
+    store = memory.MemoryStore(
+        memory.state_for(alias), make_key=make_key, options=options, namespace=namespaces.current
+    )
+    store.staleness = staleness.budget_ms
+    return store
+
+
+def reset_stores() -> None:
+    """Forget every store; the next call builds them again from the current settings."""
+    with _stores_lock:
+        _stores.clear()

@@ -1,0 +1,420 @@
+"""The Redis Cluster strategy of the store: the same calls as :class:`TagStore`, one slot per script.
+
+An entry's key carries no hash tag, so entries spread over the whole cluster, while every key
+of one tag shares the slot of ``{tag}``. No script may touch two slots, so a write and an
+invalidation each become a few steps, ordered so that an interruption anywhere leaves a
+state that is safe to read and that a retry (or the next invalidation of the tag) completes.
+docs/cluster.md gives the protocol and the argument; the Lua files say what each step does.
+
+Every command goes to the primary that serves its slot, named explicitly: redis-py would
+otherwise ask a node ``COMMAND GETKEYS`` before every FCALL or pipelined EVALSHA, and could
+send reads to a replica that has not seen an invalidation yet. Commands for several slots
+are pipelined: one write per node, all nodes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .cluster_scripts import ClusterScriptRunner
+from .guarded import unreachable
+from .protections import on
+from .protocol import text, write_checks
+from .store import MakeKey, Miss, StoreOptions, TagStore, new_token, new_tokens
+
+if TYPE_CHECKING:
+    import redis
+    from redis.cluster import RedisCluster
+
+    from .scripts import Mode
+
+T = TypeVar("T")
+
+#: What a tombstone value starts with; ``cluster_*.lua`` spell it out too (a test compares them).
+TOMBSTONE = b"\x00tagcache:tombstone"
+
+# Errors a failover or a resharding in progress causes, that the same call cures later.
+_TRANSIENT = (ClusterDownError, TryAgainError)
+
+
+class ClusterTransientError(RedisConnectionError):
+    """The cluster could not serve a call right now (failover, resharding): retried like a lost connection."""
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What step 1 of a cluster write learned: the generation of each tag, and when the entry expires."""
+
+    seen: dict[str, str]
+    expire_at: int  # ms since the epoch; 0: never
+
+
+@dataclass
+class Drain:
+    """An index set aside by an invalidation, and the members to remove next (None: not read yet)."""
+
+    aside: str
+    drains: str
+    replaced: str
+    members: list[bytes] | None
+
+
+class ClusterTagStore(TagStore):
+    """:class:`TagStore` for Redis Cluster: the same promises, kept with single-slot scripts."""
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        *,
+        make_key: MakeKey,
+        options: StoreOptions,
+        mode: Mode = "auto",
+        namespace: Callable[[], str | None] | None = None,
+    ) -> None:
+        runner = ClusterScriptRunner(client, mode)
+        super().__init__(
+            cast("redis.Redis", client),
+            make_key=make_key,
+            options=options,
+            scripts=runner,
+            namespace=namespace,
+        )
+        self.runner = runner
+
+    def _call(self, func: Callable[[], T]) -> T:
+        def translated() -> T:
+            try:
+                return func()
+            except _TRANSIENT as exc:
+                raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
+            except RedisClusterException as exc:
+                # No node could serve (SlotNotCoveredError, "cannot be connected"): retried. Any
+                # other is a bug (several slots in one script) and surfaces.
+                if not unreachable(exc):
+                    raise
+                raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
+
+        return super()._call(translated)
+
+    def _by_slot(self, tags: Sequence[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = defaultdict(list)
+        for tag in tags:
+            groups[self.runner.slot(self.keys.tag(tag))].append(tag)
+        return groups
+
+    def get(self, entry: str) -> bytes | None:
+        """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
+        slot = self.runner.slot(entry)
+        raw = self._call(lambda: self.runner.execute(slot, "GET", entry))
+        if raw is None or raw.startswith(TOMBSTONE):
+            return None
+        return cast("bytes", raw)
+
+    def write(
+        self,
+        entry: str,
+        payload: bytes,
+        ttl_ms: int,
+        tags: Sequence[str],
+        expected: Sequence[str] | None = None,
+        owner: str = "",
+        fence_us: int = 0,
+    ) -> bool:
+        """Index the entry in each tag's slot, store it, then check that no generation moved meanwhile.
+
+        False if refused: a generation differed from ``expected``, an invalidation removed the
+        entry before it was stored, or one moved a generation after (then the entry is deleted
+        again). ``owner`` releases the recompute lock of :meth:`prepare_miss`, stored or not.
+        Without tags this is a plain SET. The steps are :meth:`write_index`,
+        :meth:`write_entry` and :meth:`write_confirm`.
+        """
+        if not tags:
+            if not owner:
+                return super().write(entry, payload, ttl_ms, tags, expected)
+            untagged = Indexed({}, 0)  # the entry's own TTL below, not an index member's expiry
+            return self.write_entry(entry, payload, untagged, owner=owner, ttl_ms=ttl_ms)
+        indexed = self.write_index(entry, ttl_ms, tags, expected, fence_us)
+        if indexed is None:
+            if owner:
+                self.unlock(entry, owner)
+            return False
+        return self.write_entry(entry, payload, indexed, owner=owner) and self.write_confirm(entry, indexed)
+
+    def write_index(
+        self,
+        entry: str,
+        ttl_ms: int,
+        tags: Sequence[str],
+        expected: Sequence[str] | None = None,
+        fence_us: int = 0,
+    ) -> Indexed | None:
+        """Step 1: add the entry to each tag's index, one script call per slot; None if refused.
+
+        Checks the generations against ``expected`` if given (and then the drains in progress
+        and the read fence ``fence_us``), else creates missing ones.
+        """
+        tokens = dict(zip(tags, expected if expected is not None else new_tokens(len(tags)), strict=True))
+        check, guard, cutoff = write_checks(self.options, expected, fence_us)
+        groups = self._by_slot(tags)
+        calls = []
+        for group in groups.values():
+            keys = [self.tag_key(tag, suffix) for tag in group for suffix in (":i", ":g", ":c", ":w")]
+            args = [
+                entry,
+                ttl_ms,
+                check,
+                self.options.prune_per_write,
+                self.options.index_slack_ms,
+                self.options.generation_ttl_ms,
+                guard,
+                cutoff,
+                *(tokens[tag] for tag in group),
+            ]
+            calls.append(("cluster_index", keys, args))
+        replies = self._call(lambda: self.runner.run(calls))
+        if any(int(reply[0]) == 0 for reply in replies):
+            return None
+        seen: dict[str, str] = {}
+        for group, reply in zip(groups.values(), replies, strict=True):
+            seen.update(zip(group, map(text, reply[2:]), strict=True))
+        # The entry expires when its earliest index member does: pruning never drops the member
+        # of an entry that is still alive.
+        expire_at = 0 if ttl_ms == 0 else int(min(float(text(reply[1])) for reply in replies))
+        return Indexed(seen, expire_at)
+
+    def write_entry(
+        self, entry: str, payload: bytes, indexed: Indexed, *, owner: str = "", ttl_ms: int = 0
+    ) -> bool:
+        """Step 2: store the entry, unless a tombstone shows an invalidation removed it after step 1.
+
+        With ``owner``, the recompute lock is released in the same round trip. ``ttl_ms`` is for
+        an entry without tags (``indexed.expire_at`` otherwise says when it expires).
+        """
+        expire_at = indexed.expire_at
+        if ttl_ms:
+            expire_at = -ttl_ms  # cluster_set.lua: a negative value is a relative TTL
+        commands = [
+            self.runner.script(
+                "cluster_set", [entry], [payload, expire_at, *sorted(set(indexed.seen.values()))]
+            )
+        ]
+        if owner:
+            commands.append(self.runner.script("cluster_unlock", [self.lock_key(entry)], [owner]))
+        return bool(int(self._call(lambda: self.runner.run_commands(commands))[0]))
+
+    def write_confirm(self, entry: str, indexed: Indexed) -> bool:
+        """Step 3: reread the generations; if one moved since step 1, delete the entry again.
+
+        This catches an invalidation whose tombstone step 2 could not see (it expired, or a
+        concurrent writer of the same key replaced it).
+        """
+        keys = [self.keys.generation(tag) for tag in indexed.seen]
+        now = self._call(
+            lambda: self._raise_first(self.runner.send([(self.runner.slot(k), ("GET", k)) for k in keys]))
+        )
+        if [None if token is None else text(token) for token in now] == list(indexed.seen.values()):
+            return True
+        self._call(lambda: self.client.delete(entry))
+        return False
+
+    @staticmethod
+    def _raise_first(results: list[Any]) -> list[Any]:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def tag_key(self, tag: str, suffix: str) -> str:
+        return self.keys.tag(tag) + suffix
+
+    @staticmethod
+    def lock_key(entry: str) -> str:
+        """The recompute lock of an entry (the standalone scripts derive the same name)."""
+        return entry + ":lock"
+
+    def prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
+        """After a miss, in one round of messages sent at once: the tags' generations (created
+        where missing), the recompute lock if ``lock_ttl_ms``, and the entry if it appeared."""
+        owner = new_token() if lock_ttl_ms else ""
+        groups = self._by_slot(tags)
+        commands = [
+            self.runner.script(
+                "generations",
+                # A tag still draining gets no token: see miss.lua.
+                [self.keys.generation(tag) for tag in group]
+                + ([self.tag_key(tag, ":w") for tag in group] if on("drain_guard") else []),
+                [*new_tokens(len(group)), self.options.generation_ttl_ms],
+            )
+            for group in groups.values()
+        ]
+        commands.append((self.runner.slot(entry), ["GET", entry]))
+        if owner:
+            lock = self.lock_key(entry)
+            commands.append((self.runner.slot(lock), ["SET", lock, owner, "NX", "PX", lock_ttl_ms]))
+        replies = self._call(lambda: self.runner.run_commands(commands))
+        found: dict[str, str] = {}
+        for group, reply in zip(groups.values(), replies[: len(groups)], strict=True):
+            # '' is a token no write accepts.
+            found.update(zip(group, ("" if t is None else text(t) for t in reply), strict=True))
+        payload = replies[len(groups)]
+        if payload is not None and payload.startswith(TOMBSTONE):
+            payload = None
+        locked = bool(owner) and bool(replies[-1])
+        return Miss(tokens=[found[tag] for tag in tags], payload=payload, owner=owner if locked else "")
+
+    def finish_miss(
+        self,
+        entry: str,
+        payload: bytes,
+        ttl_ms: int,
+        tags: Sequence[str],
+        expected: Sequence[str] | None,
+        owner: str,
+        fence_us: int = 0,
+    ) -> bool:
+        """Write a recomputed entry (checked against ``expected`` and the read fence ``fence_us``)
+        and release the lock ``owner`` holds.
+
+        The lock goes with the store (step 2), or at once if step 1 refuses.
+        """
+        try:
+            return self.write(entry, payload, ttl_ms, tags, expected, owner, fence_us)
+        except BaseException:
+            if owner:
+                with contextlib.suppress(RedisConnectionError):
+                    self.unlock(entry, owner)  # else it expires on its own
+            raise
+
+    def unlock(self, entry: str, owner: str) -> None:
+        """Release a recompute lock this caller holds (after a failed compute)."""
+        self._call(lambda: self.runner("cluster_unlock", [self.lock_key(entry)], [owner]))
+
+    def generations(self, tags: Sequence[str]) -> list[str]:
+        """The current generation token of each tag, created where missing: one script call per slot."""
+        return [token or "" for token in self._generations(tags, draining=False)]
+
+    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
+        """:meth:`generations`, None for a tag whose invalidation is still draining."""
+        return self._generations(tags, draining=True)
+
+    def _generations(self, tags: Sequence[str], *, draining: bool) -> list[str | None]:
+        if not tags:
+            return []
+        groups = self._by_slot(tags)
+        calls = [
+            (
+                "generations",
+                [self.keys.generation(tag) for tag in group]
+                + ([self.tag_key(tag, ":w") for tag in group] if draining and on("drain_guard") else []),
+                [*new_tokens(len(group)), self.options.generation_ttl_ms],
+            )
+            for group in groups.values()
+        ]
+        replies = self._call(lambda: self.runner.run(calls))
+        found: dict[str, str | None] = {}
+        for group, reply in zip(groups.values(), replies, strict=True):
+            found.update(zip(group, (None if t is None else text(t) for t in reply), strict=True))
+        return [found[tag] for tag in tags]
+
+    def invalidate(self, tags: Sequence[str]) -> int:
+        """Move the tags' generations, then delete every entry their indexes list; returns entries removed.
+
+        One script call per tag slot sets the indexes aside (new writes start fresh ones), then
+        the members are removed in chunks: entries grouped by slot and replaced by tombstones,
+        then acknowledged in the set-aside index. Interrupted, the next invalidation of a tag
+        finishes its work.
+        """
+        if not tags:
+            return 0
+        return self.finish(self.begin_invalidate(tags))
+
+    def begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
+        """Only the first step of :meth:`invalidate`: what is left to :meth:`finish`."""
+        calls = []
+        for group in self._by_slot(tags).values():
+            keys: list[str] = []
+            tokens = new_tokens(len(group))
+            for tag, token in zip(group, tokens, strict=True):
+                base = self.keys.tag(tag)
+                keys += (
+                    base + ":i",
+                    base + ":g",
+                    base + ":d",
+                    base + ":i:" + token,
+                    base + ":c",
+                    base + ":w",
+                )
+            args = [self.options.generation_ttl_ms, self.options.chunk_size, *tokens]
+            calls.append(("cluster_invalidate", keys, [*args, self.options.drain_guard_ttl_ms]))
+        replies = self._call(lambda: self.runner.run(calls))
+        drains: dict[str, Drain] = {}
+        for reply in replies:
+            for aside, drains_key, replaced, members in reply:
+                name = text(aside)
+                if name not in drains or members is not None:
+                    drains[name] = Drain(name, text(drains_key), text(replaced), members)
+        return list(drains.values())
+
+    def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
+        """Delete the entries of one index set aside (``pending_set`` is its tag's drains hash).
+
+        ``stale_ms`` is ignored: soft purges (serving stale within a budget) need a single server.
+        """
+        slot = self.runner.slot(pending_set)
+        replaced = self._call(lambda: self.runner.execute(slot, "HGET", pending_set, aside))
+        return self.finish([Drain(aside, pending_set, "*" if replaced is None else text(replaced), None)])
+
+    def finish(self, drains: Sequence[Drain]) -> int:
+        """Tombstone and acknowledge the members of ``drains`` chunk by chunk; returns entries removed."""
+        removed = 0
+        chunk = self.options.chunk_size
+        active = list(drains)
+        while active:
+            unread = [d for d in active if d.members is None]
+            if unread:
+                self._acknowledge(unread)
+            active = [d for d in active if d.members]
+            # One tombstone per entry, naming every generation this call replaced among its tags:
+            # an entry under many of the tags is one removal, not one per tag.
+            groups: dict[int, dict[str, dict[str, None]]] = defaultdict(dict)
+            for d in active:
+                for member in d.members or ():
+                    key = text(member)
+                    groups[self.runner.slot(key)].setdefault(key, {})[d.replaced] = None
+            calls = []
+            for replaced_by_key in groups.values():
+                items = list(replaced_by_key.items())
+                for i in range(0, len(items), chunk):
+                    part = items[i : i + chunk]
+                    args = [self.options.tombstone_ttl_ms, *(",".join(tokens) for _key, tokens in part)]
+                    calls.append(("cluster_tombstone", [key for key, _tokens in part], args))
+            if calls:
+                removed += sum(int(n) for n in self._call(partial(self.runner.run, calls)))
+            self._acknowledge(active)
+            active = [d for d in active if d.members]
+        return removed
+
+    def _acknowledge(self, drains: Sequence[Drain]) -> None:
+        """Remove each drain's members from its set-aside index and read the next ones."""
+        if not drains:
+            return
+        calls = []
+        for d in drains:
+            base = d.drains[: -len(":d")]
+            keys = [d.aside, d.drains, base + ":w", base + ":c"]
+            args = [self.options.chunk_size, self.options.generation_ttl_ms, *(d.members or ())]
+            calls.append(("cluster_drain", keys, args))
+        for d, members in zip(drains, self._call(lambda: self.runner.run(calls)), strict=True):
+            d.members = list(members)

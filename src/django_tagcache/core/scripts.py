@@ -1,0 +1,151 @@
+"""The bundled Lua scripts and how they run: EVALSHA (Redis < 7) or FCALL (Redis 7+).
+
+Each script is a plain Lua file under ``lua/``. For EVALSHA the file is the script; for Redis
+Functions the same bodies are wrapped into one library whose name carries a digest of the
+sources, so two versions of this package can share a server during a rolling deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Literal
+
+from redis.exceptions import ResponseError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import redis
+    from redis.commands.core import Script
+
+SCRIPT_NAMES = (
+    "write",
+    "generations",
+    "invalidate",
+    "drain",
+    "miss",
+    "unlock",
+    # Redis Cluster: each touches one slot and declares every key (see cluster_store.py).
+    "cluster_index",
+    "cluster_set",
+    "cluster_invalidate",
+    "cluster_tombstone",
+    "cluster_drain",
+    "cluster_unlock",
+)
+Mode = Literal["auto", "eval", "function"]
+
+
+@cache
+def source(name: str) -> str:
+    """The Lua source of one bundled script."""
+    return resources.files("django_tagcache.core").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
+@cache
+def library_name() -> str:
+    """Name of the Redis Functions library: changes whenever any script changes."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for name in SCRIPT_NAMES:
+        digest.update(source(name).encode())
+    return f"tagcache_{digest.hexdigest()[:12]}"
+
+
+def function_name(name: str) -> str:
+    return f"{library_name()}_{name}"
+
+
+@cache
+def library_code() -> str:
+    """The Redis Functions library holding every script, each as one function."""
+    parts = [f"#!lua name={library_name()}"]
+    for name in SCRIPT_NAMES:
+        parts.append(
+            f"redis.register_function('{function_name(name)}', function(KEYS, ARGV)\n{source(name)}\nend)"
+        )
+    return "\n".join(parts) + "\n"
+
+
+def server_major_version(client: redis.Redis) -> int:
+    info = client.info("server")
+    return int(str(info["redis_version"]).split(".")[0])
+
+
+class ScriptRunner:
+    """Runs the bundled scripts on one client, loading them when the server lacks them."""
+
+    def __init__(self, client: redis.Redis, mode: Mode = "auto") -> None:
+        self._client = client
+        self._requested: Mode = mode
+        self._mode: Literal["eval", "function"] | None = None if mode == "auto" else mode
+        self._scripts: dict[str, Script] = {}
+
+    @property
+    def mode(self) -> Literal["eval", "function"]:
+        """The path in use; "auto" asks the server its version once."""
+        if self._mode is None:
+            self._mode = "function" if server_major_version(self._client) >= 7 else "eval"
+        return self._mode
+
+    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.mode == "function":
+            return self._fcall(name, keys, args)
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(source(name))
+        return script(keys=list(keys), args=list(args), client=self._client)
+
+    def _fcall(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return self._client.fcall(function_name(name), len(keys), *keys, *args)
+        except ResponseError as exc:
+            # After a restart without persistence, or FUNCTION FLUSH, the library is gone.
+            if "function not found" not in str(exc).lower():
+                raise
+            self.load()
+            return self._client.fcall(function_name(name), len(keys), *keys, *args)
+
+    def pipelined(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several calls of one script in one round trip; loads the script where missing."""
+        if self.mode == "function":
+            function = function_name(name)
+            for attempt in range(2):
+                pipe = self._client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.fcall(function, len(keys), *keys, *args)
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+                errors = [r for r in replies if isinstance(r, Exception)]
+                if attempt == 0 and any("function not found" in str(e).lower() for e in errors):
+                    self.load()  # nothing ran: every call of the pipeline was refused alike
+                    continue
+                if errors:
+                    raise errors[0]
+                break
+            return replies
+        # EVALSHA: redis-py's Script loads itself into a pipeline before it runs.
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(source(name))
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=list(keys), args=list(args), client=pipe)
+        return list(pipe.execute())
+
+    def load(self) -> dict[str, str]:
+        """Load every script into the server; returns name -> SHA1 or function name."""
+        if self.mode == "function":
+            self._client.function_load(library_code(), replace=True)
+            return {name: function_name(name) for name in SCRIPT_NAMES}
+        return {name: str(self._client.script_load(source(name))) for name in SCRIPT_NAMES}
+
+    def loaded(self) -> dict[str, bool]:
+        """Whether the server holds each script right now."""
+        if self.mode == "function":
+            libraries = self._client.function_list(library=library_name())
+            present = bool(libraries)
+            return dict.fromkeys(SCRIPT_NAMES, present)
+        shas = [hashlib.sha1(source(n).encode(), usedforsecurity=False).hexdigest() for n in SCRIPT_NAMES]
+        flags = self._client.script_exists(*shas)
+        return dict(zip(SCRIPT_NAMES, (bool(f) for f in flags), strict=True))

@@ -1,0 +1,84 @@
+"""Prometheus export of the in-process metrics, when ``prometheus-client`` is installed.
+
+A custom collector reads :func:`django_tagcache.core.metrics.snapshot` at each scrape, so the hot
+path pays nothing for Prometheus. ``AppConfig.ready()`` registers it with prometheus-client's
+default registry unless ``TAGCACHE['PROMETHEUS']`` is False. The numbers are the process's own:
+scrape every worker (each one's ``/metrics``), and let Prometheus sum them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ..core import metrics
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+#: HELP text of each counter; ``tagcache_<name>_total`` in the exposition.
+DESCRIPTIONS = {
+    "hits": "Reads that found their entry.",
+    "misses": "Reads that found no entry.",
+    "stores": "Entries written.",
+    "refused_writes": "Writes refused because a tag was invalidated after the miss (stale write-back).",
+    "oversized": "Computed values not cached because they exceeded MAX_ENTRY_SIZE.",
+    "invalidations": "Invalidation calls that reached Redis.",
+    "tags_invalidated": "Tags invalidated, summed over the calls.",
+    "entries_removed": "Cache entries removed by invalidations.",
+    "retries": "Redis calls retried after a connection error or timeout.",
+    "failures": "Redis calls that failed after their retries (reads then fail open).",
+    "lost_invalidations": "Invalidations that could not reach Redis and were not kept for a retry.",
+    "audit_failures": "Purges whose audit record could not be written to the database.",
+    "unreadable": "Entries read as misses because this version cannot read their payload.",
+    "unpicklable": "Computed values served but not cached because they cannot be pickled.",
+}
+
+# The collector registered by install(), so that a second call does not register it twice.
+_installed: tuple[TagCacheCollector, CollectorRegistry] | None = None
+
+
+class TagCacheCollector:
+    """Yields every counter of :mod:`django_tagcache.core.metrics`, and the time spent per Redis operation."""
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+
+        for name, value in metrics.snapshot().items():
+            description = DESCRIPTIONS.get(name, f"django-tagcache counter {name!r}.")
+            yield CounterMetricFamily(f"tagcache_{name}", description, value=value)
+        timing = SummaryMetricFamily(
+            "tagcache_redis_seconds",
+            "Time spent in Redis calls, per operation, retries included.",
+            labels=["op"],
+        )
+        for op, (count, seconds) in metrics.timings().items():
+            timing.add_metric([op], count_value=count, sum_value=seconds)
+        yield timing
+
+
+def install(registry: CollectorRegistry | None = None) -> bool:
+    """Register the collector (with prometheus-client's default registry unless given); idempotent.
+
+    Returns False, and does nothing, when prometheus-client is not installed.
+    """
+    global _installed
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return False
+    if _installed is None:
+        collector, target = TagCacheCollector(), registry or REGISTRY
+        target.register(collector)
+        _installed = (collector, target)
+    return True
+
+
+def uninstall() -> None:
+    """Unregister the collector that :func:`install` registered, if any."""
+    global _installed
+    if _installed is not None:
+        collector, target = _installed
+        target.unregister(collector)
+        _installed = None

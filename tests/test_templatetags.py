@@ -421,7 +421,7 @@ def test_an_unreachable_redis_renders_without_the_cache(settings: Any) -> None:
 
 
 def test_a_stale_value_served_inside_a_fragment_keeps_it_from_being_stored(alias: str) -> None:
-    from django_tagcache.caching.rendering import served_stale
+    from django_tagcache.caching.scopes import served_stale
 
     def stale() -> str:
         served_stale(["soft"])  # what serving a soft-purged value within its budget reports

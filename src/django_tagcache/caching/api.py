@@ -22,6 +22,7 @@ from ..signals import invalidation_failed, tags_invalidated
 from . import recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
+from .failopen import fail_open
 from .namespaces import in_namespace
 from .stores import get_store, reset_stores
 from .tags import normalize_tags
@@ -78,7 +79,7 @@ class TagCache:
         return get_store(self._alias)
 
     def _fail_open(self, what: str, exc: Exception) -> None:
-        recompute.fail_open(what, exc)
+        fail_open(what, exc)
 
     def _read(self, key: str, version: int | None) -> Any:
         try:

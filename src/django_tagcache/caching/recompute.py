@@ -14,15 +14,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
 from ..core import metrics, serialization
-from ..core.breaker import CircuitOpen
 from ..core.retry import RETRYABLE
 from ..core.telemetry import traced
 from . import fences
+from .failopen import fail_open
+from .scopes import computing, served_stale
 
 if TYPE_CHECKING:
     from ..core.store import TagStore
@@ -30,36 +30,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_tagcache")
 MISSING: Final = object()
 
-# The get_or_set/@cached computes open in this context, innermost last: one flag each, set when
-# a value was served stale inside it (a soft purge, within its budget). Such a value may be shown,
-# never stored: the enclosing entry would outlive the budget (see served_stale_inside()).
-_computing: ContextVar[tuple[list[bool], ...]] = ContextVar("django_tagcache_computing", default=())
-
-
-def served_stale_inside() -> None:
-    """A stale value was served: no get_or_set/@cached computing around it now may store its result."""
-    for flag in _computing.get():
-        flag[0] = True
-
 
 def jittered(ttl_ms: int, jitter: float) -> int:
     """Shorten a TTL by a random share of up to ``jitter``, so entries written together expire apart."""
     if not ttl_ms or jitter <= 0:
         return ttl_ms
     return max(1, int(ttl_ms * (1 - jitter * random.random())))
-
-
-def fail_open(what: str, exc: Exception) -> None:
-    """Count a call served without the cache; log it unless the circuit breaker refused it.
-
-    While the circuit is open every call is refused at once: the breaker logs its change of state
-    once, and logging each refused call would flood the log of a busy site.
-    """
-    metrics.incr("failures")
-    if not isinstance(exc, CircuitOpen):
-        logger.warning(
-            "django-tagcache: %s failed, Redis unreachable (%s); serving without the cache.", what, exc
-        )
 
 
 def get_or_compute(
@@ -114,8 +90,6 @@ def get_or_compute(
         stale = None if miss.stale is None else serialization.loads(miss.stale)
         if stale is not None:
             metrics.incr("stale_served")  # within the tag's staleness budget, while one caller refreshes
-            from .rendering import served_stale  # rendering imports this module
-
             served_stale(tag_list)  # a fragment or page rendering now may not be stored
             return stale[0]
         waited = _wait_for(store, entry, stampede.wait, stampede.poll)
@@ -154,17 +128,14 @@ def _compute_and_store(
     fence_us: int,
 ) -> Any:
     started = time.monotonic()
-    stale = [False]
-    opened = _computing.set((*_computing.get(), stale))
     try:
-        value = compute()
+        with computing() as stale:
+            value = compute()
     except BaseException:
         if owner:
             with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
                 store.unlock(entry, owner)
         raise
-    finally:
-        _computing.reset(opened)
     if stale[0]:  # built on a stale value: served, not stored
         metrics.incr("refused_writes")
         if owner:

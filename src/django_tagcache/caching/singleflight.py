@@ -15,9 +15,9 @@ from ..conf import conf
 from ..core import metrics
 from ..core.protocol import new_token
 from ..core.retry import RETRYABLE
-from .api import get_store
-from .recompute import fail_open
+from .failopen import fail_open
 from .rendering import read_entry
+from .stores import get_store
 
 
 def single_flight(alias: str, entry: str) -> str | None:

@@ -10,10 +10,13 @@ from django.db.models import Model
 from django.utils.functional import Promise
 
 from ..caching import bubbling
-from ..caching.api import _ttl_ms, get_store
-from ..caching.recompute import fail_open, jittered
-from ..caching.rendering import Scope, read_entry, write_entry
+from ..caching.api import _ttl_ms
+from ..caching.failopen import fail_open
+from ..caching.recompute import jittered
+from ..caching.rendering import read_entry, write_entry
+from ..caching.scopes import Scope
 from ..caching.singleflight import release, single_flight, wait_for
+from ..caching.stores import get_store
 from ..caching.tags import normalize_tags
 from ..conf import conf
 from ..core import metrics

@@ -16,10 +16,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 from ..caching import namespaces
-from ..caching.api import _ttl_ms, get_store
+from ..caching.api import _ttl_ms
+from ..caching.failopen import fail_open
 from ..caching.namespaces import in_namespace
-from ..caching.recompute import fail_open, jittered
-from ..caching.rendering import Scope, read_entry, write_entry
+from ..caching.recompute import jittered
+from ..caching.rendering import read_entry, write_entry
+from ..caching.scopes import Scope
+from ..caching.stores import get_store
 from ..conf import conf
 from ..core import metrics
 from ..core.retry import RETRYABLE

@@ -24,13 +24,14 @@ class TagCacheConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks
-        from .caching import budget, fences, loadtimes, tags
+        from .caching import budget, fences, loadtimes, staleness, tags
         from .orm import api as orm
         from .orm import manual, sqlwatch
         from .web import cdn
 
         checks.register_checks()
         tags.register_resolver(orm.resolve_model_source)
+        staleness.use_model_rules(orm.staleness_rules)
         orm.register_from_meta()
         setting_changed.connect(_settings_changed, dispatch_uid="django_tagcache.settings_changed")
         cdn.install()  # connects the CDN_PURGE hook, if set

@@ -4,17 +4,45 @@ A tag's class comes from the longest prefix in ``TAGCACHE['STALENESS']['TAGS']``
 name) that matches it; failing that, from the longest matching rule of the models
 (``Meta.cache_staleness`` or ``register(..., staleness=...)`` give the class to the model's tags
 and its templates' prefixes); else ``DEFAULT``. A class with budget 0 (``critical``) deletes entries at once.
+
+The models' rules come from the ORM integration, which hands them in with :func:`use_model_rules`
+(``AppConfig.ready()``): this module knows tags, not models.
 """
 
 from __future__ import annotations
 
-from ..conf import conf
-from ..orm.registry import registry
+from collections.abc import Callable
+from typing import NamedTuple
 
+from ..conf import conf
+
+
+class ModelRules(NamedTuple):
+    """The staleness rules of the registered models."""
+
+    #: Tag prefix (a model's label, or the fixed start of one of its templates) -> class name.
+    classes: dict[str, str]
+    #: Every registered model's label: such a prefix covers only its model and instance tags.
+    labels: frozenset[str]
+
+
+def _no_models() -> ModelRules:
+    return ModelRules({}, frozenset())
+
+
+# Where the models' rules come from; set once by AppConfig.ready(), like the tag resolvers.
+_model_rules: Callable[[], ModelRules] = _no_models
 # Per process: budgets asked on every invalidation, computed once per tag. Cleared by reset().
 _cache: dict[str, int] = {}
 _rules_cache: list[tuple[str, str]] = []
 _labels_cache: frozenset[str] | None = None
+
+
+def use_model_rules(source: Callable[[], ModelRules]) -> None:
+    """Take the models' rules from ``source`` (called again after each :func:`reset`)."""
+    global _model_rules
+    _model_rules = source
+    reset()
 
 
 def reset() -> None:
@@ -29,15 +57,7 @@ def _rules() -> list[tuple[str, str]]:
     """(prefix, class) pairs in the order they are tried: TAGS longest first, then the models'."""
     if _rules_cache:
         return _rules_cache
-    models: dict[str, str] = {}
-    for config in registry.configs():
-        if config.staleness:
-            models.setdefault(config.label, config.staleness)
-            for template in config.templates:
-                prefix = template.text.split("{", 1)[0]
-                if prefix:
-                    models.setdefault(prefix, config.staleness)
-    for rules in (conf.STALENESS.tags, models):
+    for rules in (conf.STALENESS.tags, _model_rules().classes):
         _rules_cache.extend(sorted(rules.items(), key=lambda rule: len(rule[0]), reverse=True))
     return _rules_cache
 
@@ -55,7 +75,7 @@ def _matches(prefix: str, tag: str) -> bool:
 def _labels() -> frozenset[str]:
     global _labels_cache
     if _labels_cache is None:
-        _labels_cache = frozenset(config.label for config in registry.configs())
+        _labels_cache = _model_rules().labels
     return _labels_cache
 
 

@@ -12,7 +12,14 @@ from ..caching.api import invalidate_tags
 from . import handlers, sqlwatch
 from .registry import ModelTags, registry, tags_for
 
-__all__ = ["invalidate_model", "invalidate_objects", "register", "resolve_model_source", "tags_for"]
+__all__ = [
+    "invalidate_model",
+    "invalidate_objects",
+    "register",
+    "resolve_model_source",
+    "staleness_rules",
+    "tags_for",
+]
 
 
 def register(model: type[models.Model], tags: Sequence[str] = (), staleness: str | None = None) -> None:
@@ -37,6 +44,19 @@ def connect_models() -> None:
             handlers.connect(model)
     sqlwatch.forget_tables()
     staleness.reset()
+
+
+def staleness_rules() -> staleness.ModelRules:
+    """The staleness classes the registered models give their tags (``Meta.cache_staleness``)."""
+    classes: dict[str, str] = {}
+    for config in registry.configs():
+        if config.staleness:
+            classes.setdefault(config.label, config.staleness)
+            for template in config.templates:
+                prefix = template.text.split("{", 1)[0]
+                if prefix:
+                    classes.setdefault(prefix, config.staleness)
+    return staleness.ModelRules(classes, frozenset(config.label for config in registry.configs()))
 
 
 def register_from_meta() -> None:

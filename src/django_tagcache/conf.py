@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .core.timebudget import RetrySettings
+
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     "DEFAULT_TIMEOUT": 300,
@@ -75,14 +77,6 @@ class StalenessSettings:
     classes: dict[str, float]
     tags: dict[str, str]
     default: str
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    attempts: int
-    initial_backoff: float
-    max_backoff: float
-    budget: float
 
 
 #: The longest duration a setting may give, in seconds (about 68 years): every TTL, in

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .protections import on
 
 if TYPE_CHECKING:
-    from ..conf import RetrySettings
     from .keys import KeyScheme
+    from .timebudget import RetrySettings
 
 
 @dataclass(frozen=True)

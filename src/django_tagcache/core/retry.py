@@ -36,7 +36,7 @@ from . import metrics
 from .timebudget import Budget, budget_for, check_budget
 
 if TYPE_CHECKING:
-    from ..conf import RetrySettings
+    from .timebudget import RetrySettings
 
 T = TypeVar("T")
 

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-if TYPE_CHECKING:
-    from ..conf import RetrySettings
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """The retry policy of ``TAGCACHE['RETRY']``: read by the settings, passed in here."""
+
+    attempts: int
+    initial_backoff: float
+    max_backoff: float
+    budget: float
 
 
 class BudgetSpent(RedisTimeoutError):

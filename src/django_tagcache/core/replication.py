@@ -10,17 +10,14 @@ raises (like an unreachable Redis: the caller or the outbox retries) when they d
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .scripts import ScriptRunner
-
-if TYPE_CHECKING:
-    from .store import TagStore
 
 
 class ReplicasBehind(RedisConnectionError):
@@ -34,25 +31,24 @@ class _OneConnection(ScriptRunner):
         return [self(name, keys, args) for keys, args in calls]
 
 
-def invalidate_acknowledged(store: TagStore, tags: Sequence[str]) -> int:
-    """:meth:`TagStore.invalidate`, returning once ``invalidation_replicas`` replicas hold it.
+@contextmanager
+def one_connection(client: redis.Redis, scripts: ScriptRunner) -> Iterator[tuple[redis.Redis, ScriptRunner]]:
+    """A client and a script runner pinned to one connection of ``client``'s pool, for the block.
 
     ``WAIT`` covers the writes of its own connection only, so the whole invalidation (the script
-    and any drain calls) runs on one connection taken from the pool, and ``WAIT`` follows there.
+    and any drain calls) runs on that connection, and ``WAIT`` follows there.
     """
-    wanted = store.options.invalidation_replicas
-    single = redis.Redis(connection_pool=store.client.connection_pool, single_connection_client=True)
+    single = redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
     try:
-        pinned = copy.copy(store)
-        pinned.client = single
-        pinned.scripts = _OneConnection(single, store.scripts.mode)
-        removed = pinned.invalidate_here(tags)
-        acked = int(store._call(lambda: single.wait(wanted, store.options.replica_timeout_ms)))
+        yield single, _OneConnection(single, scripts.mode)
     finally:
         single.close()
+
+
+def require(acked: int, wanted: int, tags: int, timeout_ms: int) -> None:
+    """Raise :class:`ReplicasBehind` unless ``wanted`` replicas acknowledged the invalidation."""
     if acked < wanted:
         raise ReplicasBehind(
-            f"{acked} of {wanted} replica(s) acknowledged the invalidation of {len(tags)} tag(s) within "
-            f"{store.options.replica_timeout_ms} ms; a failover now could undo it."
+            f"{acked} of {wanted} replica(s) acknowledged the invalidation of {tags} tag(s) within "
+            f"{timeout_ms} ms; a failover now could undo it."
         )
-    return removed

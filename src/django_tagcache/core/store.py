@@ -17,6 +17,7 @@ is the thin synchronous I/O layer on top.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -213,8 +214,19 @@ class TagStore:
         if not tags:
             return 0
         if self.options.invalidation_replicas and self.standalone:
-            return replication.invalidate_acknowledged(self, tags)
+            return self._invalidate_acknowledged(tags)
         return self.invalidate_here(tags)
+
+    def _invalidate_acknowledged(self, tags: Sequence[str]) -> int:
+        """:meth:`invalidate`, returning once ``invalidation_replicas`` replicas hold it (replication.py)."""
+        wanted, timeout_ms = self.options.invalidation_replicas, self.options.replica_timeout_ms
+        with replication.one_connection(self.client, self.scripts) as (single, scripts):
+            pinned = copy.copy(self)
+            pinned.client, pinned.scripts = single, scripts
+            removed = pinned.invalidate_here(tags)
+            acked = int(self._call(lambda: single.wait(wanted, timeout_ms)))
+        replication.require(acked, wanted, len(tags), timeout_ms)
+        return removed
 
     def invalidate_here(self, tags: Sequence[str]) -> int:
         """:meth:`invalidate` on this store's own client, without waiting for replicas."""

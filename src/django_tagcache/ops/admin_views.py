@@ -21,8 +21,8 @@ from django.urls import reverse
 from ..backends import backend_kind
 from ..caching.tags import normalize_tags
 from ..conf import conf
-from ..models import PurgeRecord
 from .audit import purge
+from .records import PurgeRecord
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin

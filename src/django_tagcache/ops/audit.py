@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import router, transaction
 
@@ -31,9 +31,7 @@ from ..caching.exceptions import TagCacheUnavailable
 from ..caching.tags import normalize_tags
 from ..conf import conf
 from ..core import metrics
-
-if TYPE_CHECKING:
-    from ..models import PurgeRecord
+from .records import MAX_RECORDED_TAGS, PurgeRecord
 
 logger = logging.getLogger("django_tagcache")
 
@@ -158,7 +156,6 @@ def record(
     The namespace is the current one. The write is its own savepoint: a failure leaves an
     enclosing transaction usable.
     """
-    from ..models import MAX_RECORDED_TAGS, PurgeRecord
 
     tag_list = sorted(tags)
     actor = Actor(_real_user(user), _name_of(user)) if user is not None else _actor.get()

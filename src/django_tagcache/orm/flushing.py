@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ..caching.api import tagcache
 from ..caching.exceptions import TagCacheUnavailable
 from ..conf import conf
 from ..core import metrics
@@ -21,8 +22,6 @@ def flush(tags: set[str], using: str, rows: Sequence[int] = ()) -> None:
     """
     if not tags:
         return
-    from ..caching.api import tagcache  # the API imports the ORM side: not at module level
-
     outbox = conf.OUTBOX
     try:
         # Tags made by the registry are valid by construction: skip validating them again.

@@ -20,6 +20,7 @@ from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from ..caching import namespaces
+from ..caching.api import TagCache
 from ..caching.exceptions import TagCacheUnavailable
 from ..core import metrics
 
@@ -145,7 +146,6 @@ def drain(
 
 def _replay(batch: list[PendingInvalidation], manager: Any, cache: Any) -> tuple[list[int], int]:
     """Invalidate a batch's tags, one call per (cache, namespace): (ids done, rows that failed)."""
-    from ..caching.api import TagCache
 
     groups: dict[tuple[str, str], list[PendingInvalidation]] = {}
     for row in batch:

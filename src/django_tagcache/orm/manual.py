@@ -14,6 +14,7 @@ driver the hooks wait for ``set_autocommit(True)``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connections
@@ -21,16 +22,24 @@ from django.db import connections
 _local = threading.local()
 
 
-def _waiting() -> set[str]:
-    waiting: set[str] | None = getattr(_local, "waiting", None)
+IsHook = Callable[[object], bool]
+
+
+def _waiting() -> dict[str, IsHook]:
+    """The aliases whose manual transaction has hooks waiting, each with how to tell them apart."""
+    waiting: dict[str, IsHook] | None = getattr(_local, "waiting", None)
     if waiting is None:
-        waiting = _local.waiting = set()
+        waiting = _local.waiting = {}
     return waiting
 
 
-def wait_for_commit(using: str) -> None:
-    """Hooks of a manual transaction wait on ``using``: look for its commit from now on."""
-    _waiting().add(using)
+def wait_for_commit(using: str, is_hook: IsHook) -> None:
+    """Hooks of a manual transaction wait on ``using``: look for its commit from now on.
+
+    ``is_hook(callback)`` tells those hooks among the connection's commit callbacks (the batches
+    of :mod:`.transaction`, which hands it in: this module does not import that one).
+    """
+    _waiting()[using] = is_hook
 
 
 def any_waiting() -> bool:
@@ -40,17 +49,16 @@ def any_waiting() -> bool:
 def check(connection: Any) -> None:
     """Run the waiting hooks of ``connection`` if its manual transaction has committed."""
     waiting = _waiting()
-    if connection.alias not in waiting or connection.in_atomic_block:
+    is_hook = waiting.get(connection.alias)
+    if is_hook is None or connection.in_atomic_block:
         return
-    from .transaction import is_hook
-
     hooks = [entry for entry in connection.run_on_commit if is_hook(entry[1])]
     if not hooks:  # they ran (set_autocommit(True)), or a rollback dropped them
-        waiting.discard(connection.alias)
+        del waiting[connection.alias]
         return
     if _in_transaction(connection) is not False:
         return
-    waiting.discard(connection.alias)
+    del waiting[connection.alias]
     hooks[0][1]()  # the first hook flushes every live batch of the transaction
     # Django clears the list only when autocommit comes back on: drop ours, so that a connection
     # that never turns it on does not collect one entry per write.

@@ -214,5 +214,5 @@ def add(tags: Iterable[str], using: str) -> None:
         connection.run_on_commit.append((set(connection.savepoint_ids), hook, True))  # type: ignore[arg-type]  # stubs: pre-4.2 pairs
     _guard_others(state, connection.run_on_commit)
     if not atomic or not connection.commit_on_exit:
-        manual.wait_for_commit(using)
+        manual.wait_for_commit(using, is_hook)
     batch.add(tags)

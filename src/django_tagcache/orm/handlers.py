@@ -16,7 +16,7 @@ from django.db.models import signals
 from ..caching import fences
 from ..core import protections
 from . import m2m, sqlwatch, storedrow, transaction
-from .registry import registry, values_of
+from .registry import registry, throughs, values_of
 
 if TYPE_CHECKING:
     from django.db import models
@@ -34,7 +34,7 @@ def connect(model: type[models.Model]) -> None:
     signals.post_save.connect(_post_save, sender=model, dispatch_uid=f"{uid}.post_save")
     signals.pre_delete.connect(_pre_delete, sender=model, dispatch_uid=f"{uid}.pre_delete")
     signals.post_delete.connect(_post_delete, sender=model, dispatch_uid=f"{uid}.post_delete")
-    for through in m2m.throughs(model):
+    for through in throughs(model):
         m2m.connect(through)
 
 
@@ -43,7 +43,7 @@ def disconnect(model: type[models.Model]) -> None:
     model_signals = (signals.post_init, signals.pre_save, signals.post_save, signals.pre_delete)
     for signal in (*model_signals, signals.post_delete):
         signal.disconnect(sender=model, dispatch_uid=f"{uid}.{signal_name(signal)}")
-    for through in m2m.throughs(model):
+    for through in throughs(model):
         m2m.connect(through, disconnect=True)
 
 

@@ -28,13 +28,6 @@ SNAPSHOT = "_tagcache_links"
 STORED = "_tagcache_stored_links"
 
 
-def throughs(model: type[models.Model]) -> list[type[models.Model]]:
-    """Intermediate models of every many-to-many relation of ``model``, from either side."""
-    found = [f.remote_field.through for f in model._meta.many_to_many]
-    found += [rel.through for rel in model._meta.related_objects if rel.many_to_many]  # type: ignore[attr-defined]
-    return [through for through in found if isinstance(through, type)]
-
-
 _SIGNALS = {"post_init": signals.post_init, "pre_save": signals.pre_save, "post_save": signals.post_save}
 _SIGNALS |= {"pre_delete": signals.pre_delete, "post_delete": signals.post_delete}
 

@@ -256,6 +256,13 @@ class Registry:
 registry = Registry()
 
 
+def throughs(model: type[models.Model]) -> list[type[models.Model]]:
+    """Intermediate models of every many-to-many relation of ``model``, from either side."""
+    found = [f.remote_field.through for f in model._meta.many_to_many]
+    found += [rel.through for rel in model._meta.related_objects if rel.many_to_many]  # type: ignore[attr-defined]
+    return [through for through in found if isinstance(through, type)]
+
+
 def values_of(instance: models.Model, names: Iterable[str]) -> dict[str, Any]:
     """Current values of ``names`` on ``instance``, skipping deferred fields (never a query)."""
     loaded = instance.__dict__

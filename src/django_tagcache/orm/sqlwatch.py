@@ -29,7 +29,7 @@ from django.db.models import Model
 from . import manual, transaction
 from .dml import written_tables
 from .flushing import flush
-from .registry import registry
+from .registry import registry, throughs
 
 if TYPE_CHECKING:
     from django.db import models
@@ -155,8 +155,6 @@ def reset(**kwargs: Any) -> None:
 
 def table_tags() -> dict[str, frozenset[str]]:
     """Table name -> model tags to invalidate when a statement writes to it."""
-    from .m2m import throughs
-
     tags: dict[str, set[str]] = {}
     for config in registry.configs():
         labels = {config.label, *(child.label for child in registry.descendants(config.model))}

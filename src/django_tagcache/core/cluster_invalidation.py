@@ -1,0 +1,134 @@
+"""Invalidation on Redis Cluster: the half of :class:`~.cluster_store.ClusterTagStore` that removes entries.
+
+One script call per tag slot sets the tags' indexes aside and moves their generations (new
+writes start fresh indexes); then the members are removed chunk by chunk: entries grouped by
+slot and replaced by tombstones, then acknowledged in the set-aside index. Interrupted, the next
+invalidation of a tag finishes its work. docs/cluster.md gives the protocol and the argument.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .protocol import new_tokens, text
+from .store import TagStore
+
+if TYPE_CHECKING:
+    from .cluster_scripts import ClusterScriptRunner
+
+
+@dataclass
+class Drain:
+    """An index set aside by an invalidation, and the members to remove next (None: not read yet)."""
+
+    aside: str
+    drains: str
+    replaced: str
+    members: list[bytes] | None
+
+
+class ClusterInvalidation(TagStore):
+    """Invalidation for :class:`~.cluster_store.ClusterTagStore`, which adds reads and writes."""
+
+    runner: ClusterScriptRunner
+
+    def _by_slot(self, tags: Sequence[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = defaultdict(list)
+        for tag in tags:
+            groups[self.runner.slot(self.keys.tag(tag))].append(tag)
+        return groups
+
+    def invalidate(self, tags: Sequence[str]) -> int:
+        """Move the tags' generations, then delete every entry their indexes list; returns entries removed.
+
+        One script call per tag slot sets the indexes aside (new writes start fresh ones), then
+        the members are removed in chunks: entries grouped by slot and replaced by tombstones,
+        then acknowledged in the set-aside index. Interrupted, the next invalidation of a tag
+        finishes its work.
+        """
+        if not tags:
+            return 0
+        return self.finish(self.begin_invalidate(tags))
+
+    def begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
+        """Only the first step of :meth:`invalidate`: what is left to :meth:`finish`."""
+        calls = []
+        for group in self._by_slot(tags).values():
+            keys: list[str] = []
+            tokens = new_tokens(len(group))
+            for tag, token in zip(group, tokens, strict=True):
+                base = self.keys.tag(tag)
+                keys += (
+                    base + ":i",
+                    base + ":g",
+                    base + ":d",
+                    base + ":i:" + token,
+                    base + ":c",
+                    base + ":w",
+                )
+            args = [self.options.generation_ttl_ms, self.options.chunk_size, *tokens]
+            calls.append(("cluster_invalidate", keys, [*args, self.options.drain_guard_ttl_ms]))
+        replies = self._call(lambda: self.runner.run(calls))
+        drains: dict[str, Drain] = {}
+        for reply in replies:
+            for aside, drains_key, replaced, members in reply:
+                name = text(aside)
+                if name not in drains or members is not None:
+                    drains[name] = Drain(name, text(drains_key), text(replaced), members)
+        return list(drains.values())
+
+    def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
+        """Delete the entries of one index set aside (``pending_set`` is its tag's drains hash).
+
+        ``stale_ms`` is ignored: soft purges (serving stale within a budget) need a single server.
+        """
+        slot = self.runner.slot(pending_set)
+        replaced = self._call(lambda: self.runner.execute(slot, "HGET", pending_set, aside))
+        return self.finish([Drain(aside, pending_set, "*" if replaced is None else text(replaced), None)])
+
+    def finish(self, drains: Sequence[Drain]) -> int:
+        """Tombstone and acknowledge the members of ``drains`` chunk by chunk; returns entries removed."""
+        removed = 0
+        chunk = self.options.chunk_size
+        active = list(drains)
+        while active:
+            unread = [d for d in active if d.members is None]
+            if unread:
+                self._acknowledge(unread)
+            active = [d for d in active if d.members]
+            # One tombstone per entry, naming every generation this call replaced among its tags:
+            # an entry under many of the tags is one removal, not one per tag.
+            groups: dict[int, dict[str, dict[str, None]]] = defaultdict(dict)
+            for d in active:
+                for member in d.members or ():
+                    key = text(member)
+                    groups[self.runner.slot(key)].setdefault(key, {})[d.replaced] = None
+            calls = []
+            for replaced_by_key in groups.values():
+                items = list(replaced_by_key.items())
+                for i in range(0, len(items), chunk):
+                    part = items[i : i + chunk]
+                    args = [self.options.tombstone_ttl_ms, *(",".join(tokens) for _key, tokens in part)]
+                    calls.append(("cluster_tombstone", [key for key, _tokens in part], args))
+            if calls:
+                removed += sum(int(n) for n in self._call(partial(self.runner.run, calls)))
+            self._acknowledge(active)
+            active = [d for d in active if d.members]
+        return removed
+
+    def _acknowledge(self, drains: Sequence[Drain]) -> None:
+        """Remove each drain's members from its set-aside index and read the next ones."""
+        if not drains:
+            return
+        calls = []
+        for d in drains:
+            base = d.drains[: -len(":d")]
+            keys = [d.aside, d.drains, base + ":w", base + ":c"]
+            args = [self.options.chunk_size, self.options.generation_ttl_ms, *(d.members or ())]
+            calls.append(("cluster_drain", keys, args))
+        for d, members in zip(drains, self._call(lambda: self.runner.run(calls)), strict=True):
+            d.members = list(members)

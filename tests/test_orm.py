@@ -12,7 +12,6 @@ from django.db import IntegrityError, connection, transaction
 
 from django_tagcache import TagCache, invalidate_model, invalidate_objects, tagcache, tags_for
 from django_tagcache.core.store import TagStore
-from django_tagcache.signals import tags_invalidated
 from tests.counting import count
 from tests.tenancy import current_tenant
 from tests.testapp.models import (
@@ -29,19 +28,6 @@ from tests.testapp.models import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
-
-
-@pytest.fixture
-def invalidated() -> Iterator[list[set[str]]]:
-    """The tag sets of every invalidation sent while the test runs."""
-    seen: list[set[str]] = []
-
-    def receiver(tags: tuple[str, ...], **kwargs: object) -> None:
-        seen.append(set(tags))
-
-    tags_invalidated.connect(receiver)
-    yield seen
-    tags_invalidated.disconnect(receiver)
 
 
 @pytest.fixture

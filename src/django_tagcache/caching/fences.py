@@ -19,14 +19,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from ..core import protections
+from . import namespaces
 from .loadtimes import read_since
+
+if TYPE_CHECKING:
+    from ..core.completions import Completion
 
 #: Attribute of a model instance: when it was loaded (or built), in seconds since the epoch.
 LOADED_AT = "_tagcache_loaded_at"
+#: Attribute of a model instance that saved itself: (namespace, moment), the moment it counts as
+#: read from in that namespace, later than its load time (see :func:`date_by_own_save`).
+DATED_BY_SAVE = "_tagcache_dated_by_save"
 
 _fence: ContextVar[float | None] = ContextVar("django_tagcache_fence", default=None)
 
@@ -120,6 +128,51 @@ def mark_loaded(instance: Any) -> None:
     instance.__dict__[LOADED_AT] = read_since()
 
 
+def load_time(instance: Any) -> float | None:
+    """When the data ``instance`` holds was read, in the current namespace (None: unknown)."""
+    held = getattr(instance, "__dict__", {})
+    saved = held.get(DATED_BY_SAVE)
+    if saved is not None and saved[0] == namespaces.current():
+        return float(saved[1])
+    return held.get(LOADED_AT)
+
+
+def date_by_own_save(
+    instance: Any, loaded: float, tags: frozenset[str], found: dict[str, Completion], margin: float
+) -> None:
+    """Date ``instance`` by its own save's invalidation, if that is provably safe.
+
+    ``loaded`` is when the instance's data was read before the save, ``tags`` every tag of the
+    row as saved (each change of the row invalidates at least one of them), ``found`` the
+    completions of the save's invalidation (:mod:`~django_tagcache.core.completions`). After
+    the save the instance holds the row as stored, except for changes other editors committed
+    since ``loaded``; each of those completes an invalidation of one of ``tags`` after
+    ``loaded``. One that completed before the save's own shows as a ``previous`` completion
+    later than ``loaded``: then nothing changes. One that completes after it is refused by the
+    new date, which is just after the save's own completion (completion times only grow). Tags
+    drained in several calls, or completed at different moments, leave the instance as it is.
+    """
+    margin_us = int(margin * 1_000_000)
+    since = to_us(loaded) - margin_us  # what a write dated ``loaded`` would be refused for
+    done: set[int] = set()
+    for tag in tags:
+        completion = found.get(tag)
+        if completion is None or completion.done is None:
+            return
+        if (
+            completion.previous is not None
+            and completion.previous >= since
+            and protections.on("own_save_check")
+        ):
+            return
+        done.add(completion.done)
+    if len(done) == 1:
+        # A write is refused if a completion is at or after (fence - margin): so exactly those
+        # after the save's own. The half microsecond keeps float rounding off the boundary.
+        moment = (done.pop() + margin_us + 1.5) / 1_000_000
+        instance.__dict__[DATED_BY_SAVE] = (namespaces.current(), moment)
+
+
 def loaded_at(sources: object) -> float | None:
     """The earliest load time of a model instance in ``sources`` (nested lists, tuples, sets, dicts),
     or start of a request there (see :func:`of_request`)."""
@@ -132,10 +185,8 @@ def loaded_at(sources: object) -> float | None:
         elif isinstance(item, dict):
             stack.extend(item.values())
         else:
-            if hasattr(item, "_meta"):
-                moment = getattr(item, "__dict__", {}).get(LOADED_AT)
-            else:  # a request: its data is read after it started
-                moment = of_request(item)
+            # A model instance; otherwise a request, whose data is read after it started.
+            moment = load_time(item) if hasattr(item, "_meta") else of_request(item)
             if moment is not None and (found is None or moment < found):
                 found = moment
     return found

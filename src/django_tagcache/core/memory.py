@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from . import completions
 from .keys import KeyScheme, MakeKey
 from .memory_state import NEVER, MemoryState
 from .protocol import Miss, StoreOptions, new_token, new_tokens, write_checks
@@ -204,7 +205,10 @@ class MemoryStore(TagStore):
         state, now = self.state, self._now()
         ttl = self.options.generation_ttl_ms
         removed = 0
+        done: list[object] = []
         with state.lock:
+            # One moment for the call, as a script's TIME: its tags complete together.
+            started = int(time.time() * 1_000_000)
             for tag, token in zip(tags, new_tokens(len(tags)), strict=True):
                 budget = self.staleness(tag) if self.staleness is not None else 0
                 base = self.keys.tag(tag)
@@ -212,7 +216,14 @@ class MemoryStore(TagStore):
                 for member in state.take_index(base):
                     removed += state.purge(member, budget, now)
                 # Complete now, on the wall clock (µs, as Redis TIME): fences are read on it too.
-                state.put(base + ":c", str(int(time.time() * 1_000_000)).encode(), now + ttl)
+                # Completion times only grow, as in invalidate.lua.
+                previous = state.read(base + ":c", now)
+                stamp = started
+                if previous is not None and int(previous) >= stamp:
+                    stamp = int(previous) + 1
+                state.put(base + ":c", str(stamp).encode(), now + ttl)
+                done += [stamp, previous]
+        completions.record(tags, done)
         return removed
 
     def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:

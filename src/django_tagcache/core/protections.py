@@ -17,6 +17,10 @@ NAMES = {
     "fence": "no write if a tag's last invalidation completed after its data may have been read",
     "stored_row": "a save invalidates the tags of the row as stored, not as the instance remembers it",
     "namespace_scan": "a purge of every namespace finds namespaces by their generations too",
+    "own_save_check": (
+        "a saved instance counts as read when its own invalidation completed only if no other "
+        "invalidation of its tags completed since it was loaded"
+    ),
 }
 
 # Process-global on purpose (a test switch, read on miss paths only); empty in production.

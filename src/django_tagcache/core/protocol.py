@@ -156,8 +156,17 @@ def plan_invalidate(
 
 
 def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:
-    """(entries removed, [(renamed index, pending set), ...] still to drain)."""
+    """(entries removed, [(renamed index, pending set), ...] still to drain).
+
+    The reply's second element, each tag's completion times, is read by :func:`completions_of`.
+    """
     removed = int(reply[0])
-    rest = [text(item) for item in reply[1:]]
+    rest = [text(item) for item in reply[2:]]
     pending = sorted(set(zip(rest[0::2], rest[1::2], strict=True)))
     return removed, pending
+
+
+def completions_of(reply: Sequence[Any]) -> Sequence[Any]:
+    """(done, previous) completion times of each tag of an invalidate.lua reply, flat (see
+    :mod:`~django_tagcache.core.completions`)."""
+    return reply[1]  # type: ignore[no-any-return]

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from redis.cluster import RedisCluster
 
-from . import replication
+from . import completions, replication
 from .keys import KeyScheme, MakeKey, hash_tag
 from .protocol import (
     Miss,
     StoreOptions,
+    completions_of,
     new_token,
     new_tokens,
     parse_invalidate,
@@ -246,6 +247,8 @@ class TagStore:
         by_pending: dict[str, int] = {}
         for (keys, _args), reply, first in zip(calls, replies, range(0, len(tags), step), strict=True):
             count, pending = parse_invalidate(reply)
+            if completions.wanted():
+                completions.record(tags[first : first + step], completions_of(reply))
             removed += count
             by_pending.update(
                 (base + ":p", budget) for base, budget in zip(keys, budgets[first:], strict=False)

@@ -15,7 +15,7 @@ from django.db.models import signals
 
 from ..caching import fences
 from ..core import protections
-from . import m2m, sqlwatch, storedrow, transaction
+from . import m2m, ownsaves, sqlwatch, storedrow, transaction
 from .registry import registry, throughs, values_of
 
 if TYPE_CHECKING:
@@ -131,7 +131,10 @@ def _post_save(sender: type[models.Model], instance: models.Model, using: str, *
             tags = tags | registry.tags(sender, after)
     tags |= sqlwatch.saved(instance)
     instance.__dict__[SNAPSHOT] = after
-    transaction.add(tags, using)
+    # The instance holds the row as saved: once the invalidation completes, it may count as read
+    # then rather than when it was loaded (ownsaves.py), if its tags all moved with this save.
+    own = registry.tags(sender, after)
+    transaction.add(tags, using, ownsaves.noted(instance, own) if own <= tags else None)
 
 
 def _pre_delete(

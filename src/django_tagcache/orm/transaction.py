@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
@@ -24,6 +24,9 @@ from ..caching import namespaces
 from ..conf import conf
 from . import manual
 from .flushing import flush
+
+if TYPE_CHECKING:
+    from .ownsaves import Saved
 
 _local = threading.local()
 
@@ -63,7 +66,7 @@ def _batch_of(entry: Any) -> _Batch | None:
 class _Batch:
     """The tags of one savepoint level of one transaction."""
 
-    __slots__ = ("done", "outbox", "tags", "transaction")
+    __slots__ = ("done", "outbox", "saved", "tags", "transaction")
 
     def __init__(self, owner: _Transaction) -> None:
         self.transaction = owner
@@ -71,13 +74,17 @@ class _Batch:
         self.tags: dict[str | None, set[str]] = {}
         self.done = False
         self.outbox: dict[str | None, Any] | None = {} if conf.OUTBOX else None
+        # Per namespace, the instances that saved themselves (ownsaves.py).
+        self.saved: dict[str | None, list[Saved]] = {}
 
-    def add(self, tags: Iterable[str]) -> None:
+    def add(self, tags: Iterable[str], saved: Saved | None = None) -> None:
         namespace = namespaces.current()
         held = self.tags.get(namespace)
         if held is None:
             held = self.tags[namespace] = set()
         held.update(tags)
+        if saved is not None:
+            self.saved.setdefault(namespace, []).append(saved)
         if self.outbox is not None:
             # Inside the transaction: the row commits, or rolls back, with the change itself.
             recorder = self.outbox.get(namespace)
@@ -124,9 +131,12 @@ class _Transaction:
             batches.append(hook.batch)
         tags: dict[str | None, set[str]] = {}
         rows: dict[str | None, list[int]] = {}
+        saved: dict[str | None, list[Saved]] = {}
         for batch in batches:
             for namespace, held in batch.tags.items():
                 tags.setdefault(namespace, set()).update(held)
+            for namespace, instances in batch.saved.items():
+                saved.setdefault(namespace, []).extend(instances)
             batch.done = True
             for namespace, recorder in (batch.outbox or {}).items():
                 rows.setdefault(namespace, []).extend(recorder.ids)
@@ -134,7 +144,7 @@ class _Transaction:
         self.callbacks = None
         for namespace in sorted(tags, key=lambda name: name or ""):
             with namespaces.in_namespace(namespace):
-                flush(tags[namespace], self.using, rows.get(namespace, ()))
+                flush(tags[namespace], self.using, rows.get(namespace, ()), saved.get(namespace, ()))
 
 
 def _current(using: str, callbacks: list[Any]) -> _Transaction:
@@ -193,12 +203,15 @@ def _guard_others(state: _Transaction, callbacks: list[Any]) -> None:
     state.guarded = len(callbacks)
 
 
-def add(tags: Iterable[str], using: str) -> None:
-    """Invalidate ``tags`` after the current transaction on ``using`` commits, or now outside one."""
+def add(tags: Iterable[str], using: str, saved: Saved | None = None) -> None:
+    """Invalidate ``tags`` after the current transaction on ``using`` commits, or now outside one.
+
+    ``saved`` is an instance that saved itself, to be dated by the invalidation (ownsaves.py).
+    """
     connection = connections[using]
     atomic = connection.in_atomic_block
     if not atomic and connection.get_autocommit():
-        flush(set(tags), using)
+        flush(set(tags), using, (), () if saved is None else (saved,))
         return
     state = _current(using, connection.run_on_commit)
     sids = tuple(connection.savepoint_ids)
@@ -215,4 +228,4 @@ def add(tags: Iterable[str], using: str) -> None:
     _guard_others(state, connection.run_on_commit)
     if not atomic or not connection.commit_on_exit:
         manual.wait_for_commit(using, is_hook)
-    batch.add(tags)
+    batch.add(tags, saved)

@@ -45,6 +45,11 @@ if left == 0 then
   local base = string.sub(KEYS[2], 1, -3)
   local now = redis.call('TIME')
   redis.call('ZREM', base .. ':w', KEYS[1])
-  redis.call('SET', base .. ':c', now[1] .. string.format('%06d', tonumber(now[2])), 'PX', ARGV[3])
+  -- Completion times only grow (see invalidate.lua).
+  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local previous = redis.call('SET', base .. ':c', string.format('%.0f', now_us), 'PX', ARGV[3], 'GET')
+  if previous and tonumber(previous) >= now_us then
+    redis.call('SET', base .. ':c', string.format('%.0f', tonumber(previous) + 1), 'PX', ARGV[3])
+  end
 end
 return {removed, left}

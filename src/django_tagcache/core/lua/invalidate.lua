@@ -20,18 +20,26 @@
 -- indexes -> deadline). write.lua refuses entries whose data may have been read before the
 -- completion, or while a drain is in progress.
 --
--- Returns {removed, dead_1, pending_1, dead_2, pending_2, ...}: the number of entries deleted,
--- then every renamed index still to drain (drain.lua) with the pending set that lists it.
+-- Completion times only grow: one that would not be later than the tag's previous one is recorded
+-- one microsecond after it, so an invalidation that runs after another always completes after it.
+--
+-- Returns {removed, completions, dead_1, pending_1, dead_2, pending_2, ...}: the number of entries
+-- deleted; {done_1, previous_1, done_2, ...}, for each tag the completion time recorded now ('' if
+-- it drains) and the one it replaced ('' if none), for a saver to date its instance by (see
+-- completions.py); then every renamed index still to drain (drain.lua) with the pending set that
+-- lists it.
 -- A renamed index stays listed in its pending set until drained, so a caller that dies half way
 -- leaves work that the next invalidation of the same tag finishes.
 local budget = tonumber(ARGV[1])
 local gen_ttl = ARGV[2]
 local ntags = #KEYS
 local removed = 0
-local result = {0}
+local completions = {}
+local result = {0, completions}
 local guard_ttl = tonumber(ARGV[3 + 2 * ntags])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 
 -- Delete (budget 0) or soften (keep a stale copy) the entries members[first..last].
 local function purge(members, first, last, stale_ms)
@@ -79,9 +87,19 @@ for i = 1, ntags do
     redis.call('PEXPIRE', KEYS[i] .. ':w', guard_ttl)
     draining = true
   end
-  if not draining then
+  if draining then
+    completions[#completions + 1] = ''
+    completions[#completions + 1] = ''
+  else
     -- Complete now; otherwise drain.lua records the completion when the index is empty.
-    redis.call('SET', KEYS[i] .. ':c', now[1] .. string.format('%06d', tonumber(now[2])), 'PX', gen_ttl)
+    local done = string.format('%.0f', now_us)
+    local previous = redis.call('SET', KEYS[i] .. ':c', done, 'PX', gen_ttl, 'GET')
+    if previous and tonumber(previous) >= now_us then
+      done = string.format('%.0f', tonumber(previous) + 1)
+      redis.call('SET', KEYS[i] .. ':c', done, 'PX', gen_ttl)
+    end
+    completions[#completions + 1] = done
+    completions[#completions + 1] = previous or ''
   end
   if redis.call('SCARD', pending) > 0 then
     for _, dead in ipairs(redis.call('SMEMBERS', pending)) do

@@ -48,7 +48,7 @@ def stored(work: Any) -> int:
 
 
 def database(pk: int) -> str:
-    return summary.__wrapped__(Product.objects.get(pk=pk))  # type: ignore[attr-defined]
+    return summary.__wrapped__(Product.objects.get(pk=pk))
 
 
 def cached_summary(alias: str, product: Product) -> Any:

@@ -70,6 +70,12 @@ class CircuitBreaker:
             if self._state != "closed":
                 self._change("closed")
 
+    def release(self) -> None:
+        """A call ended without telling whether Redis is up (it was cancelled): free the probe."""
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
     def record_failure(self) -> None:
         if self.failures <= 0:
             return

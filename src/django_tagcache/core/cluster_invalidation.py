@@ -12,13 +12,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .protocol import new_tokens, text
-from .store import TagStore
-
-if TYPE_CHECKING:
-    from .cluster_scripts import ClusterScriptRunner
+from .steps import TagSteps
 
 
 @dataclass
@@ -31,10 +28,14 @@ class Drain:
     members: list[bytes] | None
 
 
-class ClusterInvalidation(TagStore):
-    """Invalidation for :class:`~.cluster_store.ClusterTagStore`, which adds reads and writes."""
+class ClusterInvalidation(TagSteps):
+    """Invalidation for :class:`~.cluster_store.ClusterSteps`, which adds reads and writes.
 
-    runner: ClusterScriptRunner
+    ``runner`` is a cluster script runner of the store's transport: its faces (``run``, ...)
+    block or return awaitables, and every call goes through ``self._io``.
+    """
+
+    runner: Any
 
     def _by_slot(self, tags: Sequence[str]) -> dict[int, list[str]]:
         groups: dict[int, list[str]] = defaultdict(list)
@@ -42,7 +43,7 @@ class ClusterInvalidation(TagStore):
             groups[self.runner.slot(self.keys.tag(tag))].append(tag)
         return groups
 
-    def invalidate(self, tags: Sequence[str]) -> int:
+    async def _invalidate(self, tags: Sequence[str]) -> int:
         """Move the tags' generations, then delete every entry their indexes list; returns entries removed.
 
         One script call per tag slot sets the indexes aside (new writes start fresh ones), then
@@ -52,9 +53,9 @@ class ClusterInvalidation(TagStore):
         """
         if not tags:
             return 0
-        return self.finish(self.begin_invalidate(tags))
+        return await self._finish(await self._begin_invalidate(tags))
 
-    def begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
+    async def _begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
         """Only the first step of :meth:`invalidate`: what is left to :meth:`finish`."""
         calls = []
         for group in self._by_slot(tags).values():
@@ -72,7 +73,7 @@ class ClusterInvalidation(TagStore):
                 )
             args = [self.options.generation_ttl_ms, self.options.chunk_size, *tokens]
             calls.append(("cluster_invalidate", keys, [*args, self.options.drain_guard_ttl_ms]))
-        replies = self._call(lambda: self.runner.run(calls))
+        replies = await self._io(lambda: self.runner.run(calls))
         drains: dict[str, Drain] = {}
         for reply in replies:
             for aside, drains_key, replaced, members in reply:
@@ -81,16 +82,18 @@ class ClusterInvalidation(TagStore):
                     drains[name] = Drain(name, text(drains_key), text(replaced), members)
         return list(drains.values())
 
-    def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
+    async def _drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
         """Delete the entries of one index set aside (``pending_set`` is its tag's drains hash).
 
         ``stale_ms`` is ignored: soft purges (serving stale within a budget) need a single server.
         """
         slot = self.runner.slot(pending_set)
-        replaced = self._call(lambda: self.runner.execute(slot, "HGET", pending_set, aside))
-        return self.finish([Drain(aside, pending_set, "*" if replaced is None else text(replaced), None)])
+        replaced = await self._io(lambda: self.runner.execute(slot, "HGET", pending_set, aside))
+        return await self._finish(
+            [Drain(aside, pending_set, "*" if replaced is None else text(replaced), None)]
+        )
 
-    def finish(self, drains: Sequence[Drain]) -> int:
+    async def _finish(self, drains: Sequence[Drain]) -> int:
         """Tombstone and acknowledge the members of ``drains`` chunk by chunk; returns entries removed."""
         removed = 0
         chunk = self.options.chunk_size
@@ -98,7 +101,7 @@ class ClusterInvalidation(TagStore):
         while active:
             unread = [d for d in active if d.members is None]
             if unread:
-                self._acknowledge(unread)
+                await self._acknowledge(unread)
             active = [d for d in active if d.members]
             # One tombstone per entry, naming every generation this call replaced among its tags:
             # an entry under many of the tags is one removal, not one per tag.
@@ -115,12 +118,12 @@ class ClusterInvalidation(TagStore):
                     args = [self.options.tombstone_ttl_ms, *(",".join(tokens) for _key, tokens in part)]
                     calls.append(("cluster_tombstone", [key for key, _tokens in part], args))
             if calls:
-                removed += sum(int(n) for n in self._call(partial(self.runner.run, calls)))
-            self._acknowledge(active)
+                removed += sum([int(n) for n in await self._io(partial(self.runner.run, calls))])
+            await self._acknowledge(active)
             active = [d for d in active if d.members]
         return removed
 
-    def _acknowledge(self, drains: Sequence[Drain]) -> None:
+    async def _acknowledge(self, drains: Sequence[Drain]) -> None:
         """Remove each drain's members from its set-aside index and read the next ones."""
         if not drains:
             return
@@ -130,5 +133,5 @@ class ClusterInvalidation(TagStore):
             keys = [d.aside, d.drains, base + ":w", base + ":c"]
             args = [self.options.chunk_size, self.options.generation_ttl_ms, *(d.members or ())]
             calls.append(("cluster_drain", keys, args))
-        for d, members in zip(drains, self._call(lambda: self.runner.run(calls)), strict=True):
+        for d, members in zip(drains, await self._io(lambda: self.runner.run(calls)), strict=True):
             d.members = list(members)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import (
     ClusterDownError,
@@ -26,20 +26,17 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .bridge import blocking
 from .cluster_invalidation import ClusterInvalidation
 from .cluster_scripts import ClusterScriptRunner
 from .guarded import unreachable
 from .protections import on
 from .protocol import text, write_checks
-from .store import MakeKey, Miss, StoreOptions, new_token, new_tokens
+from .store import MakeKey, Miss, StoreOptions, TagStore, new_token, new_tokens
 
 if TYPE_CHECKING:
-    import redis
-    from redis.cluster import RedisCluster
-
     from .scripts import Mode
 
-T = TypeVar("T")
 
 #: What a tombstone value starts with; ``cluster_*.lua`` spell it out too (a test compares them).
 TOMBSTONE = b"\x00tagcache:tombstone"
@@ -60,55 +57,49 @@ class Indexed:
     expire_at: int  # ms since the epoch; 0: never
 
 
-class ClusterTagStore(ClusterInvalidation):
-    """:class:`TagStore` for Redis Cluster: the same promises, kept with single-slot scripts.
+def _translate(exc: BaseException) -> Exception | None:
+    """An error a failover or resharding causes, or no node serving, as the connection error it is.
+
+    Any other ``RedisClusterException`` is a bug (several slots in one script) and surfaces.
+    """
+    if isinstance(exc, _TRANSIENT) or (isinstance(exc, RedisClusterException) and unreachable(exc)):
+        return ClusterTransientError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def live(raw: Any) -> bytes | None:
+    """An entry's payload as read: a tombstone reads as None."""
+    if raw is None or raw.startswith(TOMBSTONE):
+        return None
+    return cast("bytes", raw)
+
+
+class ClusterSteps(ClusterInvalidation):
+    """The steps of :class:`TagStore` for Redis Cluster: the same promises, kept with single-slot scripts.
 
     Reads and writes are here; invalidation comes from its base class (cluster_invalidation.py).
+    :class:`ClusterTagStore` runs them on a blocking client, the asyncio store on ``redis.asyncio``.
     """
+
+    _translate = staticmethod(_translate)
 
     def __init__(
         self,
-        client: RedisCluster,
+        client: Any,
         *,
         make_key: MakeKey,
         options: StoreOptions,
         mode: Mode = "auto",
         namespace: Callable[[], str | None] | None = None,
     ) -> None:
-        runner = ClusterScriptRunner(client, mode)
-        super().__init__(
-            cast("redis.Redis", client),
-            make_key=make_key,
-            options=options,
-            scripts=runner,
-            namespace=namespace,
-        )
+        runner = self._cluster_runner(client, mode)
+        super().__init__(client, make_key=make_key, options=options, scripts=runner, namespace=namespace)
         self.runner = runner
 
-    def _call(self, func: Callable[[], T]) -> T:
-        def translated() -> T:
-            try:
-                return func()
-            except _TRANSIENT as exc:
-                raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
-            except RedisClusterException as exc:
-                # No node could serve (SlotNotCoveredError, "cannot be connected"): retried. Any
-                # other is a bug (several slots in one script) and surfaces.
-                if not unreachable(exc):
-                    raise
-                raise ClusterTransientError(f"{type(exc).__name__}: {exc}") from exc
+    def _cluster_runner(self, client: Any, mode: Mode) -> Any:
+        raise NotImplementedError
 
-        return super()._call(translated)
-
-    def get(self, entry: str) -> bytes | None:
-        """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
-        slot = self.runner.slot(entry)
-        raw = self._call(lambda: self.runner.execute(slot, "GET", entry))
-        if raw is None or raw.startswith(TOMBSTONE):
-            return None
-        return cast("bytes", raw)
-
-    def write(
+    async def _write(
         self,
         entry: str,
         payload: bytes,
@@ -128,17 +119,19 @@ class ClusterTagStore(ClusterInvalidation):
         """
         if not tags:
             if not owner:
-                return super().write(entry, payload, ttl_ms, tags, expected)
+                return await super()._write(entry, payload, ttl_ms, tags, expected)
             untagged = Indexed({}, 0)  # the entry's own TTL below, not an index member's expiry
-            return self.write_entry(entry, payload, untagged, owner=owner, ttl_ms=ttl_ms)
-        indexed = self.write_index(entry, ttl_ms, tags, expected, fence_us)
+            return await self._write_entry(entry, payload, untagged, owner=owner, ttl_ms=ttl_ms)
+        indexed = await self._write_index(entry, ttl_ms, tags, expected, fence_us)
         if indexed is None:
             if owner:
-                self.unlock(entry, owner)
+                await self._unlock(entry, owner)
             return False
-        return self.write_entry(entry, payload, indexed, owner=owner) and self.write_confirm(entry, indexed)
+        return await self._write_entry(entry, payload, indexed, owner=owner) and await self._write_confirm(
+            entry, indexed
+        )
 
-    def write_index(
+    async def _write_index(
         self,
         entry: str,
         ttl_ms: int,
@@ -169,7 +162,7 @@ class ClusterTagStore(ClusterInvalidation):
                 *(tokens[tag] for tag in group),
             ]
             calls.append(("cluster_index", keys, args))
-        replies = self._call(lambda: self.runner.run(calls))
+        replies = await self._io(lambda: self.runner.run(calls))
         if any(int(reply[0]) == 0 for reply in replies):
             return None
         seen: dict[str, str] = {}
@@ -180,7 +173,7 @@ class ClusterTagStore(ClusterInvalidation):
         expire_at = 0 if ttl_ms == 0 else int(min(float(text(reply[1])) for reply in replies))
         return Indexed(seen, expire_at)
 
-    def write_entry(
+    async def _write_entry(
         self, entry: str, payload: bytes, indexed: Indexed, *, owner: str = "", ttl_ms: int = 0
     ) -> bool:
         """Step 2: store the entry, unless a tombstone shows an invalidation removed it after step 1.
@@ -198,29 +191,21 @@ class ClusterTagStore(ClusterInvalidation):
         ]
         if owner:
             commands.append(self.runner.script("cluster_unlock", [self.lock_key(entry)], [owner]))
-        return bool(int(self._call(lambda: self.runner.run_commands(commands))[0]))
+        return bool(int((await self._io(lambda: self.runner.run_commands(commands)))[0]))
 
-    def write_confirm(self, entry: str, indexed: Indexed) -> bool:
+    async def _write_confirm(self, entry: str, indexed: Indexed) -> bool:
         """Step 3: reread the generations; if one moved since step 1, delete the entry again.
 
         This catches an invalidation whose tombstone step 2 could not see (it expired, or a
         concurrent writer of the same key replaced it).
         """
         keys = [self.keys.generation(tag) for tag in indexed.seen]
-        now = self._call(
-            lambda: self._raise_first(self.runner.send([(self.runner.slot(k), ("GET", k)) for k in keys]))
-        )
+        gets = [(self.runner.slot(k), ("GET", k)) for k in keys]
+        now = await self._io(lambda: self.runner.run_commands(gets))
         if [None if token is None else text(token) for token in now] == list(indexed.seen.values()):
             return True
-        self._call(lambda: self.client.delete(entry))
+        await self._io(lambda: self.client.delete(entry))
         return False
-
-    @staticmethod
-    def _raise_first(results: list[Any]) -> list[Any]:
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results
 
     def tag_key(self, tag: str, suffix: str) -> str:
         return self.keys.tag(tag) + suffix
@@ -230,7 +215,7 @@ class ClusterTagStore(ClusterInvalidation):
         """The recompute lock of an entry (the standalone scripts derive the same name)."""
         return entry + ":lock"
 
-    def prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
+    async def _prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
         """After a miss, in one round of messages sent at once: the tags' generations (created
         where missing), the recompute lock if ``lock_ttl_ms``, and the entry if it appeared."""
         owner = new_token() if lock_ttl_ms else ""
@@ -249,7 +234,7 @@ class ClusterTagStore(ClusterInvalidation):
         if owner:
             lock = self.lock_key(entry)
             commands.append((self.runner.slot(lock), ["SET", lock, owner, "NX", "PX", lock_ttl_ms]))
-        replies = self._call(lambda: self.runner.run_commands(commands))
+        replies = await self._io(lambda: self.runner.run_commands(commands))
         found: dict[str, str] = {}
         for group, reply in zip(groups.values(), replies[: len(groups)], strict=True):
             # '' is a token no write accepts.
@@ -260,7 +245,7 @@ class ClusterTagStore(ClusterInvalidation):
         locked = bool(owner) and bool(replies[-1])
         return Miss(tokens=[found[tag] for tag in tags], payload=payload, owner=owner if locked else "")
 
-    def finish_miss(
+    async def _finish_miss(
         self,
         entry: str,
         payload: bytes,
@@ -276,26 +261,19 @@ class ClusterTagStore(ClusterInvalidation):
         The lock goes with the store (step 2), or at once if step 1 refuses.
         """
         try:
-            return self.write(entry, payload, ttl_ms, tags, expected, owner, fence_us)
+            return await self._write(entry, payload, ttl_ms, tags, expected, owner, fence_us)
         except BaseException:
             if owner:
                 with contextlib.suppress(RedisConnectionError):
-                    self.unlock(entry, owner)  # else it expires on its own
+                    await self._unlock(entry, owner)  # else it expires on its own
             raise
 
-    def unlock(self, entry: str, owner: str) -> None:
+    async def _unlock(self, entry: str, owner: str) -> None:
         """Release a recompute lock this caller holds (after a failed compute)."""
-        self._call(lambda: self.runner("cluster_unlock", [self.lock_key(entry)], [owner]))
+        await self._io(lambda: self.runner("cluster_unlock", [self.lock_key(entry)], [owner]))
 
-    def generations(self, tags: Sequence[str]) -> list[str]:
-        """The current generation token of each tag, created where missing: one script call per slot."""
-        return [token or "" for token in self._generations(tags, draining=False)]
-
-    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
-        """:meth:`generations`, None for a tag whose invalidation is still draining."""
-        return self._generations(tags, draining=True)
-
-    def _generations(self, tags: Sequence[str], *, draining: bool) -> list[str | None]:
+    async def _tokens(self, tags: Sequence[str], *, draining: bool) -> list[str | None]:
+        """The generation of each tag, one script call per slot (None: draining, see miss.lua)."""
         if not tags:
             return []
         groups = self._by_slot(tags)
@@ -308,8 +286,27 @@ class ClusterTagStore(ClusterInvalidation):
             )
             for group in groups.values()
         ]
-        replies = self._call(lambda: self.runner.run(calls))
+        replies = await self._io(lambda: self.runner.run(calls))
         found: dict[str, str | None] = {}
         for group, reply in zip(groups.values(), replies, strict=True):
             found.update(zip(group, (None if t is None else text(t) for t in reply), strict=True))
         return [found[tag] for tag in tags]
+
+
+class ClusterTagStore(ClusterSteps, TagStore):
+    """:class:`ClusterSteps` on a blocking ``RedisCluster``."""
+
+    runner: ClusterScriptRunner
+
+    def _cluster_runner(self, client: Any, mode: Mode) -> ClusterScriptRunner:
+        return ClusterScriptRunner(client, mode)
+
+    def get(self, entry: str) -> bytes | None:
+        """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
+        return live(self._call(lambda: self.runner.execute(self.runner.slot(entry), "GET", entry)))
+
+    write_index = blocking(ClusterSteps._write_index)
+    write_entry = blocking(ClusterSteps._write_entry)
+    write_confirm = blocking(ClusterSteps._write_confirm)
+    begin_invalidate = blocking(ClusterSteps._begin_invalidate)
+    finish = blocking(ClusterSteps._finish)

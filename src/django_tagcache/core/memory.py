@@ -25,6 +25,7 @@ from . import completions
 from .keys import KeyScheme, MakeKey
 from .memory_state import NEVER, MemoryState
 from .protocol import Miss, StoreOptions, new_token, new_tokens, write_checks
+from .steps import TagSteps
 from .store import TagStore
 
 if TYPE_CHECKING:
@@ -66,8 +67,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(table.get(p) or re.escape(p[-1] if p[0] == "\\" else p) for p in parts))
 
 
-class MemoryStore(TagStore):
-    """:class:`TagStore` in this process's memory (see the module docstring)."""
+class MemorySteps(TagSteps):
+    """The steps of :class:`TagStore` in this process's memory (see the module docstring).
+
+    They do no I/O: :class:`MemoryStore` and :class:`AsyncMemoryStore` run them alike.
+    """
 
     standalone = True
 
@@ -89,11 +93,11 @@ class MemoryStore(TagStore):
         self._clock = clock
 
     @property
-    def client(self) -> redis.Redis:  # type: ignore[override]
+    def client(self) -> redis.Redis:
         self._needs_redis("a raw Redis client")
 
     @property
-    def scripts(self) -> ScriptRunner:  # type: ignore[override]
+    def scripts(self) -> ScriptRunner:
         self._needs_redis("Lua scripts")
 
     def _needs_redis(self, what: str) -> NoReturn:
@@ -105,11 +109,11 @@ class MemoryStore(TagStore):
     def _expiry(self, ttl_ms: int) -> float:
         return self._now() + ttl_ms if ttl_ms else NEVER
 
-    def get(self, entry: str) -> bytes | None:
+    def _read(self, entry: str) -> bytes | None:
         with self.state.lock:
             return self.state.read(entry, self._now())
 
-    def write(
+    async def _write(
         self,
         entry: str,
         payload: bytes,
@@ -157,7 +161,7 @@ class MemoryStore(TagStore):
                 return False
         return True
 
-    def _tokens(self, tags: Sequence[str], now: float) -> list[str]:
+    def _tokens_at(self, tags: Sequence[str], now: float) -> list[str]:
         """Each tag's generation token, created where missing (generations.lua)."""
         ttl = self.options.generation_ttl_ms
         tokens = []
@@ -170,37 +174,37 @@ class MemoryStore(TagStore):
             tokens.append(token.decode())
         return tokens
 
-    def prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
+    async def _prepare_miss(self, entry: str, tags: Sequence[str], *, lock_ttl_ms: int = 0) -> Miss:
         owner = new_token() if lock_ttl_ms else ""
         state, now = self.state, self._now()
         with state.lock:
-            tokens = self._tokens(tags, now)
+            tokens = self._tokens_at(tags, now)
             locked = bool(owner) and state.put_new(entry + ":lock", owner.encode(), now + lock_ttl_ms, now)
             payload, stale = state.read(entry, now), state.read(entry + ":stale", now)
         return Miss(tokens=tokens, payload=payload, owner=owner if locked else "", stale=stale)
 
-    def lock(self, entry: str, owner: str, lock_ttl_ms: int) -> bool:
+    async def _lock(self, entry: str, owner: str, lock_ttl_ms: int) -> bool:
         now = self._now()
         with self.state.lock:
             return self.state.put_new(entry + ":lock", owner.encode(), now + lock_ttl_ms, now)
 
-    def unlock(self, entry: str, owner: str) -> None:
+    async def _unlock(self, entry: str, owner: str) -> None:
         with self.state.lock:
             if self.state.read(entry + ":lock", self._now()) == owner.encode():
                 self.state.delete(entry + ":lock")
 
-    def generations(self, tags: Sequence[str]) -> list[str]:
+    async def _generations(self, tags: Sequence[str]) -> list[str]:
         with self.state.lock:
-            return self._tokens(tags, self._now())
+            return self._tokens_at(tags, self._now())
 
-    def vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
-        return list(self.generations(tags))  # nothing ever drains here: invalidate() is one step
+    async def _vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
+        return list(await self._generations(tags))  # nothing ever drains here: invalidate() is one step
 
-    def delete(self, entry: str) -> bool:
+    async def _delete(self, entry: str) -> bool:
         with self.state.lock:
             return self.state.read(entry, self._now()) is not None and self.state.delete(entry)
 
-    def invalidate(self, tags: Sequence[str]) -> int:
+    async def _invalidate(self, tags: Sequence[str]) -> int:
         """Move each tag's generation and delete (or, within its staleness budget, soften) its entries."""
         state, now = self.state, self._now()
         ttl = self.options.generation_ttl_ms
@@ -226,7 +230,7 @@ class MemoryStore(TagStore):
         completions.record(tags, done)
         return removed
 
-    def drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
+    async def _drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
         return 0  # invalidate() never leaves an index aside: it holds the lock for as long as it needs
 
     def pttl(self, key: str) -> int:
@@ -256,3 +260,10 @@ class MemoryStore(TagStore):
         with self.state.lock:
             names = [base + ":i" for base in self.state.indexes]
         return (name for name in names if pattern.fullmatch(name))
+
+
+class MemoryStore(MemorySteps, TagStore):  # type: ignore[override]
+    """:class:`TagStore` in this process's memory."""
+
+    def get(self, entry: str) -> bytes | None:
+        return self._read(entry)

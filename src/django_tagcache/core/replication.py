@@ -10,39 +10,29 @@ raises (like an unreachable Redis: the caller or the outbox retries) when they d
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
-import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-
-from .scripts import ScriptRunner
 
 
 class ReplicasBehind(RedisConnectionError):
     """Too few replicas acknowledged an invalidation in time: it may not survive a failover."""
 
 
-class _OneConnection(ScriptRunner):
-    """Runs every call on its client's one connection: a pipeline would take another one."""
-
-    def pipelined(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        return [self(name, keys, args) for keys, args in calls]
-
-
-@contextmanager
-def one_connection(client: redis.Redis, scripts: ScriptRunner) -> Iterator[tuple[redis.Redis, ScriptRunner]]:
-    """A client and a script runner pinned to one connection of ``client``'s pool, for the block.
+def pinned(client: Any) -> Any:
+    """A client on one connection of ``client``'s pool (blocking or asyncio, like ``client``).
 
     ``WAIT`` covers the writes of its own connection only, so the whole invalidation (the script
-    and any drain calls) runs on that connection, and ``WAIT`` follows there.
+    and any drain calls) runs on that connection, and ``WAIT`` follows there. Give it back with
+    :func:`release`.
     """
-    single = redis.Redis(connection_pool=client.connection_pool, single_connection_client=True)
-    try:
-        yield single, _OneConnection(single, scripts.mode)
-    finally:
-        single.close()
+    return type(client)(connection_pool=client.connection_pool, single_connection_client=True)
+
+
+def release(single: Any) -> Any:
+    """Give the connection of a :func:`pinned` client back (an awaitable for an asyncio one)."""
+    close = getattr(single, "aclose", None) or single.close
+    return close()
 
 
 def require(acked: int, wanted: int, tags: int, timeout_ms: int) -> None:

@@ -11,21 +11,23 @@ Every attempt and wait is paid for from the unit of work's time budget
 (:mod:`django_tagcache.core.timebudget`): no attempt starts that the budget cannot pay for.
 
 The first attempt runs outside tenacity so the hot path pays nothing for the policy; tenacity
-takes over only after a failure.
+takes over only after a failure. One body serves both transports (see :mod:`.bridge`): tenacity's
+``AsyncRetrying``, whose waits block the thread for a blocking client and yield to the loop for an
+asyncio one.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
-    Retrying,
     retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
@@ -33,12 +35,15 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from . import metrics
+from .bridge import run_sync, settle
 from .timebudget import Budget, budget_for, check_budget
 
 if TYPE_CHECKING:
     from .timebudget import RetrySettings
 
 T = TypeVar("T")
+#: Replaces an error of a client by the connection error it stands for, or returns None.
+Translate = Callable[[BaseException], "Exception | None"]
 
 RETRYABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 
@@ -82,6 +87,7 @@ def call_with_retry(
     *,
     attempt_timeout: float = 0.0,
     budget: Budget | None = None,
+    translate: Translate | None = None,
 ) -> T:
     """Run ``func``; on a connection error or timeout, retry it under ``policy``.
 
@@ -89,61 +95,106 @@ def call_with_retry(
     ``budget`` is charged with each failed attempt and wait (default: the current unit of work's,
     else a fresh one of ``policy.budget``). Raises :class:`BudgetSpent` without calling ``func``
     when the budget cannot pay for an attempt; else the last error once the attempts or the
-    budget are used up.
+    budget are used up. ``translate`` may replace an error of the client by the connection
+    error it stands for (then retried like one).
     """
     if budget is None:
         budget = budget_for(policy)
     check_budget(budget, attempt_timeout)
-    first = _charged(budget, func)
+    # A blocking func and sleep: the coroutine never suspends (see bridge.py).
+    result: T = run_sync(attempts(policy, func, attempt_timeout, budget, translate, blocking_sleep(budget)))
+    return result
+
+
+async def attempts(
+    policy: RetrySettings | None,
+    func: Callable[[], Any],
+    attempt_timeout: float,
+    budget: Budget,
+    translate: Translate | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> Any:
+    """The attempts of one call, for either transport: ``func`` and ``sleep`` block, or return
+    awaitables (``Budget.asleep`` then, so the waits do not block the loop)."""
     try:
-        return first()
+        with charging(budget, translate):
+            return await settle(func())
     except RETRYABLE as exc:
-        if policy is None or policy.attempts <= 1 or isinstance(exc, RedisTrouble):
-            raise
-        failure = exc
-    # Tenacity's attempt 1 is the one that just failed (replayed without I/O), so that its wait
-    # strategy numbers the waits from the first failure: [0, b], [0, 2b], [0, 4b] ...
-    calls = iter([failure])
+        replay = _replay(policy, exc)
 
-    def attempt() -> T:
-        replayed = next(calls, None)
-        if replayed is not None:
-            raise replayed
-        return first()
+    async def attempt() -> Any:
+        if replay:
+            raise replay.pop()
+        with charging(budget, translate):
+            return await settle(func())
 
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts) | _stop_when_over_budget(budget, attempt_timeout),
+    return await AsyncRetrying(sleep=sleep, **_strategy(policy, budget, attempt_timeout))(attempt)
+
+
+def blocking_sleep(budget: Budget) -> Callable[[float], Awaitable[None]]:
+    """``budget.sleep`` in the shape tenacity's ``AsyncRetrying`` takes; it blocks the thread."""
+
+    async def sleep(seconds: float) -> None:
+        budget.sleep(seconds)
+
+    return sleep
+
+
+def _replay(policy: RetrySettings | None, failure: Exception) -> list[Exception]:
+    """After the first attempt failed: re-raise unless the policy retries it, else the failure
+    for tenacity's attempt 1 to replay without I/O, so that its wait strategy numbers the waits
+    from the first failure: [0, b], [0, 2b], [0, 4b] ..."""
+    if policy is None or policy.attempts <= 1 or isinstance(failure, RedisTrouble):
+        raise failure
+    return [failure]
+
+
+def _strategy(policy: RetrySettings | None, budget: Budget, attempt_timeout: float) -> dict[str, Any]:
+    """Tenacity's stop, wait and retry strategies for ``policy``, shared by both transports."""
+    assert policy is not None  # _replay raised otherwise
+    return {
+        "stop": stop_after_attempt(policy.attempts) | _stop_when_over_budget(budget, attempt_timeout),
         # Full jitter: a random wait up to the exponential bound, so retrying clients spread out.
-        wait=wait_random_exponential(multiplier=policy.initial_backoff, max=policy.max_backoff, exp_base=2),
-        retry=retry_if_exception(_retryable),
-        before_sleep=_count_retry,
-        sleep=budget.sleep,
-        reraise=True,
-    )
-    return retrying(attempt)
+        "wait": wait_random_exponential(
+            multiplier=policy.initial_backoff, max=policy.max_backoff, exp_base=2
+        ),
+        "retry": retry_if_exception(_retryable),
+        "before_sleep": _count_retry,
+        "reraise": True,
+    }
 
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE) and not isinstance(exc, RedisTrouble)
 
 
-def _charged(budget: Budget, func: Callable[[], T]) -> Callable[[], T]:
-    """``func``, charging the budget with the time of each attempt that fails; an error reply
-    that means trouble is raised as :class:`RedisTrouble`."""
+class charging:
+    """Charge the budget with the time of an attempt that fails in the block; an error reply that
+    means trouble is raised as :class:`RedisTrouble`. A class, not a generator: it is on every call."""
 
-    def run() -> T:
-        started = time.monotonic()
-        try:
-            return func()
-        except RETRYABLE:
-            budget.charge(time.monotonic() - started)
-            budget.attempts += 1
-            raise
-        except ResponseError as exc:
-            if not is_trouble(exc):
-                raise
-            budget.charge(time.monotonic() - started)
-            budget.attempts += 1
+    __slots__ = ("budget", "started", "translate")
+
+    def __init__(self, budget: Budget, translate: Translate | None = None) -> None:
+        self.budget = budget
+        self.translate = translate
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        replaced = None if self.translate is None else self.translate(exc)
+        if replaced is not None:
+            self.budget.charge(time.monotonic() - self.started)
+            self.budget.attempts += 1
+            raise replaced from exc
+        trouble = isinstance(exc, ResponseError) and is_trouble(exc)
+        if isinstance(exc, RETRYABLE) or trouble:
+            self.budget.charge(time.monotonic() - self.started)
+            self.budget.attempts += 1
+        if trouble:
             raise RedisTrouble(f"{type(exc).__name__}: {exc}") from exc
-
-    return run
+        return False

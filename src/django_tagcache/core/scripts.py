@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from redis.exceptions import ResponseError
 
+from .bridge import blocking, run_sync, settle
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import redis
-    from redis.commands.core import Script
 
 SCRIPT_NAMES = (
     "write",
@@ -68,84 +69,118 @@ def library_code() -> str:
     return "\n".join(parts) + "\n"
 
 
-def server_major_version(client: redis.Redis) -> int:
-    info = client.info("server")
+def major_version(info: dict[str, Any]) -> int:
     return int(str(info["redis_version"]).split(".")[0])
 
 
-class ScriptRunner:
-    """Runs the bundled scripts on one client, loading them when the server lacks them."""
+def server_major_version(client: redis.Redis) -> int:
+    return major_version(client.info("server"))
 
-    def __init__(self, client: redis.Redis, mode: Mode = "auto") -> None:
+
+def is_missing_function(exc: BaseException) -> bool:
+    """Whether an error says the server lacks the functions library (restarted, flushed)."""
+    return isinstance(exc, ResponseError) and "function not found" in str(exc).lower()
+
+
+class ScriptSteps:
+    """Runs the bundled scripts on one client, loading them when the server lacks them.
+
+    The steps are written once for both transports (see :mod:`.bridge`): :class:`ScriptRunner`
+    runs them on a blocking client, :class:`~.aio_store.AsyncScriptRunner` on an asyncio one.
+    """
+
+    def __init__(self, client: Any, mode: Mode = "auto", *, pipelines: bool = True) -> None:
         self._client = client
         self._requested: Mode = mode
         self._mode: Literal["eval", "function"] | None = None if mode == "auto" else mode
-        self._scripts: dict[str, Script] = {}
+        self._scripts: dict[str, Any] = {}
+        # False on a client pinned to one connection: a pipeline would take another one.
+        self._pipelines = pipelines
 
-    @property
-    def mode(self) -> Literal["eval", "function"]:
+    def pinned(self, client: Any) -> Any:
+        """A runner of the same kind and mode on ``client``, which holds one connection."""
+        return type(self)(client, self._mode or self._requested, pipelines=False)
+
+    async def _resolve_mode(self) -> Literal["eval", "function"]:
         """The path in use; "auto" asks the server its version once."""
         if self._mode is None:
-            self._mode = "function" if server_major_version(self._client) >= 7 else "eval"
+            major = major_version(await settle(self._client.info("server")))
+            self._mode = "function" if major >= 7 else "eval"
         return self._mode
 
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self.mode == "function":
-            return self._fcall(name, keys, args)
+    def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self._client.register_script(source(name))
-        return script(keys=list(keys), args=list(args), client=self._client)
+        return script
 
-    def _fcall(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if await self._resolve_mode() == "function":
+            return await self._fcall(name, keys, args)
+        return await settle(self._script(name)(keys=list(keys), args=list(args), client=self._client))
+
+    async def _fcall(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return self._client.fcall(function_name(name), len(keys), *keys, *args)
+            return await settle(self._client.fcall(function_name(name), len(keys), *keys, *args))
         except ResponseError as exc:
             # After a restart without persistence, or FUNCTION FLUSH, the library is gone.
-            if "function not found" not in str(exc).lower():
+            if not is_missing_function(exc):
                 raise
-            self.load()
-            return self._client.fcall(function_name(name), len(keys), *keys, *args)
+            await self._load()
+            return await settle(self._client.fcall(function_name(name), len(keys), *keys, *args))
 
-    def pipelined(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+    async def _pipelined(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run several calls of one script in one round trip; loads the script where missing."""
-        if self.mode == "function":
+        if not self._pipelines:
+            return [await self._run(name, keys, args) for keys, args in calls]
+        if await self._resolve_mode() == "function":
             function = function_name(name)
             for attempt in range(2):
                 pipe = self._client.pipeline(transaction=False)
                 for keys, args in calls:
                     pipe.fcall(function, len(keys), *keys, *args)
-                replies: list[Any] = pipe.execute(raise_on_error=False)
+                replies: list[Any] = await settle(pipe.execute(raise_on_error=False))
                 errors = [r for r in replies if isinstance(r, Exception)]
-                if attempt == 0 and any("function not found" in str(e).lower() for e in errors):
-                    self.load()  # nothing ran: every call of the pipeline was refused alike
+                if attempt == 0 and any(is_missing_function(e) for e in errors):
+                    await self._load()  # nothing ran: every call of the pipeline was refused alike
                     continue
                 if errors:
                     raise errors[0]
                 break
             return replies
         # EVALSHA: redis-py's Script loads itself into a pipeline before it runs.
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self._client.register_script(source(name))
+        script = self._script(name)
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:
-            script(keys=list(keys), args=list(args), client=pipe)
-        return list(pipe.execute())
+            await settle(script(keys=list(keys), args=list(args), client=pipe))
+        return list(await settle(pipe.execute()))
 
-    def load(self) -> dict[str, str]:
+    async def _load(self) -> dict[str, str]:
         """Load every script into the server; returns name -> SHA1 or function name."""
-        if self.mode == "function":
-            self._client.function_load(library_code(), replace=True)
+        if await self._resolve_mode() == "function":
+            await settle(self._client.function_load(library_code(), replace=True))
             return {name: function_name(name) for name in SCRIPT_NAMES}
-        return {name: str(self._client.script_load(source(name))) for name in SCRIPT_NAMES}
+        return {name: str(await settle(self._client.script_load(source(name)))) for name in SCRIPT_NAMES}
 
-    def loaded(self) -> dict[str, bool]:
+    async def _loaded(self) -> dict[str, bool]:
         """Whether the server holds each script right now."""
-        if self.mode == "function":
-            libraries = self._client.function_list(library=library_name())
-            present = bool(libraries)
-            return dict.fromkeys(SCRIPT_NAMES, present)
+        if await self._resolve_mode() == "function":
+            libraries = await settle(self._client.function_list(library=library_name()))
+            return dict.fromkeys(SCRIPT_NAMES, bool(libraries))
         shas = [hashlib.sha1(source(n).encode(), usedforsecurity=False).hexdigest() for n in SCRIPT_NAMES]
-        flags = self._client.script_exists(*shas)
+        flags = await settle(self._client.script_exists(*shas))
         return dict(zip(SCRIPT_NAMES, (bool(f) for f in flags), strict=True))
+
+
+class ScriptRunner(ScriptSteps):
+    """:class:`ScriptSteps` on a blocking redis-py client."""
+
+    @property
+    def mode(self) -> Literal["eval", "function"]:
+        """The path in use; "auto" asks the server its version once."""
+        return run_sync(self._resolve_mode())
+
+    __call__ = blocking(ScriptSteps._run)
+    pipelined = blocking(ScriptSteps._pipelined)
+    load = blocking(ScriptSteps._load)
+    loaded = blocking(ScriptSteps._loaded)

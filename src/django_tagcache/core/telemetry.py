@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from . import metrics
+from .bridge import run_sync, settle
 
 T = TypeVar("T")
 
@@ -80,11 +81,17 @@ def _configured() -> bool:
 
 def traced(op: str, func: Callable[[], T], **attributes: Any) -> T:
     """Run ``func`` as one Redis operation: timed in the metrics, and in a span when tracing is configured."""
+    result: T = run_sync(timed(op, func, **attributes))
+    return result
+
+
+async def timed(op: str, func: Callable[[], Any], **attributes: Any) -> Any:
+    """:func:`traced` for either transport: ``func`` blocks, or returns an awaitable (awaited here)."""
     started = time.perf_counter()
     try:
         if not _configured():
-            return func()
+            return await settle(func())
         with span(op, **attributes):
-            return func()
+            return await settle(func())
     finally:
         metrics.observe_duration(op, time.perf_counter() - started)

@@ -11,6 +11,7 @@ without touching the network: they fail at once with :class:`BudgetSpent`, a tim
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -70,6 +71,11 @@ class Budget:
         """Wait between attempts; the wait is charged."""
         self.charge(seconds)
         time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """:meth:`sleep` for a coroutine: the loop serves other tasks meanwhile."""
+        self.charge(seconds)
+        await asyncio.sleep(seconds)
 
 
 # The budget of the unit of work running now; None outside one (each call then has its own).

@@ -74,6 +74,23 @@ def test_the_lock_is_released_by_the_write(tc: TagCache, keys: Keys) -> None:
     assert not keys.locks()
 
 
+def test_a_miss_that_finds_the_entry_stored_meanwhile_releases_its_lock(
+    tc: TagCache, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GET missed, another caller stored the entry, then the miss script took the lock and
+    found the entry: the value is served, and the lock must go with it, not block the next
+    misses for LOCK_TTL."""
+    tc.set("k", "stored meanwhile", tags=["t"])
+    store = tc.store
+    reads: list[str] = []
+    real_get = store.get
+    monkeypatch.setattr(
+        store, "get", lambda entry: None if not reads.append(entry) and len(reads) == 1 else real_get(entry)
+    )
+    assert tc.get_or_set("k", lambda: "computed", tags=["t"]) == "stored meanwhile"
+    assert keys.locks() == []
+
+
 def test_ttl_jitter_shortens_computed_entries_only(tc: TagCache, keys: Keys, settings: Any) -> None:
     settings.TAGCACHE = {"TTL_JITTER": 0.5}
     tc = TagCache(tc._alias)

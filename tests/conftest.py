@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -10,6 +10,7 @@ from django_tagcache import TagCache
 from django_tagcache.caching.api import get_store, reset_stores
 from django_tagcache.core import memory, metrics
 from django_tagcache.signals import tags_invalidated
+from tests.aio import AsyncAPI
 from tests.cluster import _cluster_session, redis_cluster  # noqa: F401 - fixtures
 from tests.faults import faulty  # noqa: F401 - a fixture of the fault suite
 from tests.keyspace import Keys
@@ -54,8 +55,19 @@ def alias(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def tc(alias: str) -> TagCache:
-    return TagCache(alias)
+def api() -> str:
+    """Which face of the API ``tc`` is: a module overrides it to run its tests for "async" too."""
+    return "sync"
+
+
+@pytest.fixture
+def tc(alias: str, api: str) -> Iterator[TagCache]:
+    if api == "sync":
+        yield TagCache(alias)
+        return
+    adapter = AsyncAPI(TagCache(alias))  # aget, aset, ... behind the blocking names
+    yield cast("TagCache", adapter)
+    adapter.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio
 
 
 @dataclass
@@ -48,6 +49,38 @@ class CountingConnection(redis.Connection):
         if tally is not None:
             tally.round_trips += 1
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class AsyncCountingConnection(redis.asyncio.Connection):
+    """:class:`CountingConnection` for ``redis.asyncio``: the same tally, the same rules."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        tally = _tally()
+        if tally is not None:
+            tally.round_trips += 1
+            tally.commands += _names(command)
+        await super().send_packed_command(command, check_health)
+
+
+def _names(packed: Any) -> list[str]:
+    """The command names in packed RESP: arrays of bulk strings, one per command."""
+    parts = [packed] if isinstance(packed, (bytes, bytearray, memoryview)) else packed
+    data = b"".join(bytes(part) for part in parts)
+    names, pos = [], 0
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        count, pos = int(data[pos + 1 : end]), end + 2
+        for arg in range(count):
+            end = data.index(b"\r\n", pos)
+            length = int(data[pos + 1 : end])
+            if arg == 0:
+                names.append(data[end + 2 : end + 2 + length].decode().split()[0].upper())
+            pos = end + 2 + length + 2
+    return names
+
+
+# The asyncio twin django-tagcache builds for the async API uses this class in its place.
+CountingConnection.asyncio_connection_class = AsyncCountingConnection  # type: ignore[attr-defined]
 
 
 @contextmanager

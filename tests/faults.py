@@ -6,12 +6,13 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from django_tagcache import TagCache
+from tests.aio import AsyncAPI
 from tests.proxy import Proxy
 from tests.servers import RedisServer, find_redis_server, server_version
 
@@ -29,10 +30,16 @@ class Faulty:
 
     server: RedisServer
     proxy: Proxy
+    api: str = "sync"  # "async": tc is the asyncio API behind the blocking names (tests/aio.py)
+    adapter: AsyncAPI | None = None
 
     @property
     def tc(self) -> TagCache:
-        return TagCache()
+        if self.api == "sync":
+            return TagCache()
+        if self.adapter is None:
+            self.adapter = AsyncAPI(TagCache())
+        return cast("TagCache", self.adapter)
 
     def admin(self) -> redis.Redis:
         """A client that talks to the server directly, around the proxy."""
@@ -57,7 +64,7 @@ class Faulty:
 
 
 @pytest.fixture
-def faulty(settings: Any) -> Iterator[Faulty]:
+def faulty(settings: Any, api: str) -> Iterator[Faulty]:
     binary = find_redis_server()
     # DEBUG SLEEP stands for a server stuck in a long command; Redis 7 only allows it when asked.
     extra = ("--enable-debug-command", "local") if server_version(binary) >= (7,) else ()
@@ -72,9 +79,11 @@ def faulty(settings: Any) -> Iterator[Faulty]:
         },
     }
     settings.TAGCACHE = {"CACHE": "faulty", **RESILIENCE, **getattr(settings, "FAULTY_EXTRA", {})}
-    faults = Faulty(server, proxy)
+    faults = Faulty(server, proxy, api)
     try:
         yield faults
     finally:
+        if faults.adapter is not None:
+            faults.adapter.close()
         proxy.close()
         faults.server.stop()  # the one running now: restart() replaces it

@@ -12,6 +12,12 @@ from django_tagcache.caching.api import get_store
 from django_tagcache.core import metrics
 
 
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the blocking API and on its asyncio twins (tests/aio.py)."""
+    return str(request.param)
+
+
 def test_set_get_round_trip(tc: TagCache) -> None:
     assert tc.set("k", {"a": [1, 2.5, "x"]}, timeout=60, tags=["t1"])
     assert tc.get("k") == {"a": [1, 2.5, "x"]}

@@ -26,6 +26,7 @@ def open_circuit(faulty: Faulty) -> None:
     assert faulty.tc.store.breaker.state == "open"
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_stopped_redis_fails_open_and_opens_the_circuit(faulty: Faulty) -> None:
     tc = faulty.tc
     tc.set("k", 1, tags=["t"])
@@ -45,6 +46,7 @@ def test_stopped_redis_fails_open_and_opens_the_circuit(faulty: Faulty) -> None:
         tc.invalidate_tags("t")  # never dropped silently
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_the_circuit_closes_when_redis_is_back(faulty: Faulty) -> None:
     tc = faulty.tc
     faulty.stop()
@@ -69,6 +71,7 @@ def test_a_failed_probe_opens_the_circuit_again(faulty: Faulty) -> None:
     assert metrics.snapshot()["circuit_open"] == 2
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_paused_redis_fails_open_until_it_resumes(faulty: Faulty) -> None:
     tc = faulty.tc
     tc.set("k", "v", tags=["t"])
@@ -92,6 +95,7 @@ def test_a_server_busy_in_debug_sleep_fails_open(faulty: Faulty) -> None:
     assert tc.get("k") == "v"
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_connections_cut_mid_flight_raise_then_recover(faulty: Faulty) -> None:
     tc = faulty.tc
     for i in range(10):

@@ -5,9 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from django_tagcache import TagCache, cached
 from django_tagcache.core import metrics
 from tests import keyspace
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the blocking API and on its asyncio twins (tests/aio.py)."""
+    return str(request.param)
 
 
 def test_invalidation_during_compute_refuses_the_write(tc: TagCache) -> None:

@@ -9,12 +9,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from django_tagcache import TagCache, TagCacheUnavailable
+from tests.aio import AsyncAPI
 from tests.servers import RedisServer, find_redis_server, free_port
 
 
@@ -39,8 +40,14 @@ def sentinel() -> Iterator[tuple[RedisServer, RedisServer]]:
         os.rmdir(config.parent)
 
 
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> str:
+    """The tests through sentinel_tc run on the blocking API and on its asyncio twins (tests/aio.py)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def sentinel_tc(settings: Any, sentinel: tuple[RedisServer, RedisServer]) -> TagCache:
+def sentinel_tc(settings: Any, sentinel: tuple[RedisServer, RedisServer], api: str) -> Iterator[TagCache]:
     master, watcher = sentinel
     redis.Redis(port=master.port).flushdb()
     settings.CACHES = {
@@ -59,7 +66,12 @@ def sentinel_tc(settings: Any, sentinel: tuple[RedisServer, RedisServer]) -> Tag
         if redis.Redis(port=watcher.port).execute_command("SENTINEL", "MASTERS"):  # type: ignore[no-untyped-call]
             break
         time.sleep(0.1)
-    return TagCache("sentinel")
+    if api == "sync":
+        yield TagCache("sentinel")
+        return
+    adapter = AsyncAPI(TagCache("sentinel"))
+    yield cast("TagCache", adapter)
+    adapter.close()
 
 
 def test_tags_work_through_sentinel(sentinel_tc: TagCache, sentinel: tuple[RedisServer, RedisServer]) -> None:

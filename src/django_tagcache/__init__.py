@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from .caching.api import DEFAULT_TIMEOUT, TagCache, invalidate_tags, tagcache
+from .caching.api import DEFAULT_TIMEOUT, TagCache, ainvalidate_tags, invalidate_tags, tagcache
 from .caching.bubbling import add_tags, collect_tags
 from .caching.budget import redis_budget
 from .caching.decorators import cached
 from .caching.exceptions import TagCacheError, TagCacheUnavailable
 from .caching.fences import fence
 from .caching.tags import normalize_tags, register_resolver
-from .orm.api import invalidate_model, invalidate_objects, register, tags_for
+from .orm.api import (
+    ainvalidate_model,
+    ainvalidate_objects,
+    invalidate_model,
+    invalidate_objects,
+    register,
+    tags_for,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -17,6 +24,9 @@ __all__ = [
     "TagCacheError",
     "TagCacheUnavailable",
     "add_tags",
+    "ainvalidate_model",
+    "ainvalidate_objects",
+    "ainvalidate_tags",
     "cached",
     "collect_tags",
     "fence",

@@ -12,29 +12,40 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from asgiref.sync import sync_to_async
+
 from ..conf import conf
 from ..core import metrics, protections, serialization
+from ..core.bridge import run_sync, settle
 from ..core.memory import MemoryStore
 from ..core.protocol import text
 from ..core.retry import RETRYABLE
-from ..core.telemetry import traced
+from ..core.telemetry import timed
 from ..signals import invalidation_failed, tags_invalidated
 from . import recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
+from .flows import BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
-from .stores import get_store, reset_stores
+from .stores import get_async_store, get_store, reset_stores
 from .tags import normalize_tags
 
 if TYPE_CHECKING:
-    from django.dispatch import Signal
-
     from ..core.store import TagStore
 
 _NAMESPACE_IN_KEY = re.compile(r":n:([A-Za-z0-9_.-]{1,64}):t:\{")
 
-__all__ = ["DEFAULT_TIMEOUT", "TagCache", "get_store", "invalidate_tags", "reset_stores", "tagcache"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TagCache",
+    "ainvalidate_tags",
+    "get_async_store",
+    "get_store",
+    "invalidate_tags",
+    "reset_stores",
+    "tagcache",
+]
 
 logger = logging.getLogger("django_tagcache")
 
@@ -81,12 +92,15 @@ class TagCache:
     def _fail_open(self, what: str, exc: Exception) -> None:
         fail_open(what, exc)
 
-    def _read(self, key: str, version: int | None) -> Any:
+    # Each operation is written once, as coroutine steps over a Flow (see flows.py): the blocking
+    # methods run them to the end at once, their ``a``-twins await them on redis.asyncio.
+
+    async def _read_steps(self, flow: Flow, key: str, version: int | None) -> Any:
         try:
-            store = self.store  # a cluster never reached raises here
+            store = flow.store(self._alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
-            raw = traced("read", lambda: store.get(entry))
+            raw = await timed("read", lambda: store.get(entry))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
@@ -97,13 +111,20 @@ class TagCache:
         metrics.incr("hits")
         return loaded[0]
 
-    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
+    def _read(self, key: str, version: int | None) -> Any:
+        return run_sync(self._read_steps(BLOCKING, key, version))
+
+    async def _get_steps(self, flow: Flow, key: str, default: Any = None, version: int | None = None) -> Any:
         """The value cached under ``key``, or ``default``. One GET."""
-        value = self._read(key, version)
+        value = await self._read_steps(flow, key, version)
         return default if value is _MISSING else value
 
-    def set(
+    get = blocking(_get_steps)
+    aget = awaited(_get_steps)
+
+    async def _set_steps(
         self,
+        flow: Flow,
         key: str,
         value: Any,
         timeout: float | _Default | None = DEFAULT_TIMEOUT,
@@ -119,7 +140,7 @@ class TagCache:
         tag_list = normalize_tags(tags)
         ttl = _ttl_ms(timeout)
         if ttl is None:
-            self.delete(key, version=version)
+            await self._delete_steps(flow, key, version)
             return False
         payload = serialization.dumps(value)
         if len(payload) > conf.MAX_ENTRY_SIZE:
@@ -128,18 +149,24 @@ class TagCache:
                 f"{conf.MAX_ENTRY_SIZE}."
             )
         try:
-            store = self.store
+            store = flow.store(self._alias)
             entry = store.keys.entry(key, version)
-            stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
+            stored = await timed(
+                "write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list)
+            )
         except RETRYABLE as exc:
             self._fail_open("write", exc)
             return False
         if stored:
             metrics.incr("stores")
-        return stored
+        return bool(stored)
 
-    def get_or_set(
+    set = blocking(_set_steps)
+    aset = awaited(_set_steps)
+
+    async def _get_or_set_steps(
         self,
+        flow: Flow,
         key: str,
         default: Any,
         timeout: float | _Default | None = DEFAULT_TIMEOUT,
@@ -151,13 +178,19 @@ class TagCache:
         The write is refused, and counted, if any of ``tags`` was invalidated between the miss and
         the write: a value computed from data read before an invalidation is never stored. The
         caller gets the computed value either way. Bad tags raise before Redis is touched.
+        ``aget_or_set`` awaits what ``default()`` returns if it is awaitable (a coroutine function),
+        and concurrent misses of ``key`` in one event loop share one computation.
         """
         tag_list = normalize_tags(tags)
         note_tags(tag_list)
-        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags)
+        return await self._get_or_compute_steps(flow, key, default, timeout, lambda: tag_list, version, tags)
 
-    def _get_or_compute(
+    get_or_set = blocking(_get_or_set_steps)
+    aget_or_set = awaited(_get_or_set_steps)
+
+    async def _get_or_compute_steps(
         self,
+        flow: Flow,
         key: str,
         default: Any,
         timeout: float | _Default | None,
@@ -165,32 +198,32 @@ class TagCache:
         version: int | None,
         sources: object = None,
     ) -> Any:
-        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
-        ``sources`` bound the write's read fence by their load time."""
+        def compute() -> Any:
+            return default() if callable(default) else default
+
         try:
-            store = self.store
+            store = flow.store(self._alias)
         except RETRYABLE as exc:
             self._fail_open("read", exc)
-            return default() if callable(default) else default
-        return recompute.get_or_compute(
-            store,
-            store.keys.entry(key, version),
-            lambda: default() if callable(default) else default,
-            _ttl_ms(timeout),
-            tags,
-            sources,
-        )
+            return await flow.call(compute)
+        entry = store.keys.entry(key, version)
+        return await recompute.steps(flow, store, entry, compute, _ttl_ms(timeout), tags, sources)
 
-    def delete(self, key: str, version: int | None = None) -> bool:
+    async def _delete_steps(self, flow: Flow, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
         try:
-            store = self.store
-            return store.delete(store.keys.entry(key, version))
+            store = flow.store(self._alias)
+            return bool(await settle(store.delete(store.keys.entry(key, version))))
         except RETRYABLE as exc:
             self._fail_open("delete", exc)
             return False
 
-    def invalidate_tags(self, *tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
+    delete = blocking(_delete_steps)
+    adelete = awaited(_delete_steps)
+
+    async def _invalidate_tags_steps(
+        self, flow: Flow, *tags: object, source: str | None = None, all_namespaces: bool = False
+    ) -> int:
         """Delete every entry cached under any of ``tags``; returns the number of entries removed.
 
         One script call for up to 200 tags, one per slice of 200 beyond (tags with more than
@@ -200,12 +233,18 @@ class TagCache:
         invalidation is never silently dropped.
 
         Only the current namespace is touched, unless ``all_namespaces`` (which needs ``source``,
-        for the audit, and scans the keyspace for the namespaces that use the tags).
+        for the audit, and scans the keyspace for the namespaces that use the tags; from
+        ``ainvalidate_tags`` that scan and its invalidations run on the blocking client, in a thread).
         """
         tag_list = normalize_tags(list(tags))
-        if all_namespaces:
-            return self._invalidate_everywhere(tag_list, source)
-        return self.invalidate_normalized(tag_list, source=source)
+        if not all_namespaces:
+            return await self._invalidate_steps(flow, tag_list, source)
+        if flow.asynchronous:
+            return int(await sync_to_async(self._invalidate_everywhere)(tag_list, source))
+        return self._invalidate_everywhere(tag_list, source)
+
+    invalidate_tags = blocking(_invalidate_tags_steps)
+    ainvalidate_tags = awaited(_invalidate_tags_steps)
 
     def _invalidate_everywhere(self, tag_list: tuple[str, ...], source: str | None) -> int:
         """Invalidate in every namespace that has entries under the tags (a SCAN of the keyspace)."""
@@ -240,34 +279,26 @@ class TagCache:
                 removed += self.invalidate_normalized(tag_list, source=source)
         return removed
 
-    def invalidate_normalized(self, tag_list: tuple[str, ...], source: str | None = None) -> int:
+    async def _invalidate_steps(
+        self, flow: Flow, tag_list: tuple[str, ...], source: str | None = None
+    ) -> int:
         """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings)."""
         if not tag_list:
             return 0
         try:
-            store = self.store
-            removed = traced("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list))
+            store = flow.store(self._alias)
+            removed = int(await timed("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list)))
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
-            _send(invalidation_failed, tags=tag_list, source=source, error=error)
+            await flow.send(invalidation_failed, TagCache, tags=tag_list, source=source, error=error)
             raise error from exc
         metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
-        _send(tags_invalidated, tags=tag_list, removed=removed, source=source)
+        await flow.send(tags_invalidated, TagCache, tags=tag_list, removed=removed, source=source)
         return removed
 
-
-def _send(signal: Signal, **kwargs: Any) -> None:
-    """Send ``signal`` to every receiver; one that raises is logged, never raised.
-
-    The invalidation is done by then: a receiver's bug must neither turn it into an error for
-    the caller nor keep the receivers after it (the audit log, the CDN purge) from running.
-    """
-    for receiver, result in signal.send_robust(sender=TagCache, **kwargs):
-        if isinstance(result, Exception):
-            logger.error(
-                "django-tagcache: receiver %r of an invalidation signal raised", receiver, exc_info=result
-            )
+    invalidate_normalized = blocking(_invalidate_steps)
+    ainvalidate_normalized = awaited(_invalidate_steps)
 
 
 #: The cache on ``TAGCACHE['CACHE']``.
@@ -277,3 +308,8 @@ tagcache = TagCache()
 def invalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
     """Invalidate ``tags`` on the default tag cache; see :meth:`TagCache.invalidate_tags`."""
     return tagcache.invalidate_tags(*tags, source=source, all_namespaces=all_namespaces)
+
+
+async def ainvalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
+    """Invalidate ``tags`` on the default tag cache, awaited; see :meth:`TagCache.ainvalidate_tags`."""
+    return await tagcache.ainvalidate_tags(*tags, source=source, all_namespaces=all_namespaces)

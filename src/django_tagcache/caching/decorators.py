@@ -7,12 +7,15 @@ import decimal
 import enum
 import functools
 import hashlib
+import inspect
 import uuid
 from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
+from ..core.bridge import run_sync
 from .api import DEFAULT_TIMEOUT, TagCache, _Default
 from .bubbling import collecting, note_tags
+from .flows import ASYNC, BLOCKING, Flow
 from .tags import normalize_tags
 
 P = ParamSpec("P")
@@ -85,6 +88,14 @@ class CachedFunction(Generic[P, R]):
         return call_key(self._prefix, args, kwargs)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = run_sync(self._steps(BLOCKING, args, kwargs))
+        return result
+
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """The call on ``redis.asyncio``: the result of an ``async def`` function, awaited."""
+        return await self._steps(ASYNC, args, kwargs)
+
+    async def _steps(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         tags = self._tags
         resolved: list[tuple[str, ...]] = []
 
@@ -97,7 +108,8 @@ class CachedFunction(Generic[P, R]):
         if collecting():
             note_tags(call_tags())
 
-        result: R = self._cache._get_or_compute(
+        return await self._cache._get_or_compute_steps(
+            flow,
             self.cache_key(*args, **kwargs),
             lambda: self.__wrapped__(*args, **kwargs),
             self._timeout,
@@ -105,11 +117,27 @@ class CachedFunction(Generic[P, R]):
             None,
             (args, kwargs),  # instances among the arguments bound the read fence
         )
-        return result
 
     def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of one call; True if there was one."""
         return self._cache.delete(self.cache_key(*args, **kwargs))
+
+    async def aforget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """:meth:`forget`, awaited on ``redis.asyncio``."""
+        return await self._cache.adelete(self.cache_key(*args, **kwargs))
+
+
+def _coroutine_function(cached: CachedFunction[P, R]) -> CachedFunction[P, R]:
+    """For an ``async def`` function: a coroutine function (``inspect.iscoroutinefunction`` is
+    true of it, as frameworks check) that awaits the cached call, with the same helpers."""
+
+    @functools.wraps(cached.__wrapped__)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
+        return await cached.acall(*args, **kwargs)
+
+    for name in ("cache_key", "forget", "aforget"):
+        setattr(call, name, getattr(cached, name))
+    return cast("CachedFunction[P, R]", call)
 
 
 def cached(
@@ -124,9 +152,13 @@ def cached(
     ``tags`` is a list of tag sources, or a callable taking the function's arguments and
     returning them. ``key`` replaces the default key (the function's dotted name and a digest of
     its arguments; model instances count by primary key). ``cache`` names another cache alias.
+
+    On an ``async def`` function the result is a coroutine function that caches on
+    ``redis.asyncio`` (see :meth:`TagCache.aget_or_set`); ``await f.aforget(...)`` deletes a result.
     """
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        return CachedFunction(func, timeout, tags, key, TagCache(cache))
+        wrapped = CachedFunction(func, timeout, tags, key, TagCache(cache))
+        return _coroutine_function(wrapped) if inspect.iscoroutinefunction(func) else wrapped
 
     return decorate

@@ -3,8 +3,10 @@
 On a miss, one script call reads the tags' generation tokens and takes a short recompute lock
 (single flight). The caller holding the lock computes and writes, the write checked against the
 tokens (no stale write-back). The others wait up to ``STAMPEDE['WAIT']`` for the value to appear,
-then compute it themselves. With ``XFETCH_BETA`` set, a reader may volunteer to recompute a hot
-entry shortly before it expires (XFetch) while everyone else keeps reading the current value.
+then compute it themselves; on the asyncio path, callers in one event loop first wait for the
+one among them that misses first (:mod:`.flights`). With ``XFETCH_BETA`` set, a reader may
+volunteer to recompute a hot entry shortly before it expires (XFetch) while everyone else keeps
+reading the current value.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
 from ..core import metrics, serialization
+from ..core.bridge import settle
 from ..core.retry import RETRYABLE
-from ..core.telemetry import traced
-from . import fences
+from ..core.telemetry import timed
+from . import fences, flights
 from .failopen import fail_open
 from .scopes import computing, served_stale
 
 if TYPE_CHECKING:
-    from ..core.store import TagStore
+    from .flows import Flow
 
 logger = logging.getLogger("django_tagcache")
 MISSING: Final = object()
@@ -38,25 +41,28 @@ def jittered(ttl_ms: int, jitter: float) -> int:
     return max(1, int(ttl_ms * (1 - jitter * random.random())))
 
 
-def get_or_compute(
-    store: TagStore,
+async def steps(
+    flow: Flow,
+    store: Any,
     entry: str,
     compute: Callable[[], Any],
     ttl_ms: int | None,
     tags: Callable[[], tuple[str, ...]],
-    sources: object = None,
+    sources: object,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
-    ``ttl_ms`` None means "compute, never store" (timeout <= 0); ``tags`` is called only on a miss.
+    ``store`` is the blocking or the asyncio store of ``flow`` (see :mod:`.flows`). ``ttl_ms``
+    None means "compute, never store" (timeout <= 0); ``tags`` is called only on a miss.
     ``sources`` are the call's tag sources (and arguments): model instances among them bound the
-    read fence of the write by their load time (see :mod:`django_tagcache.caching.fences`).
+    read fence of the write (see :mod:`django_tagcache.caching.fences`). On the asyncio flow,
+    misses of one entry in one event loop wait for the first one's computation (:mod:`.flights`).
     """
     try:
-        raw = traced("read", lambda: store.get(entry))
+        raw = await timed("read", lambda: store.get(entry))
     except RETRYABLE as exc:
         fail_open("read", exc)
-        return compute()
+        return await flow.call(compute)
     current: Any = MISSING
     loaded = None if raw is None else serialization.loads(raw)  # unreadable: a miss
     if loaded is not None:
@@ -69,17 +75,34 @@ def get_or_compute(
     else:
         metrics.incr("misses")
     if ttl_ms is None:
-        return compute() if current is MISSING else current
-    tag_list = tags()
+        return await flow.call(compute) if current is MISSING else current
+    if flow.asynchronous and current is MISSING:
+        return await flights.join(
+            store, entry, lambda: _miss(flow, store, entry, compute, ttl_ms, tags(), sources)
+        )
+    return await _miss(flow, store, entry, compute, ttl_ms, tags(), sources, current)
+
+
+async def _miss(
+    flow: Flow,
+    store: Any,
+    entry: str,
+    compute: Callable[[], Any],
+    ttl_ms: int,
+    tag_list: tuple[str, ...],
+    sources: object,
+    current: Any = MISSING,
+) -> Any:
+    """After a miss (or an XFetch volunteer, ``current`` the value still cached): take the lock or wait."""
     stampede = conf.STAMPEDE
     try:
         lock_ms = int(stampede.lock_ttl * 1000)
-        miss = traced(
+        miss = await timed(
             "miss", lambda: store.prepare_miss(entry, tag_list, lock_ttl_ms=lock_ms), tags=len(tag_list)
         )
     except RETRYABLE as exc:
         fail_open("miss", exc)
-        return compute() if current is MISSING else current
+        return await flow.call(compute) if current is MISSING else current
     stored = None if miss.payload is None or current is not MISSING else serialization.loads(miss.payload)
     if stored is not None:
         metrics.incr("hits")  # another caller stored it between our GET and the lock
@@ -92,21 +115,23 @@ def get_or_compute(
             metrics.incr("stale_served")  # within the tag's staleness budget, while one caller refreshes
             served_stale(tag_list)  # a fragment or page rendering now may not be stored
             return stale[0]
-        waited = _wait_for(store, entry, stampede.wait, stampede.poll)
+        waited = await _wait_for(flow, store, entry, stampede.wait, stampede.poll)
         if waited is not MISSING:
             return waited
         metrics.incr("stampede_timeouts")
     fence_us = fences.to_us(fences.read_fence(sources))
-    return _compute_and_store(store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us)
+    return await _compute_and_store(
+        flow, store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us
+    )
 
 
-def _wait_for(store: TagStore, entry: str, wait: float, poll: float) -> Any:
+async def _wait_for(flow: Flow, store: Any, entry: str, wait: float, poll: float) -> Any:
     """Poll for an entry another caller is computing, for at most ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        time.sleep(poll)
+        await flow.sleep(poll)
         try:
-            raw = store.get(entry)
+            raw = await settle(store.get(entry))
         except RETRYABLE as exc:
             fail_open("read", exc)
             return MISSING
@@ -117,8 +142,16 @@ def _wait_for(store: TagStore, entry: str, wait: float, poll: float) -> Any:
     return MISSING
 
 
-def _compute_and_store(
-    store: TagStore,
+async def _release(store: Any, entry: str, owner: str) -> None:
+    """Release the recompute lock ``owner`` holds, if any; if Redis fails, it expires on its own."""
+    if owner:
+        with contextlib.suppress(*RETRYABLE):
+            await settle(store.unlock(entry, owner))
+
+
+async def _compute_and_store(
+    flow: Flow,
+    store: Any,
     entry: str,
     compute: Callable[[], Any],
     ttl_ms: int,
@@ -130,17 +163,14 @@ def _compute_and_store(
     started = time.monotonic()
     try:
         with computing() as stale:
-            value = compute()
+            value = await flow.call(compute)
     except BaseException:
-        if owner:
-            with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
-                store.unlock(entry, owner)
+        # Cancelled too: the lock goes now (a cancelled task may still await this once).
+        await _release(store, entry, owner)
         raise
     if stale[0]:  # built on a stale value: served, not stored
         metrics.incr("refused_writes")
-        if owner:
-            with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
-                store.unlock(entry, owner)
+        await _release(store, entry, owner)
         return value
     elapsed = time.monotonic() - started
     ttl = jittered(ttl_ms, conf.TTL_JITTER)
@@ -161,13 +191,11 @@ def _compute_and_store(
             logger.warning(
                 "django-tagcache: not caching %s: %d bytes is over MAX_ENTRY_SIZE.", entry, len(payload)
             )
-        if owner:
-            with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
-                store.unlock(entry, owner)
+        await _release(store, entry, owner)
         return value
     try:
         expected = tokens if tag_list else None
-        stored = traced(
+        stored = await timed(
             "write",
             lambda: store.finish_miss(entry, payload, ttl, tag_list, expected, owner, fence_us),
             tags=len(tag_list),

@@ -9,7 +9,8 @@ from django.core.cache import caches
 
 from ..backends import backend_kind, is_cluster, raw_client
 from ..conf import conf
-from ..core import memory
+from ..core import aio_clients, memory
+from ..core.aio_store import AsyncClusterTagStore, AsyncScriptRunner, AsyncTagStore
 from ..core.breaker import CircuitBreaker
 from ..core.cluster_store import ClusterTagStore
 from ..core.scripts import ScriptRunner
@@ -75,7 +76,58 @@ def _memory_store(alias: str, make_key: MakeKey, options: StoreOptions) -> TagSt
     return store
 
 
+def get_async_store(alias: str | None = None) -> AsyncTagStore:
+    """The :class:`~django_tagcache.core.aio_store.AsyncTagStore` of a cache alias, for the running loop.
+
+    It reaches the servers of the alias' own store through ``redis.asyncio`` (each event loop has
+    its own connections, closed when the loop shuts down) and shares that store's keys, options,
+    staleness budgets and circuit breaker. Call it from a coroutine.
+    """
+    alias = alias or conf.CACHE
+    stores = _async_stores.get()
+    store = stores.get(alias)
+    if store is None:
+        store = stores[alias] = _build_async_store(alias)
+    return store
+
+
+def _build_async_store(alias: str) -> AsyncTagStore:
+    sync = get_store(alias)
+    store: AsyncTagStore
+    if isinstance(sync, memory.MemoryStore):
+        store = memory.AsyncMemoryStore(sync.state, make_key=caches[alias].make_key, options=sync.options)
+    else:
+        client = aio_clients.asyncio_twin(sync.client)
+        mode = cast("Any", conf.SCRIPT_MODE)
+        if is_cluster(sync.client):
+            store = AsyncClusterTagStore(
+                client, make_key=caches[alias].make_key, options=sync.options, mode=mode
+            )
+        else:
+            store = AsyncTagStore(
+                client,
+                make_key=caches[alias].make_key,
+                options=sync.options,
+                scripts=AsyncScriptRunner(client, mode),
+            )
+        store.breaker = sync.breaker  # one view of the server's health for both transports
+    store.keys = sync.keys
+    store.staleness = sync.staleness
+    return store
+
+
+async def _close_stores(stores: dict[str, AsyncTagStore]) -> None:
+    for store in stores.values():
+        if not isinstance(store, memory.AsyncMemoryStore):
+            await aio_clients.close(store.client)
+
+
+# Per event loop: alias -> its asyncio store (connections belong to the loop that opened them).
+_async_stores: aio_clients.PerLoop[dict[str, AsyncTagStore]] = aio_clients.PerLoop(dict, _close_stores)
+
+
 def reset_stores() -> None:
     """Forget every store; the next call builds them again from the current settings."""
     with _stores_lock:
         _stores.clear()
+    _async_stores.clear()

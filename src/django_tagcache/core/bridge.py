@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,8 +37,8 @@ async def settle(value: Any) -> Any:
     return value
 
 
-class blocking(Generic[P, T]):
-    """The blocking face of a step: ``name = blocking(Steps._name)`` runs ``self._name`` to the end.
+class _Face(Generic[P, T]):
+    """A face of a step: ``name = blocking(Steps._name)`` or ``name = awaiting(Steps._name)``.
 
     The step is looked up on the instance at each call, so a subclass's override of ``_name``
     (the cluster's, the in-process store's) is the one that runs.
@@ -48,15 +48,27 @@ class blocking(Generic[P, T]):
         self.step = step.__name__
         self.__doc__ = step.__doc__
 
-    @overload
-    def __get__(self, obj: None, owner: type) -> blocking[P, T]: ...
-    @overload
-    def __get__(self, obj: object, owner: type) -> Callable[P, T]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
             return self
-        step = getattr(obj, self.step)
+        return self.face(getattr(obj, self.step))
 
+    def face(self, step: Callable[P, Coroutine[Any, Any, T]]) -> Any:
+        raise NotImplementedError
+
+
+class blocking(_Face[P, T]):
+    """The blocking face of a step: runs it to the end at once (see the module docstring)."""
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __get__(self, obj: None, owner: type) -> blocking[P, T]: ...
+        @overload
+        def __get__(self, obj: object, owner: type) -> Callable[P, T]: ...
+        def __get__(self, obj: object | None, owner: type) -> Any: ...
+
+    def face(self, step: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
             result: T = run_sync(step(*args, **kwargs))
             return result
@@ -64,18 +76,16 @@ class blocking(Generic[P, T]):
         return call
 
 
-class awaiting(Generic[P, T]):
-    """The asyncio face of a step: ``name = awaiting(Steps._name)`` is ``self._name`` itself."""
+class awaiting(_Face[P, T]):
+    """The asyncio face of a step: the step itself, to be awaited."""
 
-    def __init__(self, step: Step[P, T]) -> None:
-        self.step = step.__name__
-        self.__doc__ = step.__doc__
+    if TYPE_CHECKING:
 
-    @overload
-    def __get__(self, obj: None, owner: type) -> awaiting[P, T]: ...
-    @overload
-    def __get__(self, obj: object, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
-    def __get__(self, obj: object | None, owner: type) -> Any:
-        if obj is None:
-            return self
-        return getattr(obj, self.step)
+        @overload
+        def __get__(self, obj: None, owner: type) -> awaiting[P, T]: ...
+        @overload
+        def __get__(self, obj: object, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
+        def __get__(self, obj: object | None, owner: type) -> Any: ...
+
+    def face(self, step: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        return step

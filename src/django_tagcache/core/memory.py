@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from . import completions
+from .aio_store import AsyncTagStore
 from .keys import KeyScheme, MakeKey
 from .memory_state import NEVER, MemoryState
 from .protocol import Miss, StoreOptions, new_token, new_tokens, write_checks
@@ -266,4 +267,11 @@ class MemoryStore(MemorySteps, TagStore):  # type: ignore[override]
     """:class:`TagStore` in this process's memory."""
 
     def get(self, entry: str) -> bytes | None:
+        return self._read(entry)
+
+
+class AsyncMemoryStore(MemorySteps, AsyncTagStore):
+    """:class:`~.aio_store.AsyncTagStore` in this process's memory: the same steps, nothing awaited."""
+
+    async def get(self, entry: str) -> bytes | None:
         return self._read(entry)

@@ -8,11 +8,13 @@ from django.apps import apps
 from django.db import models
 
 from ..caching import staleness
-from ..caching.api import invalidate_tags
+from ..caching.api import ainvalidate_tags, invalidate_tags
 from . import handlers, sqlwatch
 from .registry import ModelTags, registry, tags_for
 
 __all__ = [
+    "ainvalidate_model",
+    "ainvalidate_objects",
     "invalidate_model",
     "invalidate_objects",
     "register",
@@ -104,9 +106,23 @@ def invalidate_model(*models_: type[models.Model], source: str | None = None) ->
     return invalidate_tags(*models_, source=source)
 
 
+async def ainvalidate_model(*models_: type[models.Model], source: str | None = None) -> int:
+    """:func:`invalidate_model`, awaited on ``redis.asyncio``."""
+    return await ainvalidate_tags(*models_, source=source)
+
+
 def invalidate_objects(objects: Iterable[models.Model], source: str | None = None) -> int:
     """Invalidate every tag of each object, as saving it would (e.g. after ``bulk_create``)."""
+    return invalidate_tags(*_object_tags(objects), source=source)
+
+
+async def ainvalidate_objects(objects: Iterable[models.Model], source: str | None = None) -> int:
+    """:func:`invalidate_objects`, awaited on ``redis.asyncio`` (reads fields, sends no query)."""
+    return await ainvalidate_tags(*_object_tags(objects), source=source)
+
+
+def _object_tags(objects: Iterable[models.Model]) -> set[str]:
     tags: set[str] = set()
     for obj in objects:
         tags |= tags_for(obj)
-    return invalidate_tags(*tags, source=source)
+    return tags

@@ -1,0 +1,86 @@
+"""The asyncio transport: the store's steps (steps.py, cluster_store.py) on ``redis.asyncio``.
+
+Nothing here decides anything: every step, script plan and reply is the one the blocking
+store runs (see :mod:`.bridge`); this module only awaits the calls. A hit is one GET. No Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from .bridge import awaiting
+from .cluster_scripts import ClusterScriptSteps
+from .cluster_store import ClusterSteps, live
+from .scripts import ScriptSteps
+from .steps import TagSteps
+
+if TYPE_CHECKING:
+    from .scripts import Mode
+    from .timebudget import Budget
+
+T = TypeVar("T")
+
+
+class AsyncScriptRunner(ScriptSteps):
+    """:class:`~.scripts.ScriptSteps` on a ``redis.asyncio`` client."""
+
+    async def mode(self) -> Literal["eval", "function"]:
+        """The path in use; "auto" asks the server its version once."""
+        return await self._resolve_mode()
+
+    __call__ = awaiting(ScriptSteps._run)
+    pipelined = awaiting(ScriptSteps._pipelined)
+    load = awaiting(ScriptSteps._load)
+    loaded = awaiting(ScriptSteps._loaded)
+
+
+class AsyncClusterScriptRunner(ClusterScriptSteps, AsyncScriptRunner):
+    """:class:`~.cluster_scripts.ClusterScriptSteps` on a ``redis.asyncio.cluster.RedisCluster``."""
+
+    execute = awaiting(ClusterScriptSteps._execute)
+    send = awaiting(ClusterScriptSteps._send)
+    run = awaiting(ClusterScriptSteps._run_all)
+    run_commands = awaiting(ClusterScriptSteps._run_commands)
+
+
+class AsyncTagStore(TagSteps):
+    """The tagged-entry store on ``redis.asyncio``: the methods of :class:`~.store.TagStore`, awaited."""
+
+    def _runner(self, client: Any) -> AsyncScriptRunner:
+        return AsyncScriptRunner(client)
+
+    #: One Redis call, awaited under the time budget, the circuit breaker and the retry policy.
+    _acall = TagSteps._guarded
+    _io = TagSteps._guarded
+
+    def _sleep(self, budget: Budget) -> Callable[[float], Awaitable[None]]:
+        return budget.asleep
+
+    async def get(self, entry: str) -> bytes | None:
+        """The raw payload of an entry, or None: one GET."""
+        return await self._acall(lambda: self.client.get(entry))  # type: ignore[no-any-return]
+
+    write = awaiting(TagSteps._write)
+    prepare_miss = awaiting(TagSteps._prepare_miss)
+    finish_miss = awaiting(TagSteps._finish_miss)
+    lock = awaiting(TagSteps._lock)
+    unlock = awaiting(TagSteps._unlock)
+    generations = awaiting(TagSteps._generations)
+    vouching_generations = awaiting(TagSteps._vouching_generations)
+    delete = awaiting(TagSteps._delete)
+    invalidate = awaiting(TagSteps._invalidate)
+    drain = awaiting(TagSteps._drain)
+
+
+class AsyncClusterTagStore(ClusterSteps, AsyncTagStore):
+    """:class:`~.cluster_store.ClusterSteps` on ``redis.asyncio.cluster.RedisCluster``."""
+
+    runner: AsyncClusterScriptRunner
+
+    def _cluster_runner(self, client: Any, mode: Mode) -> AsyncClusterScriptRunner:
+        return AsyncClusterScriptRunner(client, mode)
+
+    async def get(self, entry: str) -> bytes | None:
+        """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
+        return live(await self._acall(lambda: self.runner.execute(self.runner.slot(entry), "GET", entry)))

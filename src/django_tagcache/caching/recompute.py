@@ -106,6 +106,7 @@ async def _miss(
     stored = None if miss.payload is None or current is not MISSING else serialization.loads(miss.payload)
     if stored is not None:
         metrics.incr("hits")  # another caller stored it between our GET and the lock
+        await _release(store, entry, miss.owner)  # taken in the same script: nobody computes now
         return stored[0]
     if stampede.lock_ttl and not miss.owner:
         if current is not MISSING:

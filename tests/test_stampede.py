@@ -84,9 +84,12 @@ def test_a_miss_that_finds_the_entry_stored_meanwhile_releases_its_lock(
     store = tc.store
     reads: list[str] = []
     real_get = store.get
-    monkeypatch.setattr(
-        store, "get", lambda entry: None if not reads.append(entry) and len(reads) == 1 else real_get(entry)
-    )
+
+    def get(entry: str) -> bytes | None:
+        reads.append(entry)
+        return None if len(reads) == 1 else real_get(entry)  # the first read misses
+
+    monkeypatch.setattr(store, "get", get)
     assert tc.get_or_set("k", lambda: "computed", tags=["t"]) == "stored meanwhile"
     assert keys.locks() == []
 

@@ -86,23 +86,46 @@ Steps = Callable[Concatenate[Any, Flow, P], Coroutine[Any, Any, T]]
 
 
 class _Face(Generic[P, T]):
-    """A public method running a ``_steps(self, flow, ...)`` method on one flow."""
+    """A public method running a ``_steps(self, flow, ...)`` method on one flow.
+
+    Read on the class, it is a plain function with the steps' signature less ``flow`` (what
+    ``help()`` and the API reference show).
+    """
 
     def __init__(self, steps: Steps[P, T]) -> None:
         self.steps = steps
         self.__doc__ = steps.__doc__
+        self.unbound = self._unbound(steps)
+        signature = inspect.signature(steps)
+        parameters = list(signature.parameters.values())
+        self.unbound.__signature__ = signature.replace(parameters=parameters[:1] + parameters[2:])  # type: ignore[attr-defined]
+        self.unbound.__doc__ = steps.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.unbound.__name__ = name
+        self.unbound.__qualname__ = f"{owner.__qualname__}.{name}"
+        self.unbound.__module__ = owner.__module__
+
+    def _unbound(self, steps: Steps[P, T]) -> Callable[..., Any]:
+        raise NotImplementedError
 
 
 class blocking(_Face[P, T]):
     """``name = blocking(_name_steps)``: the steps on :data:`BLOCKING`, run to the end at once."""
 
+    def _unbound(self, steps: Steps[P, T]) -> Callable[..., Any]:
+        def method(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            return run_sync(steps(obj, BLOCKING, *args, **kwargs))
+
+        return method
+
     @overload
-    def __get__(self, obj: None, owner: type) -> blocking[P, T]: ...
+    def __get__(self, obj: None, owner: type) -> Callable[..., Any]: ...
     @overload
     def __get__(self, obj: object, owner: type) -> Callable[P, T]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
-            return self
+            return self.unbound
         steps = self.steps
 
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -115,11 +138,17 @@ class blocking(_Face[P, T]):
 class awaited(_Face[P, T]):
     """``aname = awaited(_name_steps)``: the steps on :data:`ASYNC`, a coroutine to await."""
 
+    def _unbound(self, steps: Steps[P, T]) -> Callable[..., Any]:
+        async def method(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            return await steps(obj, ASYNC, *args, **kwargs)
+
+        return method
+
     @overload
-    def __get__(self, obj: None, owner: type) -> awaited[P, T]: ...
+    def __get__(self, obj: None, owner: type) -> Callable[..., Any]: ...
     @overload
     def __get__(self, obj: object, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
-            return self
+            return self.unbound
         return functools.partial(self.steps, obj, ASYNC)

@@ -34,7 +34,9 @@ class AsyncAPI:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._lock:
-            loop = self._loops.setdefault(threading.get_ident(), asyncio.new_event_loop())
+            loop = self._loops.get(threading.get_ident())
+            if loop is None:
+                loop = self._loops[threading.get_ident()] = asyncio.new_event_loop()
         if not loop.is_running():
             return loop.run_until_complete(coro)
         with ThreadPoolExecutor(1) as pool:  # called back from inside one of its coroutines

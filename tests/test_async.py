@@ -102,7 +102,7 @@ def test_the_loops_single_flight_sends_one_miss_script(alias: str, tc: TagCache)
         pytest.skip("counts Redis round trips; the in-process store sends none")
 
     async def main() -> counting.Tally:
-        await tc.aget("warm the loop's connection")
+        await tc.aget_or_set("warm", 1, tags=["warm"])  # the connection, the script mode, the scripts
 
         async def compute() -> str:
             await asyncio.sleep(0.05)

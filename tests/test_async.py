@@ -102,10 +102,11 @@ def test_the_loops_single_flight_sends_one_miss_script(alias: str, tc: TagCache)
         pytest.skip("counts Redis round trips; the in-process store sends none")
 
     async def main() -> counting.Tally:
-        await tc.aget_or_set("warm", 1, tags=["warm"])  # the connection, the script mode, the scripts
+        await tc.aget_or_set("warm", 1, tags=["warm"])  # the script mode, the scripts
+        await asyncio.gather(*(tc.aget("warm") for _ in range(100)))  # 100 open connections
 
         async def compute() -> str:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # every task has read and missed by then
             return "value"
 
         with counting.count() as tally:

@@ -19,6 +19,7 @@ from benchmarks._setup import redis_url
 SUITE: list[tuple[str, list[str], list[str]]] = [
     # (module, arguments, quick arguments)
     ("benchmarks.reads", [], ["--rounds", "300", "--repeat", "5"]),
+    ("benchmarks.async_reads", [], ["--rounds", "300", "--repeat", "5"]),
     ("benchmarks.fragments_and_pages", [], ["--rounds", "200", "--repeat", "5"]),
     ("benchmarks.saves", [], ["--rounds", "300", "--repeat", "3"]),
     ("benchmarks.refusals", [], ["--seconds", "1"]),

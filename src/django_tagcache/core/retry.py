@@ -18,6 +18,7 @@ asyncio one.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -118,7 +119,10 @@ async def attempts(
     awaitables (``Budget.asleep`` then, so the waits do not block the loop)."""
     try:
         with charging(budget, translate):
-            return await settle(func())
+            result = func()
+            if inspect.isawaitable(result):  # inline, not settle(): this is every call's path
+                result = await result
+            return result
     except RETRYABLE as exc:
         replay = _replay(policy, exc)
 

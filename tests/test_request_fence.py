@@ -19,7 +19,7 @@ from django.template import Context, RequestContext, Template
 from django.test import AsyncClient, Client
 from django.urls import path
 
-from django_tagcache import add_tags
+from django_tagcache import add_tags, tagcache
 from django_tagcache.views import cache_page_tagged
 from tests.testapp.models import Category, Product
 
@@ -74,7 +74,14 @@ def page_view(request: HttpRequest, alias: str, pk: int) -> HttpResponse:
     return _decorated[alias](request, pk=pk)
 
 
+async def async_value_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """An async view caching a plain value with aget_or_set: only the request's fence can refuse."""
+    name = await sync_to_async(_read_then_edit)(pk)
+    return HttpResponse(await tagcache.aget_or_set(f"name:{pk}", name, tags=[f"shop.product:{pk}"]))
+
+
 urlpatterns = [
+    path("async/<int:pk>/", async_value_view),
     path("fragment/<int:pk>/", fragment_view),
     path("plain/<int:pk>/", plain_fragment_view),
     path("page/<str:alias>/<int:pk>/", page_view),
@@ -128,3 +135,15 @@ def test_with_the_request_middleware_any_value_cached_in_a_view_is_fenced(
 ) -> None:
     settings.MIDDLEWARE = [f"django_tagcache.{middleware}"]
     assert _twice(settings, alias, handler, "plain") == [b"old", b"new"]
+
+
+@pytest.mark.parametrize("middleware", ["middleware.ReadFenceMiddleware", "middleware.RedisBudgetMiddleware"])
+def test_an_async_view_caching_with_aget_or_set_is_fenced(settings: Any, alias: str, middleware: str) -> None:
+    settings.MIDDLEWARE = [f"django_tagcache.{middleware}"]
+    assert _twice(settings, alias, "asgi", "async") == [b"old", b"new"]
+
+
+def test_without_the_middleware_the_async_view_stores_the_old_value(settings: Any, alias: str) -> None:
+    """Control: no fence reaches the view's context under ASGI, and the old name is stored."""
+    settings.MIDDLEWARE = []
+    assert _twice(settings, alias, "asgi", "async") == [b"old", b"old"]

@@ -24,6 +24,7 @@ from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
 from .namespaces import in_namespace
+from .shadow import Origin
 from .stores import get_store, reset_stores
 from .tags import normalize_tags
 
@@ -154,7 +155,8 @@ class TagCache:
         """
         tag_list = normalize_tags(tags)
         note_tags(tag_list)
-        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags)
+        origin = Origin(key, callable(default))
+        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags, origin)
 
     def _get_or_compute(
         self,
@@ -164,21 +166,18 @@ class TagCache:
         tags: Callable[[], tuple[str, ...]],
         version: int | None,
         sources: object = None,
+        origin: Origin | None = None,
     ) -> Any:
         """``tags`` returns normalized tags; it is called only on a miss. Model instances in
         ``sources`` bound the write's read fence by their load time."""
+        compute = (lambda: default()) if callable(default) else (lambda: default)
         try:
             store = self.store
         except RETRYABLE as exc:
             self._fail_open("read", exc)
-            return default() if callable(default) else default
+            return recompute.served_without_cache(compute)
         return recompute.get_or_compute(
-            store,
-            store.keys.entry(key, version),
-            lambda: default() if callable(default) else default,
-            _ttl_ms(timeout),
-            tags,
-            sources,
+            store, store.keys.entry(key, version), compute, _ttl_ms(timeout), tags, sources, origin
         )
 
     def delete(self, key: str, version: int | None = None) -> bool:

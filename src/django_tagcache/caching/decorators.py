@@ -8,11 +8,13 @@ import enum
 import functools
 import hashlib
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .api import DEFAULT_TIMEOUT, TagCache, _Default
 from .bubbling import collecting, note_tags
+from .shadow import Compare, Origin
 from .tags import normalize_tags
 
 P = ParamSpec("P")
@@ -53,6 +55,16 @@ def _part(value: Any) -> str:
     )
 
 
+# Every @cached function by dotted name, as modules define them: tagcache_verify recomputes them.
+# Process-global by nature (decorating happens at import); weak, so a function that goes, goes.
+_registry: weakref.WeakValueDictionary[str, CachedFunction[Any, Any]] = weakref.WeakValueDictionary()
+
+
+def registered() -> dict[str, CachedFunction[Any, Any]]:
+    """The ``@cached`` functions defined so far in this process, by dotted name."""
+    return dict(_registry)
+
+
 def call_key(prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """The cache key of one call: the function's dotted name plus a digest of its arguments."""
     text = _part(list(args)) + "|" + _part(kwargs)
@@ -69,6 +81,7 @@ class CachedFunction(Generic[P, R]):
         tags: object,
         key: Callable[P, str] | None,
         cache: TagCache,
+        audit_compare: Compare | None = None,
     ) -> None:
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -77,6 +90,9 @@ class CachedFunction(Generic[P, R]):
         self._key = key
         self._cache = cache
         self._prefix = f"{func.__module__}.{func.__qualname__}"
+        self.audit_compare = audit_compare
+        self._origin = Origin(self._prefix, True, audit_compare, self._prefix)
+        _registry[self._prefix] = self
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key one call's result is cached under."""
@@ -104,6 +120,7 @@ class CachedFunction(Generic[P, R]):
             call_tags,
             None,
             (args, kwargs),  # instances among the arguments bound the read fence
+            self._origin,
         )
         return result
 
@@ -118,15 +135,18 @@ def cached(
     *,
     key: Callable[..., str] | None = None,
     cache: str | None = None,
+    audit_compare: Callable[[Any, Any], bool] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results under ``tags``, with the guarantees of ``get_or_set``.
 
     ``tags`` is a list of tag sources, or a callable taking the function's arguments and
     returning them. ``key`` replaces the default key (the function's dotted name and a digest of
     its arguments; model instances count by primary key). ``cache`` names another cache alias.
+    ``audit_compare(served, recomputed)`` tells the stale-read auditor and ``tagcache_verify``
+    whether two results agree, for results not comparable by ``==`` (a queryset: compare ids).
     """
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        return CachedFunction(func, timeout, tags, key, TagCache(cache))
+        return CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare)
 
     return decorate

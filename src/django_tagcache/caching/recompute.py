@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
-from ..core import metrics, serialization
+from ..core import metrics, observations, serialization
 from ..core.retry import RETRYABLE
 from ..core.telemetry import traced
-from . import fences
+from . import fences, shadow
 from .failopen import fail_open
 from .scopes import computing, served_stale
+from .shadow import Origin
 
 if TYPE_CHECKING:
     from ..core.store import TagStore
@@ -45,29 +46,35 @@ def get_or_compute(
     ttl_ms: int | None,
     tags: Callable[[], tuple[str, ...]],
     sources: object = None,
+    origin: Origin | None = None,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
     ``ttl_ms`` None means "compute, never store" (timeout <= 0); ``tags`` is called only on a miss.
     ``sources`` are the call's tag sources (and arguments): model instances among them bound the
     read fence of the write by their load time (see :mod:`django_tagcache.caching.fences`).
+    ``origin`` names the key or function, for the stale-read auditor and the per-prefix metrics.
     """
+    if shadow.bypassing():  # the auditor recomputes: the truth, not another cached value
+        return compute()
     try:
         raw = traced("read", lambda: store.get(entry))
     except RETRYABLE as exc:
         fail_open("read", exc)
-        return compute()
+        return served_without_cache(compute)
     current: Any = MISSING
     loaded = None if raw is None else serialization.loads(raw)  # unreadable: a miss
     if loaded is not None:
         value, delta, expiry = loaded
         if not serialization.recompute_early(delta, expiry, conf.XFETCH_BETA):
             metrics.incr("hits")
+            shadow.offer(store, entry, raw, value, compute, tags, origin)  # type: ignore[arg-type]  # raw: not None on a hit
             return value
         current = value
         metrics.incr("early_recomputes")
     else:
         metrics.incr("misses")
+        observations.count("misses", (_label(origin, entry),))
     if ttl_ms is None:
         return compute() if current is MISSING else current
     tag_list = tags()
@@ -79,7 +86,7 @@ def get_or_compute(
         )
     except RETRYABLE as exc:
         fail_open("miss", exc)
-        return compute() if current is MISSING else current
+        return served_without_cache(compute) if current is MISSING else current
     stored = None if miss.payload is None or current is not MISSING else serialization.loads(miss.payload)
     if stored is not None:
         metrics.incr("hits")  # another caller stored it between our GET and the lock
@@ -97,7 +104,25 @@ def get_or_compute(
             return waited
         metrics.incr("stampede_timeouts")
     fence_us = fences.to_us(fences.read_fence(sources))
-    return _compute_and_store(store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us)
+    value, stored = _compute_and_store(
+        store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us, _label(origin, entry)
+    )
+    if stored:
+        shadow.remember(store, entry, origin, sources)
+    return value
+
+
+def _label(origin: Origin | None, entry: str) -> str:
+    return origin.label if origin is not None else observations.prefix_of(entry)
+
+
+def served_without_cache(compute: Callable[[], Any]) -> Any:
+    """Compute for a caller that Redis failed: the time is counted (``failopen_compute``)."""
+    started = time.monotonic()
+    try:
+        return compute()
+    finally:
+        observations.observe("failopen_compute", time.monotonic() - started)
 
 
 def _wait_for(store: TagStore, entry: str, wait: float, poll: float) -> Any:
@@ -126,7 +151,9 @@ def _compute_and_store(
     tokens: list[str],
     owner: str,
     fence_us: int,
-) -> Any:
+    label: str,
+) -> tuple[Any, bool]:
+    """The computed value, and whether it was stored."""
     started = time.monotonic()
     try:
         with computing() as stale:
@@ -141,15 +168,13 @@ def _compute_and_store(
         if owner:
             with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
                 store.unlock(entry, owner)
-        return value
+        return value, False
     elapsed = time.monotonic() - started
+    observations.observe("miss_compute", elapsed, (label,))
     ttl = jittered(ttl_ms, conf.TTL_JITTER)
     try:
-        payload = (
-            serialization.dumps_timed(value, elapsed, ttl)
-            if conf.XFETCH_BETA > 0
-            else serialization.dumps(value)
-        )
+        # Stamped with its write time: the auditor reports the age of an entry it finds stale.
+        payload = serialization.dumps_stamped(value, elapsed, ttl)
     except serialization.Unpicklable as exc:
         # Served, not stored; the lock is released so the next caller computes at once.
         metrics.incr("unpicklable")
@@ -164,7 +189,7 @@ def _compute_and_store(
         if owner:
             with contextlib.suppress(*RETRYABLE):  # the lock expires on its own
                 store.unlock(entry, owner)
-        return value
+        return value, False
     try:
         expected = tokens if tag_list else None
         stored = traced(
@@ -174,6 +199,6 @@ def _compute_and_store(
         )
     except RETRYABLE as exc:
         fail_open("write", exc)
-        return value
+        return value, False
     metrics.incr("stores" if stored else "refused_writes")
-    return value
+    return value, bool(stored)

@@ -63,6 +63,10 @@ class KeyScheme:
         literal = re.sub(r"([*?\[\]\\])", r"\\\1", hash_tag(tag))
         return str(self._make_key(f"{self._prefix}:n:*:t:{{{literal}}}", None)) + suffix
 
+    def extra(self, name: str) -> str:
+        """A key of the app's own bookkeeping (``:o:``), in no namespace and no tag's slot."""
+        return str(self._make_key(f"{self._prefix}:o:{name}", None))
+
     def index(self, tag: str) -> str:
         return self.tag(tag) + ":i"
 

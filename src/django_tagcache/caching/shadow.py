@@ -158,7 +158,7 @@ def remember(store: TagStore, entry: str, origin: Origin | None, call: object) -
             return
         record = (entry, current_namespace(), call)
         function = origin.function
-        task = lambda: shadow_records.remember_call(store, function, record, audit.verify_samples)  # noqa: E731
+        task = lambda: shadow_records.remember_call(store, function, entry, record, audit.verify_samples)  # noqa: E731
         if not background.submit(task, limit=audit.queue_size):
             observations.count("audit_dropped")
     except Exception:

@@ -4,8 +4,8 @@
   whose fields are ``<staleness class>|<outcome>``, kept :data:`KEEP_HOURS` hours. The SLO
   report (``tagcache_stats --slo``) sums the hours of its window.
 - Argument sets of ``@cached`` functions, for ``tagcache_verify``: per function one hash
-  (``...:o:calls:<function>``) of at most ``size`` fields, the field a random slot, so a new call
-  replaces an old one at random; the set ``...:o:functions`` names the functions that have one.
+  (``...:o:calls:<function>``), entry key -> pickled call, of at most ``size`` fields (past that,
+  random ones are dropped); the set ``...:o:functions`` names the functions that have one.
 
 Only the auditor's background thread and the commands call these: never a request. On the
 in-process store (no Redis) they are kept in this process. No Django in here.
@@ -31,7 +31,7 @@ CALLS_TTL: Final = 7 * 86400
 _lock = threading.Lock()
 # The in-process store's records: hour -> Counter, function -> {slot: payload}.
 _local_outcomes: dict[str, Counter[str]] = {}
-_local_calls: dict[str, dict[int, bytes]] = {}
+_local_calls: dict[str, dict[str, bytes]] = {}
 
 
 def _hour(at: float) -> str:
@@ -91,24 +91,34 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def remember_call(store: TagStore, function: str, call: tuple[Any, ...], size: int) -> None:
-    """Keep one argument set of ``function`` (a picklable tuple), in a random one of ``size`` slots."""
+def remember_call(store: TagStore, function: str, entry: str, call: tuple[Any, ...], size: int) -> None:
+    """Keep one argument set of ``function`` (a picklable tuple) under its entry's key.
+
+    At most ``size`` are kept: past that, random others are dropped (a sample of what is cached).
+    """
     if size <= 0:
         return
     payload = pickle.dumps(call, pickle.HIGHEST_PROTOCOL)
-    slot = random.randrange(size)
     client = _client(store)
     if client is None:
         with _lock:
-            _local_calls.setdefault(function, {})[slot] = payload
+            kept = _local_calls.setdefault(function, {})
+            kept[entry] = payload
+            while len(kept) > size:
+                del kept[random.choice([name for name in kept if name != entry])]
         return
     key, names = store.keys.extra(f"calls:{function}"), store.keys.extra("functions")
 
     def write() -> None:
         pipe = client.pipeline(transaction=False)
-        pipe.hset(key, str(slot), payload)
+        pipe.hset(key, entry, payload)
         pipe.expire(key, CALLS_TTL)
-        pipe.execute()
+        pipe.hlen(key)
+        over = int(pipe.execute()[-1]) - size
+        if over > 0:
+            extra = [name for name in client.hrandfield(key, over + 1) if _text(name) != entry][:over]
+            if extra:
+                client.hdel(key, *extra)
         client.sadd(names, function)  # another slot on a cluster: not in the same pipeline
 
     store._call(write)

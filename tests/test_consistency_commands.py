@@ -25,7 +25,7 @@ def price(pk: int) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _audited(settings: Any) -> Iterator[None]:
+def _audited(settings: Any, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     settings.TAGCACHE = {"AUDIT": {"SAMPLE_RATE": 1.0, "BUDGET": 0, "LOG_INTERVAL": 0}}
     observations.reset()
     shadow.reset()
@@ -33,6 +33,7 @@ def _audited(settings: Any) -> Iterator[None]:
     PRICES.update({1: 10, 2: 20, 3: 30})
     yield
     assert background.wait(30)
+    assert not [r for r in caplog.records if "audit task failed" in r.getMessage()]
 
 
 def run(*args: str) -> str:
@@ -106,3 +107,18 @@ def test_slo_report_without_samples() -> None:
     text = run("tagcache_stats", "--slo", "--hours", "2")
     assert "no critical reads sampled" in text
     assert "(no audited reads in the window)" in text
+
+
+@pytest.mark.parametrize("alias", ["default", "locmem"])
+def test_the_kept_argument_sets_are_bounded(alias: str, settings: Any) -> None:
+    settings.TAGCACHE = {"CACHE": alias, "AUDIT": {"VERIFY_SAMPLES": 2}}
+    for pk in range(1, 30):
+        PRICES[pk] = pk
+        price(pk)
+    assert background.wait(30)
+    store = get_store(alias)
+    kept = shadow_records.calls(store, "tests.test_consistency_commands.price")
+    assert len(kept) == 2
+    assert len({repr(call) for _, _, call in kept}) == 2  # two distinct calls
+    data = json.loads(run("tagcache_verify", "--json", "--cache", alias))
+    assert (data["checked"], data["stale"]) == (2, 0)

@@ -52,7 +52,8 @@ def test_the_outbox_oldest_row_and_its_lag(faulty: Faulty, settings: Any) -> Non
     Category.objects.create(name="kept")  # Redis is down: the row waits
     assert PendingInvalidation.objects.count() == 1
     age = consistency.oldest_pending_age()
-    assert age is not None and age >= 0.0
+    assert age is not None
+    assert age >= 0.0
     assert "tagcache_outbox_oldest_pending_seconds " in scrape()
     faulty.restart()
     assert drain() == (1, 0)

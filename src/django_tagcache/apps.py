@@ -77,4 +77,4 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
         reset_stores()
         staleness.reset()
-        shadow.reset()
+        shadow.reset_rate()

@@ -23,10 +23,10 @@ from ..core.telemetry import traced
 from . import fences, shadow
 from .failopen import fail_open
 from .scopes import computing, served_stale
-from .shadow import Origin
 
 if TYPE_CHECKING:
     from ..core.store import TagStore
+    from .shadow import Origin
 
 logger = logging.getLogger("django_tagcache")
 MISSING: Final = object()
@@ -104,10 +104,10 @@ def get_or_compute(
             return waited
         metrics.incr("stampede_timeouts")
     fence_us = fences.to_us(fences.read_fence(sources))
-    value, stored = _compute_and_store(
+    value, kept = _compute_and_store(
         store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us, _label(origin, entry)
     )
-    if stored:
+    if kept:
         shadow.remember(store, entry, origin, sources)
     return value
 

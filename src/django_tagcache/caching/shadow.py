@@ -78,6 +78,8 @@ _random: Callable[[], float] = random.random  # replaceable: tests seed it
 # Keys of stale reads already logged (bounded), and when the last line was written.
 _logged: set[str] = set()
 _last_log = [0.0]
+# @cached writes seen per function, for the reservoir of argument sets (see remember()).
+_writes: dict[str, int] = {}
 
 
 def bypassing() -> bool:
@@ -104,12 +106,18 @@ def sample_rate() -> float:
     return _rate[1]
 
 
-def reset() -> None:
-    """Forget the cached rate and the logged keys (settings changed; tests)."""
+def reset_rate() -> None:
+    """Read ``SAMPLE_RATE`` again at the next hit (settings changed)."""
     global _rate
     _rate = (object(), 0.0)
+
+
+def reset() -> None:
+    """Forget the cached rate, the logged keys and the writes seen (tests)."""
+    reset_rate()
     _logged.clear()
     _last_log[0] = 0.0
+    _writes.clear()
 
 
 class _Read(NamedTuple):
@@ -149,12 +157,20 @@ def offer(
 
 
 def remember(store: TagStore, entry: str, origin: Origin | None, call: object) -> None:
-    """After an ``@cached`` write: keep its arguments for tagcache_verify (in the background)."""
+    """After an ``@cached`` write: maybe keep its arguments for tagcache_verify (in the background).
+
+    Reservoir sampling per function and process: the first ``VERIFY_SAMPLES`` writes are kept, the
+    n-th after them with probability ``VERIFY_SAMPLES / n``; so a busy function costs next to
+    nothing once its sample is full, and the sample stays spread over everything it cached.
+    """
     if origin is None or origin.function is None:
         return
     try:
         audit = conf.AUDIT
         if audit.verify_samples <= 0:
+            return
+        seen = _writes[origin.function] = _writes.get(origin.function, 0) + 1
+        if seen > audit.verify_samples and _random() * seen >= audit.verify_samples:
             return
         record = (entry, current_namespace(), call)
         function = origin.function
@@ -191,7 +207,9 @@ def _check(read: _Read, audit: AuditSettings, *, first: bool) -> None:
         return _record(read, "late")
     wait = read.served_at + audit.budget - time.time()
     if first and wait > 0:
-        if not background.submit(lambda: _check(read, audit, first=False), limit=audit.queue_size, delay=wait):
+        if not background.submit(
+            lambda: _check(read, audit, first=False), limit=audit.queue_size, delay=wait
+        ):
             observations.count("audit_dropped")
         return None
     return _record(read, "stale", log_interval=audit.log_interval)

@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
+from .memory import MemoryStore
+
 if TYPE_CHECKING:
     from .store import TagStore
 
@@ -39,7 +41,8 @@ def _hour(at: float) -> str:
 
 
 def _client(store: TagStore) -> Any:
-    return getattr(store, "client", None)
+    """The store's Redis client; None for the in-process store, which has none."""
+    return None if isinstance(store, MemoryStore) else store.client
 
 
 def add_outcome(store: TagStore, staleness_class: str, outcome: str, at: float | None = None) -> None:
@@ -110,16 +113,16 @@ def remember_call(store: TagStore, function: str, entry: str, call: tuple[Any, .
     key, names = store.keys.extra(f"calls:{function}"), store.keys.extra("functions")
 
     def write() -> None:
-        pipe = client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)  # one round trip (one per node on a cluster)
         pipe.hset(key, entry, payload)
         pipe.expire(key, CALLS_TTL)
+        pipe.sadd(names, function)
         pipe.hlen(key)
         over = int(pipe.execute()[-1]) - size
         if over > 0:
             extra = [name for name in client.hrandfield(key, over + 1) if _text(name) != entry][:over]
             if extra:
                 client.hdel(key, *extra)
-        client.sadd(names, function)  # another slot on a cluster: not in the same pipeline
 
     store._call(write)
 
@@ -148,7 +151,7 @@ def calls(store: TagStore, function: str) -> list[tuple[Any, ...]]:
         try:
             found.append(pickle.loads(payload))
         # A class renamed by a deploy, say: that call can no longer be made; skip it.
-        except Exception:  # noqa: BLE001 - unpickling raises almost anything
+        except Exception:  # unpickling raises almost anything
             continue
     return found
 

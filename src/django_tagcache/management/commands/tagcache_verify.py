@@ -43,7 +43,9 @@ class Command(TagCacheCommand):
     def run(self, alias: str, options: dict[str, Any]) -> None:
         threshold, limit = options["max_stale"], options["limit"]
         if not 0 <= threshold <= 1:
-            raise CommandError(f"--max-stale must be a share in [0, 1], not {threshold}.", returncode=EXIT_BAD_INPUT)
+            raise CommandError(
+                f"--max-stale must be a share in [0, 1], not {threshold}.", returncode=EXIT_BAD_INPUT
+            )
         if limit is not None and limit < 1:
             raise CommandError(f"--limit must be 1 or more, not {limit}.", returncode=EXIT_BAD_INPUT)
         results = verify(self.store(alias), limit=limit, only=options["function"])
@@ -76,11 +78,12 @@ class Command(TagCacheCommand):
                 "TAGCACHE['AUDIT']['VERIFY_SAMPLES'] is above 0."
             ]
         width = max(len("function"), *(len(r.function) for r in results))
-        out = [f"{'function':<{width}} {'checked':>8} {'stale':>6} {'late':>5} {'expired':>8} {'errors':>7}  oldest stale"]
+        head = f"{'checked':>8} {'stale':>6} {'late':>5} {'expired':>8} {'errors':>7}  oldest stale"
+        out = [f"{'function':<{width}} {head}"]
         for r in results:
             out.append(
-                f"{r.function:<{width}} {r.checked:>8} {r.stale:>6} {r.late:>5} {r.expired:>8} {r.errors:>7}  "
-                f"{_age(r.oldest_stale_age)}" + (f"  ({r.problem})" if r.problem else "")
+                f"{r.function:<{width}} {r.checked:>8} {r.stale:>6} {r.late:>5} {r.expired:>8} "
+                f"{r.errors:>7}  {_age(r.oldest_stale_age)}" + (f"  ({r.problem})" if r.problem else "")
             )
         out.append(
             f"{'total':<{width}} {data['checked']:>8} {data['stale']:>6}"

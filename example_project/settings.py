@@ -96,7 +96,11 @@ TAGCACHE = {
     "CLOCK_SKEW_MARGIN": 0,
     # The stale-read auditor (docs/observability.md): off unless EXAMPLE_AUDIT_RATE gives the share
     # of hits to recompute and compare, e.g. EXAMPLE_AUDIT_RATE=1 ./scripts/demo.
-    "AUDIT": {"SAMPLE_RATE": float(os.environ.get("EXAMPLE_AUDIT_RATE") or 0)},
+    "AUDIT": (
+        {"SAMPLE_RATE": float(os.environ["EXAMPLE_AUDIT_RATE"]), "VERIFY_SAMPLES": 32}
+        if os.environ.get("EXAMPLE_AUDIT_RATE")
+        else {}
+    ),
 }
 
 # The pages of the site-wide middleware (the /catalog/ section).

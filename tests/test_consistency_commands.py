@@ -26,7 +26,7 @@ def price(pk: int) -> int:
 
 @pytest.fixture(autouse=True)
 def _audited(settings: Any, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    settings.TAGCACHE = {"AUDIT": {"SAMPLE_RATE": 1.0, "BUDGET": 0, "LOG_INTERVAL": 0}}
+    settings.TAGCACHE = {"AUDIT": {"SAMPLE_RATE": 1.0, "BUDGET": 0, "LOG_INTERVAL": 0, "VERIFY_SAMPLES": 32}}
     observations.reset()
     shadow.reset()
     shadow_records.reset_local()

@@ -112,7 +112,7 @@ AUDIT_DEFAULTS: dict[str, Any] = {
     "BUDGET": 1.0,
     "TARGET": 0.999,
     "QUEUE_SIZE": 100,
-    "VERIFY_SAMPLES": 32,
+    "VERIFY_SAMPLES": 0,
     "LOG_INTERVAL": 60.0,
 }
 

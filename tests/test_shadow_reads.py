@@ -322,3 +322,11 @@ def test_misses_and_their_compute_time_per_prefix() -> None:
     assert observations.counters("misses") == {("product",): 3, (name,): 1}
     computed = observations.histograms("miss_compute")
     assert computed[("product",)][0][-1] == 3
+
+
+def test_a_malformed_audit_setting_never_reaches_a_read(settings: Any) -> None:
+    tc = TagCache("default")
+    tc.get_or_set("k", lambda: 1, tags=["t"])
+    settings.TAGCACHE = {**settings.TAGCACHE, "AUDIT": {"SAMPLE_RATE": "often"}}
+    assert tc.get_or_set("k", lambda: 1, tags=["t"]) == 1  # the check reports it; the read goes on
+    assert finish() == {}

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from ..conf import conf
 from ..core import observations, serialization, shadow_records
@@ -98,11 +99,18 @@ def bypass() -> Iterator[None]:
 
 
 def sample_rate() -> float:
-    """``AUDIT['SAMPLE_RATE']``, read again only when settings.TAGCACHE is another dict."""
+    """``AUDIT['SAMPLE_RATE']``, read again only when settings.TAGCACHE is another dict.
+
+    A malformed ``AUDIT`` samples nothing: the system check reports it (E001), not each read.
+    """
     global _rate
     raw = getattr(settings, "TAGCACHE", None)
     if _rate[0] is not raw:
-        _rate = (raw, conf.AUDIT.sample_rate)
+        try:
+            rate = conf.AUDIT.sample_rate
+        except ImproperlyConfigured:
+            rate = 0.0
+        _rate = (raw, rate)
     return _rate[1]
 
 
@@ -144,10 +152,10 @@ def offer(
     """On a hit: maybe queue a shadow read of it (see the module docstring). Never raises."""
     if origin is None or not origin.auditable:
         return
-    rate = sample_rate()
-    if rate <= 0 or _random() >= rate:
-        return
     try:
+        rate = sample_rate()
+        if rate <= 0 or _random() >= rate:
+            return
         read = _Read(store, entry, raw, served, compute, tags, origin, current_namespace(), time.time())
         audit = conf.AUDIT
         if not background.submit(lambda: _check(read, audit, first=True), limit=audit.queue_size):

@@ -111,6 +111,25 @@ def test_invalidating_k_tags_is_one_round_trip(warm: TagCache, raw: redis.Redis,
     assert tally.commands == [script.upper()]
 
 
+@pytest.mark.parametrize("k", [1, 4, 50])
+def test_invalidation_script_runs_three_commands_per_idle_tag(
+    warm: TagCache, raw: redis.Redis, k: int
+) -> None:
+    """Inside the script, a tag with nothing cached costs its generation, completion stamp and
+    index size; one check for unfinished drains covers every tag of the call (plus the clock)."""
+    if is_cluster(raw):
+        pytest.skip("the cluster's invalidation takes other steps (asserted above)")
+    tags = [f"idle{i}" for i in range(k)]
+    script = _script_command(raw)
+    before = _server_calls(raw)
+    assert warm.invalidate_tags(*tags) == 0
+    after = _server_calls(raw)
+    inside = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    inside.pop("info", None)  # the first reading of the counts
+    assert inside.pop(script) == 1
+    assert sum(inside.values()) <= 3 * k + 2, inside
+
+
 def test_get_or_set_hit_is_one_get(warm: TagCache) -> None:
     warm.get_or_set("k", lambda: "v", tags=["a", "b", "c"])
     with count() as tally:

@@ -41,6 +41,21 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 
+-- Unfinished drains are rare: one EXISTS over every pending set spares asking each tag's.
+local unfinished = false
+do
+  local pendings = {}
+  for i = 1, ntags do
+    pendings[i] = KEYS[i] .. ':p'
+  end
+  for from = 1, ntags, 1000 do
+    if redis.call('EXISTS', unpack(pendings, from, math.min(from + 999, ntags))) > 0 then
+      unfinished = true
+      break
+    end
+  end
+end
+
 -- Delete (budget 0) or soften (keep a stale copy) the entries members[first..last].
 local function purge(members, first, last, stale_ms)
   local count = 0
@@ -101,7 +116,7 @@ for i = 1, ntags do
     completions[#completions + 1] = done
     completions[#completions + 1] = previous or ''
   end
-  if redis.call('SCARD', pending) > 0 then
+  if draining or unfinished then
     for _, dead in ipairs(redis.call('SMEMBERS', pending)) do
       result[#result + 1] = dead
       result[#result + 1] = pending

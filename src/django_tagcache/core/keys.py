@@ -8,7 +8,7 @@ keys to one Redis Cluster hash slot.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 MakeKey = Callable[[str, "int | None"], str]
 
@@ -50,11 +50,25 @@ class KeyScheme:
         """The base every key of ``tag`` starts with; the braces pin them to one cluster slot."""
         namespace = self.namespace()
         base = self._tags.get((namespace, tag))
-        if base is None:
-            if len(self._tags) >= 10_000:
-                self._tags.clear()
-            head = self._tag if namespace is None else f"{self._prefix}:n:{namespace}:t:"
-            base = self._tags[namespace, tag] = str(self._make_key(head + "{" + hash_tag(tag) + "}", None))
+        return self._new_tag(namespace, tag) if base is None else base
+
+    def tags(self, tags: Sequence[str]) -> list[str]:
+        """:meth:`tag` of each of ``tags``, the namespace asked once for all of them."""
+        namespace = self.namespace()
+        known = self._tags
+        bases = []
+        for tag in tags:
+            base = known.get((namespace, tag))
+            if base is None:
+                base = self._new_tag(namespace, tag)
+            bases.append(base)
+        return bases
+
+    def _new_tag(self, namespace: str | None, tag: str) -> str:
+        if len(self._tags) >= 10_000:
+            self._tags.clear()
+        head = self._tag if namespace is None else f"{self._prefix}:n:{namespace}:t:"
+        base = self._tags[namespace, tag] = str(self._make_key(head + "{" + hash_tag(tag) + "}", None))
         return base
 
     def tag_pattern(self, tag: str, suffix: str = ":i") -> str:

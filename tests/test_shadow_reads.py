@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.test import Client
+from django.urls import path
 
 from django_tagcache import TagCache, cached, invalidate_tags
 from django_tagcache.caching import background, shadow
@@ -330,3 +333,35 @@ def test_a_malformed_audit_setting_never_reaches_a_read(settings: Any) -> None:
     settings.TAGCACHE = {**settings.TAGCACHE, "AUDIT": {"SAMPLE_RATE": "often"}}
     assert tc.get_or_set("k", lambda: 1, tags=["t"]) == 1  # the check reports it; the read goes on
     assert finish() == {}
+
+
+GREETINGS = {1: "hello"}
+
+
+@cached(tags=lambda pk: [f"greeting:{pk}"])
+def greeting(pk: int) -> str:
+    return GREETINGS[pk]
+
+
+def greeting_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return HttpResponse(greeting(pk))
+
+
+urlpatterns = [path("greeting/<int:pk>/", greeting_view)]
+
+
+@pytest.mark.urls(__name__)
+def test_a_response_is_the_same_with_the_auditor_on_or_off(client: Client, settings: Any) -> None:
+    assert client.get("/greeting/1/").content == b"hello"  # a miss, stored
+    store = get_store("default")
+    entry = store.keys.entry(greeting.cache_key(1))
+    store.client.set(entry, serialization.dumps_stamped("stale hello", 0.0, 0), keepttl=True)
+    audited = client.get("/greeting/1/")
+    assert finish() == {"stale": 1}
+    settings.TAGCACHE = {**settings.TAGCACHE, "AUDIT": {}}
+    plain = client.get("/greeting/1/")
+    assert (
+        (audited.status_code, audited.content) == (plain.status_code, plain.content) == (200, b"stale hello")
+    )
+    assert dict(audited.items()) == dict(plain.items())
+    assert finish() == {"stale": 1}  # nothing sampled with the auditor off

@@ -23,6 +23,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.fragments_and_pages", [], ["--rounds", "200", "--repeat", "5"]),
     ("benchmarks.saves", [], ["--rounds", "300", "--repeat", "3"]),
     ("benchmarks.refusals", [], ["--seconds", "1"]),
+    ("benchmarks.audit_overhead", [], ["--rounds", "1000", "--repeat", "5"]),
     ("benchmarks.cacheops_compare", [], ["--rounds", "300", "--repeat", "5"]),
     ("benchmarks.big_tag", ["--members", "100000"], ["--members", "20000", "--repeat", "1"]),
     ("benchmarks.index_churn", [], ["--cycles", "3", "--entries", "2000", "--ttl", "2"]),

@@ -94,6 +94,13 @@ TAGCACHE = {
     # Redis runs on this machine, so the app and Redis read one clock: no skew to allow for. With
     # Redis on other hosts keep the default (0.1 s), or your clocks' worst skew (docs/concepts.md).
     "CLOCK_SKEW_MARGIN": 0,
+    # The stale-read auditor (docs/observability.md): off unless EXAMPLE_AUDIT_RATE gives the share
+    # of hits to recompute and compare, e.g. EXAMPLE_AUDIT_RATE=1 ./scripts/demo.
+    "AUDIT": (
+        {"SAMPLE_RATE": float(os.environ["EXAMPLE_AUDIT_RATE"]), "VERIFY_SAMPLES": 32}
+        if os.environ.get("EXAMPLE_AUDIT_RATE")
+        else {}
+    ),
 }
 
 # The pages of the site-wide middleware (the /catalog/ section).

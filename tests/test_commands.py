@@ -230,6 +230,14 @@ def test_inspect_lists_members_ttls_and_memory(tc: TagCache, alias: str) -> None
     assert run_json("tagcache_inspect", "t", "--cache", alias, "--limit", "0")["entries"] == []
 
 
+def test_inspect_shows_the_generation_token_of_an_invalidated_tag(alias: str) -> None:
+    keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
+    tc = TagCache(alias)
+    tc.set("k", 1, tags=["t"])
+    tc.invalidate_tags("t")
+    assert len(run_json("tagcache_inspect", "t", "--cache", alias)["generation"]) == 32
+
+
 def test_inspect_a_tag_nothing_uses(alias: str) -> None:
     keyspace.skip_in_process(alias, "reads Redis keys; on the in-process store the command refuses (below)")
     data = run_json("tagcache_inspect", "unused", "--cache", alias)

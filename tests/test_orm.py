@@ -122,6 +122,19 @@ def test_save_reads_the_stored_row_once(django_assert_num_queries: Any) -> None:
         product.save()
 
 
+def test_a_model_tagged_by_its_primary_key_alone_saves_without_reading_its_row(
+    django_assert_num_queries: Any, invalidated: list[set[str]]
+) -> None:
+    shelf = Shelf.objects.create(name="A")
+    shelf = Shelf.objects.get(pk=shelf.pk)
+    shelf.name = "B"
+    # Its tags come from the primary key, which the UPDATE matches: the row it overwrites has
+    # this instance's tags, whatever else it stores, so there is nothing to read first.
+    with django_assert_num_queries(1):
+        shelf.save()
+    assert {"shop.shelf", f"shop.shelf:{shelf.pk}", f"shelf:{shelf.pk}"} <= invalidated[-1]
+
+
 def test_deferred_tag_field_is_read_once_before_save(invalidated: list[set[str]]) -> None:
     cat = Category.objects.create(name="c")
     Product.objects.create(name="Blue", category=cat)

@@ -8,6 +8,7 @@ at once (docs/cluster.md gives the cluster's costs, asserted here too).
 
 from __future__ import annotations
 
+import time
 from typing import cast
 
 import pytest
@@ -109,6 +110,39 @@ def test_invalidating_k_tags_is_one_round_trip(warm: TagCache, raw: redis.Redis,
         return
     assert tally.round_trips == 1
     assert tally.commands == [script.upper()]
+
+
+@pytest.mark.parametrize("k", [1, 4, 50])
+def test_invalidation_script_runs_two_commands_per_idle_tag(warm: TagCache, raw: redis.Redis, k: int) -> None:
+    """Inside the script, a tag with nothing cached costs its index size and its generation
+    (which records the completion too); one check for unfinished drains covers every tag of the
+    call (plus the clock)."""
+    if is_cluster(raw):
+        pytest.skip("the cluster's invalidation takes other steps (asserted above)")
+    tags = [f"idle{i}" for i in range(k)]
+    script = _script_command(raw)
+    before = _server_calls(raw)
+    assert warm.invalidate_tags(*tags) == 0
+    after = _server_calls(raw)
+    inside = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    inside.pop("info", None)  # the first reading of the counts
+    assert inside.pop(script) == 1
+    assert sum(inside.values()) <= 2 * k + 2, inside
+
+
+def test_a_fenced_checked_write_reads_one_key_per_tag(warm: TagCache, raw: redis.Redis) -> None:
+    """The generation check and the read fence of a write read the same key of each tag."""
+    if is_cluster(raw):
+        pytest.skip("the cluster keeps completion times apart (docs/cluster.md)")
+    store = warm.store
+    tags = ["a", "b", "c"]
+    warm.invalidate_tags(*tags)  # each tag now has a completion time to check the fence against
+    tokens = store.generations(tags)
+    fence_us = int(time.time() * 1_000_000) + 1_000_000  # after the completions, margin included
+    before = _server_calls(raw)
+    assert store.write(store.keys.entry("k"), b"v", 60_000, tags, tokens, fence_us=fence_us)
+    after = _server_calls(raw)
+    assert after["get"] - before.get("get", 0) == len(tags)
 
 
 def test_get_or_set_hit_is_one_get(warm: TagCache) -> None:

@@ -88,3 +88,22 @@ def test_an_interrupted_big_invalidation_is_finished_by_the_next_one(tc: TagCach
     assert tc.invalidate_tags("big") == 31
     assert all(tc.get(f"e{i}") is None for i in range(30))
     assert raw.exists(pending[0][1]) == 0
+
+
+def test_an_interrupted_drain_is_found_among_other_tags(tc: TagCache, raw: redis.Redis) -> None:
+    """The check for unfinished drains covers every tag of a call, not only its first or last."""
+    store = get_store(tc._alias)
+    if isinstance(store, ClusterTagStore):
+        pytest.skip("the cluster records drains per tag slot (test above)")
+    from django_tagcache.core.store import parse_invalidate, plan_invalidate
+
+    for i in range(30):
+        tc.set(f"e{i}", i, tags=["big"])
+    tc.set("other", 0, tags=["a"])
+    options = store.options.__class__(**{**store.options.__dict__, "chunk_size": 10})
+    keys, args = plan_invalidate(store.keys, options, ["big"])
+    _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
+    assert tc.get("e0") == 0  # set aside, not drained: as a caller that died would leave it
+    assert tc.invalidate_tags("a", "big", "c") == 31
+    assert all(tc.get(f"e{i}") is None for i in range(30))
+    assert raw.exists(pending[0][1]) == 0

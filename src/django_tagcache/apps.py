@@ -72,8 +72,9 @@ class TagCacheConfig(AppConfig):
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("CACHES", "TAGCACHE"):
-        from .caching import staleness
+        from .caching import shadow, staleness
         from .caching.api import reset_stores
 
         reset_stores()
         staleness.reset()
+        shadow.reset_rate()

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "CDN_PURGE": None,
     "ADMIN_ACTION": True,
     "PROMETHEUS": True,
+    "AUDIT": {},
 }
 
 RETRY_DEFAULTS: dict[str, float] = {
@@ -103,6 +104,69 @@ def seconds(value: object, name: str, *, minimum: float = 0.0, strict: bool = Fa
             f"{name} must be a finite number of seconds {low} and <= {MAX_SECONDS}, not {value!r}."
         )
     return float(value)
+
+
+AUDIT_DEFAULTS: dict[str, Any] = {
+    "SAMPLE_RATE": 0.0,
+    "COMPARE": None,
+    "BUDGET": 1.0,
+    "TARGET": 0.999,
+    "QUEUE_SIZE": 100,
+    "VERIFY_SAMPLES": 0,
+    "LOG_INTERVAL": 60.0,
+}
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The stale-read auditor (docs/observability.md); not the purge audit log."""
+
+    sample_rate: float
+    compare: Callable[[Any, Any], bool] | None
+    budget: float
+    target: float
+    queue_size: int
+    verify_samples: int
+    log_interval: float
+
+
+def _audit_settings(given: object) -> AuditSettings:
+    if not isinstance(given, dict) or set(given) - set(AUDIT_DEFAULTS):
+        raise ImproperlyConfigured(
+            f"TAGCACHE['AUDIT'] must be a dict with keys among {sorted(AUDIT_DEFAULTS)}, not {given!r}."
+        )
+    merged = {**AUDIT_DEFAULTS, **given}
+    rate, target = merged["SAMPLE_RATE"], merged["TARGET"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ImproperlyConfigured(f"TAGCACHE['AUDIT']['SAMPLE_RATE'] must be in [0, 1], not {rate!r}.")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ImproperlyConfigured(f"TAGCACHE['AUDIT']['TARGET'] must be in (0, 1], not {target!r}.")
+    for name in ("QUEUE_SIZE", "VERIFY_SAMPLES"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
+            raise ImproperlyConfigured(
+                f"TAGCACHE['AUDIT'][{name!r}] must be an integer in [0, 100000], not {value!r}."
+            )
+    compare = merged["COMPARE"]
+    if isinstance(compare, str):
+        try:
+            compare = import_string(compare)
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"TAGCACHE['AUDIT']['COMPARE'] cannot be imported: {exc}") from exc
+    if compare is not None and not callable(compare):
+        raise ImproperlyConfigured(
+            "TAGCACHE['AUDIT']['COMPARE'] must be a callable (or its dotted path) taking the value "
+            f"served and the value recomputed, and returning True when they agree; not {compare!r}."
+        )
+    return AuditSettings(
+        sample_rate=float(rate),
+        compare=compare,
+        budget=seconds(merged["BUDGET"], "TAGCACHE['AUDIT']['BUDGET']"),
+        target=float(target),
+        queue_size=merged["QUEUE_SIZE"],
+        verify_samples=merged["VERIFY_SAMPLES"],
+        log_interval=seconds(merged["LOG_INTERVAL"], "TAGCACHE['AUDIT']['LOG_INTERVAL']"),
+    )
 
 
 class Settings:
@@ -360,6 +424,11 @@ class Settings:
         if not isinstance(value, bool):
             raise ImproperlyConfigured(f"TAGCACHE['OUTBOX'] must be True or False, not {value!r}.")
         return value
+
+    @property
+    def AUDIT(self) -> AuditSettings:
+        """The stale-read auditor: shadow reads, ``tagcache_verify``, the SLO report."""
+        return _audit_settings(self._get("AUDIT"))
 
     def unknown_keys(self) -> list[str]:
         """Keys in settings.TAGCACHE that this version does not know (reported by a system check)."""

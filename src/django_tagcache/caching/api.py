@@ -28,6 +28,7 @@ from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
 from .flows import BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
+from .shadow import Origin
 from .stores import get_async_store, get_store, reset_stores
 from .tags import normalize_tags
 
@@ -183,7 +184,10 @@ class TagCache:
         """
         tag_list = normalize_tags(tags)
         note_tags(tag_list)
-        return await self._get_or_compute_steps(flow, key, default, timeout, lambda: tag_list, version, tags)
+        origin = Origin(key, callable(default))
+        return await self._get_or_compute_steps(
+            flow, key, default, timeout, lambda: tag_list, version, tags, origin
+        )
 
     get_or_set = blocking(_get_or_set_steps)
     aget_or_set = awaited(_get_or_set_steps)
@@ -197,7 +201,11 @@ class TagCache:
         tags: Callable[[], tuple[str, ...]],
         version: int | None,
         sources: object = None,
+        origin: Origin | None = None,
     ) -> Any:
+        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
+        ``sources`` bound the write's read fence by their load time."""
+
         def compute() -> Any:
             return default() if callable(default) else default
 
@@ -205,9 +213,9 @@ class TagCache:
             store = flow.store(self._alias)
         except RETRYABLE as exc:
             self._fail_open("read", exc)
-            return await flow.call(compute)
+            return await recompute.served_without_cache(flow, compute)
         entry = store.keys.entry(key, version)
-        return await recompute.steps(flow, store, entry, compute, _ttl_ms(timeout), tags, sources)
+        return await recompute.steps(flow, store, entry, compute, _ttl_ms(timeout), tags, sources, origin)
 
     async def _delete_steps(self, flow: Flow, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""

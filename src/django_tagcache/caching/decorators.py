@@ -9,6 +9,7 @@ import functools
 import hashlib
 import inspect
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, cast
 
@@ -16,6 +17,7 @@ from ..core.bridge import run_sync
 from .api import DEFAULT_TIMEOUT, TagCache, _Default
 from .bubbling import collecting, note_tags
 from .flows import ASYNC, BLOCKING, Flow
+from .shadow import Compare, Origin
 from .tags import normalize_tags
 
 P = ParamSpec("P")
@@ -56,6 +58,16 @@ def _part(value: Any) -> str:
     )
 
 
+# Every @cached function by dotted name, as modules define them: tagcache_verify recomputes them.
+# Process-global by nature (decorating happens at import); weak, so a function that goes, goes.
+_registry: weakref.WeakValueDictionary[str, CachedFunction[Any, Any]] = weakref.WeakValueDictionary()
+
+
+def registered() -> dict[str, CachedFunction[Any, Any]]:
+    """The ``@cached`` functions defined so far in this process, by dotted name."""
+    return dict(_registry)
+
+
 def call_key(prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """The cache key of one call: the function's dotted name plus a digest of its arguments."""
     text = _part(list(args)) + "|" + _part(kwargs)
@@ -72,6 +84,7 @@ class CachedFunction(Generic[P, R]):
         tags: object,
         key: Callable[P, str] | None,
         cache: TagCache,
+        audit_compare: Compare | None = None,
     ) -> None:
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -80,6 +93,9 @@ class CachedFunction(Generic[P, R]):
         self._key = key
         self._cache = cache
         self._prefix = f"{func.__module__}.{func.__qualname__}"
+        self.audit_compare = audit_compare
+        self._origin = Origin(self._prefix, True, audit_compare, self._prefix)
+        _registry[self._prefix] = self
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key one call's result is cached under."""
@@ -116,6 +132,7 @@ class CachedFunction(Generic[P, R]):
             call_tags,
             None,
             (args, kwargs),  # instances among the arguments bound the read fence
+            self._origin,
         )
 
     def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -146,19 +163,23 @@ def cached(
     *,
     key: Callable[..., str] | None = None,
     cache: str | None = None,
+    audit_compare: Callable[[Any, Any], bool] | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results under ``tags``, with the guarantees of ``get_or_set``.
 
     ``tags`` is a list of tag sources, or a callable taking the function's arguments and
     returning them. ``key`` replaces the default key (the function's dotted name and a digest of
     its arguments; model instances count by primary key). ``cache`` names another cache alias.
+    ``audit_compare(served, recomputed)`` tells the stale-read auditor and ``tagcache_verify``
+    whether two results agree, for results not comparable by ``==`` (a queryset: compare ids).
 
     On an ``async def`` function the result is a coroutine function that caches on
     ``redis.asyncio`` (see :meth:`TagCache.aget_or_set`); ``await f.aforget(...)`` deletes a result.
+    The stale-read auditor does not sample its hits.
     """
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        wrapped = CachedFunction(func, timeout, tags, key, TagCache(cache))
+        wrapped = CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare)
         return _coroutine_function(wrapped) if inspect.iscoroutinefunction(func) else wrapped
 
     return decorate

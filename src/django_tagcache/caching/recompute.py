@@ -19,16 +19,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
-from ..core import metrics, serialization
+from ..core import metrics, observations, serialization
 from ..core.bridge import settle
 from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
-from . import fences, flights
+from . import fences, flights, shadow
 from .failopen import fail_open
 from .scopes import computing, served_stale
 
 if TYPE_CHECKING:
     from .flows import Flow
+    from .shadow import Origin
 
 logger = logging.getLogger("django_tagcache")
 MISSING: Final = object()
@@ -49,6 +50,7 @@ async def steps(
     ttl_ms: int | None,
     tags: Callable[[], tuple[str, ...]],
     sources: object,
+    origin: Origin | None = None,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
@@ -57,30 +59,37 @@ async def steps(
     ``sources`` are the call's tag sources (and arguments): model instances among them bound the
     read fence of the write (see :mod:`django_tagcache.caching.fences`). On the asyncio flow,
     misses of one entry in one event loop wait for the first one's computation (:mod:`.flights`).
+    ``origin`` names the key or function, for the stale-read auditor and the per-prefix metrics;
+    the auditor samples the hits of the blocking flow only (it recomputes in a thread).
     """
+    if shadow.bypassing():  # the auditor recomputes: the truth, not another cached value
+        return await flow.call(compute)
     try:
         raw = await timed("read", lambda: store.get(entry))
     except RETRYABLE as exc:
         fail_open("read", exc)
-        return await flow.call(compute)
+        return await served_without_cache(flow, compute)
     current: Any = MISSING
     loaded = None if raw is None else serialization.loads(raw)  # unreadable: a miss
     if loaded is not None:
         value, delta, expiry = loaded
         if not serialization.recompute_early(delta, expiry, conf.XFETCH_BETA):
             metrics.incr("hits")
+            if not flow.asynchronous:
+                shadow.offer(store, entry, raw, value, compute, tags, origin)
             return value
         current = value
         metrics.incr("early_recomputes")
     else:
         metrics.incr("misses")
+        observations.count("misses", (_label(origin, entry),))
     if ttl_ms is None:
         return await flow.call(compute) if current is MISSING else current
     if flow.asynchronous and current is MISSING:
         return await flights.join(
-            store, entry, lambda: _miss(flow, store, entry, compute, ttl_ms, tags(), sources)
+            store, entry, lambda: _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin)
         )
-    return await _miss(flow, store, entry, compute, ttl_ms, tags(), sources, current)
+    return await _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin, current)
 
 
 async def _miss(
@@ -91,6 +100,7 @@ async def _miss(
     ttl_ms: int,
     tag_list: tuple[str, ...],
     sources: object,
+    origin: Origin | None,
     current: Any = MISSING,
 ) -> Any:
     """After a miss (or an XFetch volunteer, ``current`` the value still cached): take the lock or wait."""
@@ -102,7 +112,7 @@ async def _miss(
         )
     except RETRYABLE as exc:
         fail_open("miss", exc)
-        return await flow.call(compute) if current is MISSING else current
+        return await served_without_cache(flow, compute) if current is MISSING else current
     stored = None if miss.payload is None or current is not MISSING else serialization.loads(miss.payload)
     if stored is not None:
         metrics.incr("hits")  # another caller stored it between our GET and the lock
@@ -121,9 +131,34 @@ async def _miss(
             return waited
         metrics.incr("stampede_timeouts")
     fence_us = fences.to_us(fences.read_fence(sources))
-    return await _compute_and_store(
-        flow, store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us
+    value, kept = await _compute_and_store(
+        flow,
+        store,
+        entry,
+        compute,
+        ttl_ms,
+        tag_list,
+        miss.tokens,
+        miss.owner,
+        fence_us,
+        _label(origin, entry),
     )
+    if kept and not flow.asynchronous:
+        shadow.remember(store, entry, origin, sources)
+    return value
+
+
+def _label(origin: Origin | None, entry: str) -> str:
+    return origin.label if origin is not None else observations.prefix_of(entry)
+
+
+async def served_without_cache(flow: Flow, compute: Callable[[], Any]) -> Any:
+    """Compute for a caller that Redis failed: the time is counted (``failopen_compute``)."""
+    started = time.monotonic()
+    try:
+        return await flow.call(compute)
+    finally:
+        observations.observe("failopen_compute", time.monotonic() - started)
 
 
 async def _wait_for(flow: Flow, store: Any, entry: str, wait: float, poll: float) -> Any:
@@ -160,7 +195,9 @@ async def _compute_and_store(
     tokens: list[str],
     owner: str,
     fence_us: int,
-) -> Any:
+    label: str,
+) -> tuple[Any, bool]:
+    """The computed value, and whether it was stored."""
     started = time.monotonic()
     try:
         with computing() as stale:
@@ -172,15 +209,13 @@ async def _compute_and_store(
     if stale[0]:  # built on a stale value: served, not stored
         metrics.incr("refused_writes")
         await _release(store, entry, owner)
-        return value
+        return value, False
     elapsed = time.monotonic() - started
+    observations.observe("miss_compute", elapsed, (label,))
     ttl = jittered(ttl_ms, conf.TTL_JITTER)
     try:
-        payload = (
-            serialization.dumps_timed(value, elapsed, ttl)
-            if conf.XFETCH_BETA > 0
-            else serialization.dumps(value)
-        )
+        # Stamped with its write time: the auditor reports the age of an entry it finds stale.
+        payload = serialization.dumps_stamped(value, elapsed, ttl)
     except serialization.Unpicklable as exc:
         # Served, not stored; the lock is released so the next caller computes at once.
         metrics.incr("unpicklable")
@@ -193,7 +228,7 @@ async def _compute_and_store(
                 "django-tagcache: not caching %s: %d bytes is over MAX_ENTRY_SIZE.", entry, len(payload)
             )
         await _release(store, entry, owner)
-        return value
+        return value, False
     try:
         expected = tokens if tag_list else None
         stored = await timed(
@@ -203,6 +238,6 @@ async def _compute_and_store(
         )
     except RETRYABLE as exc:
         fail_open("write", exc)
-        return value
+        return value, False
     metrics.incr("stores" if stored else "refused_writes")
-    return value
+    return value, bool(stored)

@@ -79,14 +79,19 @@ def _labels() -> frozenset[str]:
     return _labels_cache
 
 
+def class_of(tag: str) -> str:
+    """The name of ``tag``'s staleness class (an unknown class name counts as the default one)."""
+    settings = conf.STALENESS
+    name = next((cls for prefix, cls in _rules() if _matches(prefix, tag)), settings.default)
+    return name if name in settings.classes else settings.default
+
+
 def budget_ms(tag: str) -> int:
     """The staleness budget of ``tag``, in milliseconds (0: delete its entries at once)."""
     budget = _cache.get(tag)
     if budget is None:
-        settings = conf.STALENESS
-        name = next((cls for prefix, cls in _rules() if _matches(prefix, tag)), settings.default)
         # An unknown class (reported by check E005) counts as the default one.
-        budget = int(settings.classes.get(name, settings.classes[settings.default]) * 1000)
+        budget = int(conf.STALENESS.classes[class_of(tag)] * 1000)
         if len(_cache) > 10_000:
             _cache.clear()
         _cache[tag] = budget

@@ -8,7 +8,7 @@ keys to one Redis Cluster hash slot.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 MakeKey = Callable[[str, "int | None"], str]
 
@@ -50,11 +50,25 @@ class KeyScheme:
         """The base every key of ``tag`` starts with; the braces pin them to one cluster slot."""
         namespace = self.namespace()
         base = self._tags.get((namespace, tag))
-        if base is None:
-            if len(self._tags) >= 10_000:
-                self._tags.clear()
-            head = self._tag if namespace is None else f"{self._prefix}:n:{namespace}:t:"
-            base = self._tags[namespace, tag] = str(self._make_key(head + "{" + hash_tag(tag) + "}", None))
+        return self._new_tag(namespace, tag) if base is None else base
+
+    def tags(self, tags: Sequence[str]) -> list[str]:
+        """:meth:`tag` of each of ``tags``, the namespace asked once for all of them."""
+        namespace = self.namespace()
+        known = self._tags
+        bases = []
+        for tag in tags:
+            base = known.get((namespace, tag))
+            if base is None:
+                base = self._new_tag(namespace, tag)
+            bases.append(base)
+        return bases
+
+    def _new_tag(self, namespace: str | None, tag: str) -> str:
+        if len(self._tags) >= 10_000:
+            self._tags.clear()
+        head = self._tag if namespace is None else f"{self._prefix}:n:{namespace}:t:"
+        base = self._tags[namespace, tag] = str(self._make_key(head + "{" + hash_tag(tag) + "}", None))
         return base
 
     def tag_pattern(self, tag: str, suffix: str = ":i") -> str:
@@ -62,6 +76,10 @@ class KeyScheme:
         its index by default, ``suffix=":g"`` its generation."""
         literal = re.sub(r"([*?\[\]\\])", r"\\\1", hash_tag(tag))
         return str(self._make_key(f"{self._prefix}:n:*:t:{{{literal}}}", None)) + suffix
+
+    def extra(self, name: str) -> str:
+        """A key of the app's own bookkeeping (``:o:``), in no namespace and no tag's slot."""
+        return str(self._make_key(f"{self._prefix}:o:{name}", None))
 
     def index(self, tag: str) -> str:
         return self.tag(tag) + ":i"

@@ -157,8 +157,9 @@ class MemorySteps(TagSteps):
         if cutoff < 0:
             return False
         for tag in tags:
-            done = self.state.read(self.keys.tag(tag) + ":c", now)
-            if done is not None and int(done) >= cutoff:
+            generation = self.state.read(self.keys.generation(tag), now)
+            done = generation.partition(b"@")[2] if generation is not None else b""
+            if done and int(done) >= cutoff:
                 return False
         return True
 
@@ -217,16 +218,17 @@ class MemorySteps(TagSteps):
             for tag, token in zip(tags, new_tokens(len(tags)), strict=True):
                 budget = self.staleness(tag) if self.staleness is not None else 0
                 base = self.keys.tag(tag)
-                state.put(base + ":g", token.encode(), now + ttl)
                 for member in state.take_index(base):
                     removed += state.purge(member, budget, now)
                 # Complete now, on the wall clock (µs, as Redis TIME): fences are read on it too.
+                # The generation records it, as invalidate.lua's does: '<token>@<completion>'.
                 # Completion times only grow, as in invalidate.lua.
-                previous = state.read(base + ":c", now)
+                replaced = state.read(base + ":g", now)
+                previous = replaced.partition(b"@")[2] if replaced is not None else b""
                 stamp = started
-                if previous is not None and int(previous) >= stamp:
+                if previous and int(previous) >= stamp:
                     stamp = int(previous) + 1
-                state.put(base + ":c", str(stamp).encode(), now + ttl)
+                state.put(base + ":g", f"{token}@{stamp}".encode(), now + ttl)
                 done += [stamp, previous]
         completions.record(tags, done)
         return removed

@@ -67,7 +67,7 @@ def plan_write(
     with a read fence ``fence_us`` (microseconds since the epoch), if a tag's last invalidation completed
     at or after the fence minus the clock-skew margin.
     """
-    keys = [entry, *(scheme.tag(tag) for tag in tags)]
+    keys = [entry, *scheme.tags(tags)]
     check, guard, cutoff = write_checks(options, expected, fence_us)
     args: list[Any] = [payload, ttl_ms, check, options.prune_per_write, options.index_slack_ms, owner]
     args += [guard, cutoff]
@@ -110,7 +110,7 @@ def plan_miss(
     scheme: KeyScheme, options: StoreOptions, entry: str, tags: Sequence[str], owner: str, lock_ttl_ms: int
 ) -> tuple[list[str], list[Any]]:
     """Keys and arguments of miss.lua; an empty ``owner`` takes no lock."""
-    keys = [entry, *(scheme.tag(tag) for tag in tags)]
+    keys = [entry, *scheme.tags(tags)]
     draining = int(on("drain_guard"))
     return keys, [owner, lock_ttl_ms, options.generation_ttl_ms, draining, *new_tokens(len(tags))]
 
@@ -144,7 +144,7 @@ def plan_invalidate(
     scheme: KeyScheme, options: StoreOptions, tags: Sequence[str], stale_ms: Sequence[int] | None = None
 ) -> tuple[list[str], list[Any]]:
     """Keys and arguments of invalidate.lua; ``stale_ms`` gives each tag's staleness budget (default 0)."""
-    keys = [scheme.tag(tag) for tag in tags]
+    keys = scheme.tags(tags)
     budgets = list(stale_ms) if stale_ms is not None else [0] * len(tags)
     return keys, [
         options.chunk_size,

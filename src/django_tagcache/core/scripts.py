@@ -54,6 +54,7 @@ def library_name() -> str:
     return f"tagcache_{digest.hexdigest()[:12]}"
 
 
+@cache
 def function_name(name: str) -> str:
     return f"{library_name()}_{name}"
 

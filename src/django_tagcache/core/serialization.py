@@ -5,6 +5,9 @@ Every payload starts with two bytes: :data:`FORMAT_VERSION`, then its kind:
 - ``p``: the pickle of a value (``tagcache.set``, ``get_or_set``, ``@cached``);
 - ``x``: the compute time and the expiry time (two big-endian doubles, seconds), then the pickle
   of a value: what a reader needs to recompute early (XFetch);
+- ``w``: as ``x``, plus a third double, the time the value was written (``get_or_set`` and
+  ``@cached`` write this kind): the age of a served entry, for the stale-read auditor. Payloads
+  of kind ``x`` and ``p`` written before it stay readable (their age is unknown);
 - ``r``: the pickle of ``(value, tags, tokens)``, a rendered fragment or page, whose tags and
   generation tokens vouch for it when it is served inside another page.
 
@@ -33,7 +36,9 @@ FORMAT_VERSION: Final = 1
 _PLAIN: Final = bytes([FORMAT_VERSION]) + b"p"
 _TIMED: Final = bytes([FORMAT_VERSION]) + b"x"
 _RENDERED: Final = bytes([FORMAT_VERSION]) + b"r"
+_WRITTEN: Final = bytes([FORMAT_VERSION]) + b"w"
 _HEADER = struct.Struct(">dd")
+_STAMPED = struct.Struct(">ddd")
 
 
 class Unpicklable(TypeError):
@@ -57,6 +62,20 @@ def dumps_timed(value: Any, compute_seconds: float, ttl_ms: int) -> bytes:
     """A payload carrying how long ``value`` took to compute and when it expires."""
     expiry = time.time() + ttl_ms / 1000 if ttl_ms else math.inf
     return _TIMED + _HEADER.pack(compute_seconds, expiry) + _pickle(value)
+
+
+def dumps_stamped(value: Any, compute_seconds: float, ttl_ms: int) -> bytes:
+    """A payload carrying its compute time, its expiry and the time it is written (now)."""
+    now = time.time()
+    expiry = now + ttl_ms / 1000 if ttl_ms else math.inf
+    return _WRITTEN + _STAMPED.pack(compute_seconds, expiry, now) + _pickle(value)
+
+
+def written_at(raw: bytes) -> float | None:
+    """When a value payload was written (epoch seconds), if it says so; read without unpickling."""
+    if raw[:2] == _WRITTEN and len(raw) >= 2 + _STAMPED.size:
+        return float(_STAMPED.unpack_from(raw, 2)[2])
+    return None
 
 
 def dumps_rendered(value: Any, tags: tuple[str, ...], tokens: tuple[str, ...]) -> bytes:
@@ -90,6 +109,12 @@ def loads(raw: bytes) -> tuple[Any, float, float] | None:
         ok, value = _unpickle(raw, 2 + _HEADER.size)
         if ok:
             delta, expiry = _HEADER.unpack_from(raw, 2)
+            return value, delta, expiry
+        return None
+    if head == _WRITTEN and len(raw) >= 2 + _STAMPED.size:
+        ok, value = _unpickle(raw, 2 + _STAMPED.size)
+        if ok:
+            delta, expiry, _ = _STAMPED.unpack_from(raw, 2)
             return value, delta, expiry
         return None
     _unreadable(f"not a value payload of format version {FORMAT_VERSION}")

@@ -5,7 +5,8 @@ Layout, for a tag ``T`` (``P`` is the cache backend's key prefix and version, ``
 
     P:tagcache:e:<key>            an entry: the serialized value, with the entry's TTL
     P:tagcache:t:{T}:i            index of T: ZSET of entry keys scored by their expiry (ms)
-    P:tagcache:t:{T}:g            generation of T: a random token, replaced on every invalidation
+    P:tagcache:t:{T}:g            generation of T: a random token, replaced on every invalidation,
+                                  then '@' and when that invalidation completed (µs, Redis TIME)
     P:tagcache:t:{T}:p            pending set of T: indexes renamed aside and not yet drained
     P:tagcache:t:{T}:i:<token>    an index renamed aside by an invalidation too big for one call
 

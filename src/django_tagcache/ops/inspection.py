@@ -78,7 +78,8 @@ def inspect_tag(store: TagStore, tag: str, limit: int) -> dict[str, Any]:
         "members": int(count),
         "shown": len(rows),
         "entries": rows,
-        "generation": None if token is None else _text(token),
+        # On one server the generation also records the last completion ('<token>@<µs>').
+        "generation": None if token is None else _text(token).partition("@")[0],
         "generation_pttl_ms": _ttl(token_pttl),
         "index_pttl_ms": _ttl(index_pttl),
         "index_memory_bytes": memory,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..core import metrics
+from . import consistency
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -56,6 +57,8 @@ class TagCacheCollector:
         for op, (count, seconds) in metrics.timings().items():
             timing.add_metric([op], count_value=count, sum_value=seconds)
         yield timing
+        # Stale reads, invalidation lag, misses per prefix, failing open (docs/observability.md).
+        yield from consistency.collect()
 
 
 def install(registry: CollectorRegistry | None = None) -> bool:

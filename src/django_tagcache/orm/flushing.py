@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 from ..caching.api import tagcache
 from ..caching.exceptions import TagCacheUnavailable
 from ..conf import conf
-from ..core import metrics
+from ..core import metrics, observations
 from ..core.breaker import CircuitOpen
 from .ownsaves import Saved, dating
 
 logger = logging.getLogger("django_tagcache")
 
 
-def flush(tags: set[str], using: str, rows: Sequence[int] = (), saved: Iterable[Saved] = ()) -> None:
+def flush(
+    tags: set[str],
+    using: str,
+    rows: Sequence[int] = (),
+    saved: Iterable[Saved] = (),
+    committed: float | None = None,
+) -> None:
     """Invalidate now. A write has already committed, so a Redis failure is logged, not raised.
 
     With the outbox on, the batch's rows are deleted once Redis confirms, and a failure is
     recorded on them (or in a new row, for a write made outside a transaction) for a later drain.
     The instances that ``saved`` themselves are dated by the invalidation (see ownsaves.py).
+    ``committed`` (``time.monotonic()``) is when the commit hooks began, for the lag histogram.
     """
     if not tags:
         return
     outbox = conf.OUTBOX
+    started = time.monotonic() if committed is None else committed
     try:
         # Tags made by the registry are valid by construction: skip validating them again.
         with dating(saved):
             tagcache.invalidate_normalized(tuple(sorted(tags)))
+        observations.observe("invalidation_lag", time.monotonic() - started, ("commit",))
     except TagCacheUnavailable as exc:
         if outbox:
             from .outbox import failed, note_failure

@@ -90,7 +90,8 @@ def _before_values(model: type[models.Model], instance: models.Model, using: str
 
 
 def _stored_row(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:
-    """The tag values of the row this save overwrites, read from the database: one query.
+    """The tag values of the row this save overwrites, read from the database: one query (none
+    for a model whose tags come from its primary key alone).
 
     The instance's own snapshot can be stale (another editor saved the row since it was loaded)
     or name another row (its primary key was changed), and its tags would then miss the ones the
@@ -99,9 +100,14 @@ def _stored_row(model: type[models.Model], instance: models.Model, using: str) -
     """
     if instance.pk is None:
         return None
+    names = registry.snapshot_names(model)
+    if names == ("pk",):
+        # Tags rendered from the primary key alone: the row this save overwrites, if any, is the
+        # one with this primary key (the UPDATE's own condition), so its tags are known unread.
+        return {"pk": instance.pk}
     connection = connections[using]
     lock = connection.in_atomic_block and connection.features.has_select_for_update
-    return storedrow.read(model, instance.pk, registry.snapshot_names(model), using, lock=lock)
+    return storedrow.read(model, instance.pk, names, using, lock=lock)
 
 
 def _pre_save(

@@ -22,7 +22,7 @@ from django.utils import timezone
 from ..caching import namespaces
 from ..caching.api import TagCache
 from ..caching.exceptions import TagCacheUnavailable
-from ..core import metrics
+from ..core import metrics, observations
 
 logger = logging.getLogger("django_tagcache")
 ROW_TAGS = 500
@@ -164,6 +164,9 @@ def _replay(batch: list[PendingInvalidation], manager: Any, cache: Any) -> tuple
             )
         else:
             done += [row.pk for row in group]
+            now = timezone.now()
+            for row in group:  # from the row's write (in its transaction) to Redis' confirmation
+                observations.observe("invalidation_lag", (now - row.created).total_seconds(), ("outbox",))
     return done, failing
 
 

@@ -15,6 +15,7 @@ The state is per thread, like Django's connections.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,7 @@ class _Transaction:
     def run(self, hook: _Hook | None) -> None:
         """Flush every live batch: the first hook of the transaction to run does it for all, or a
         :class:`_Guard` (``hook`` None) whose hook raised before any of ours could run."""
+        committed = time.monotonic()  # the commit hooks run right after the commit
         batches = [b for b in self.batches.values() if not b.done]
         remaining = self.callbacks
         if remaining is not None and not any(entry[1] is hook for entry in remaining):
@@ -144,7 +146,9 @@ class _Transaction:
         self.callbacks = None
         for namespace in sorted(tags, key=lambda name: name or ""):
             with namespaces.in_namespace(namespace):
-                flush(tags[namespace], self.using, rows.get(namespace, ()), saved.get(namespace, ()))
+                flush(
+                    tags[namespace], self.using, rows.get(namespace, ()), saved.get(namespace, ()), committed
+                )
 
 
 def _current(using: str, callbacks: list[Any]) -> _Transaction:

@@ -2,7 +2,7 @@
 --
 -- KEYS[i]       the base key of tag i, from which this script derives:
 --                 base .. ':i'            its index (ZSET of entry keys)
---                 base .. ':g'            its generation
+--                 base .. ':g'            its generation: '<token>@<completion>' (see below)
 --                 base .. ':p'            its pending set: indexes renamed aside and not yet drained
 --                 base .. ':i:' .. token  the name its index gets if too big to delete in this call
 --               (one key per tag keeps the call small; this is the standalone script, which also
@@ -15,10 +15,13 @@
 --               get_or_set to serve while one caller recomputes it (a soft purge)
 -- ARGV[3 + 2n]  how long an invalidation may drain before writes stop waiting for it, in ms
 --
--- Each tag also records when its last invalidation completed (base .. ':c', in microseconds on this
--- server's clock) and, while one drains, that it is in progress (base .. ':w': ZSET of renamed
--- indexes -> deadline). write.lua refuses entries whose data may have been read before the
--- completion, or while a drain is in progress.
+-- Each tag's generation also records when its last invalidation completed: its value is
+-- '<token>@<completion>' (microseconds on this server's clock), one key for both, so that an
+-- invalidation writes, and a checked write reads, one key per tag. While an invalidation drains,
+-- the generation keeps the previous completion (drain.lua records the new one) and the tag
+-- records that one is in progress (base .. ':w': ZSET of renamed indexes -> deadline).
+-- write.lua refuses entries whose data may have been read before the completion, or while a
+-- drain is in progress.
 --
 -- Completion times only grow: one that would not be later than the tag's previous one is recorded
 -- one microsecond after it, so an invalidation that runs after another always completes after it.
@@ -40,6 +43,21 @@ local guard_ttl = tonumber(ARGV[3 + 2 * ntags])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+
+-- Unfinished drains are rare: one EXISTS over every pending set spares asking each tag's.
+local unfinished = false
+do
+  local pendings = {}
+  for i = 1, ntags do
+    pendings[i] = KEYS[i] .. ':p'
+  end
+  for from = 1, ntags, 1000 do
+    if redis.call('EXISTS', unpack(pendings, from, math.min(from + 999, ntags))) > 0 then
+      unfinished = true
+      break
+    end
+  end
+end
 
 -- Delete (budget 0) or soften (keep a stale copy) the entries members[first..last].
 local function purge(members, first, last, stale_ms)
@@ -73,7 +91,6 @@ for i = 1, ntags do
   local index, generation, pending = KEYS[i] .. ':i', KEYS[i] .. ':g', KEYS[i] .. ':p'
   local aside = index .. ':' .. ARGV[2 + i]
   local stale_ms = tonumber(ARGV[2 + ntags + i])
-  redis.call('SET', generation, ARGV[2 + i], 'PX', gen_ttl)
   local size = redis.call('ZCARD', index)
   local draining = false
   if size > 0 and size <= budget then
@@ -88,20 +105,28 @@ for i = 1, ntags do
     draining = true
   end
   if draining then
+    -- Not complete yet: drain.lua records the completion when the index is empty. Until then the
+    -- previous completion still fences writes (past the drain guard's deadline too).
+    local previous = redis.call('SET', generation, ARGV[2 + i], 'PX', gen_ttl, 'GET')
+    local at = previous and string.find(previous, '@', 1, true)
+    if at then
+      redis.call('SET', generation, ARGV[2 + i] .. string.sub(previous, at), 'PX', gen_ttl)
+    end
     completions[#completions + 1] = ''
     completions[#completions + 1] = ''
   else
-    -- Complete now; otherwise drain.lua records the completion when the index is empty.
     local done = string.format('%.0f', now_us)
-    local previous = redis.call('SET', KEYS[i] .. ':c', done, 'PX', gen_ttl, 'GET')
-    if previous and tonumber(previous) >= now_us then
+    local replaced = redis.call('SET', generation, ARGV[2 + i] .. '@' .. done, 'PX', gen_ttl, 'GET')
+    local at = replaced and string.find(replaced, '@', 1, true)
+    local previous = at and string.sub(replaced, at + 1) or ''
+    if previous ~= '' and tonumber(previous) >= now_us then
       done = string.format('%.0f', tonumber(previous) + 1)
-      redis.call('SET', KEYS[i] .. ':c', done, 'PX', gen_ttl)
+      redis.call('SET', generation, ARGV[2 + i] .. '@' .. done, 'PX', gen_ttl)
     end
     completions[#completions + 1] = done
-    completions[#completions + 1] = previous or ''
+    completions[#completions + 1] = previous
   end
-  if redis.call('SCARD', pending) > 0 then
+  if draining or unfinished then
     for _, dead in ipairs(redis.call('SMEMBERS', pending)) do
       result[#result + 1] = dead
       result[#result + 1] = pending

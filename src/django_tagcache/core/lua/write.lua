@@ -2,7 +2,8 @@
 --
 -- KEYS[1]                   the entry
 -- KEYS[1 + i]               the base key of tag i: its index (ZSET: entry key -> expiry in ms) is
---                           base .. ':i' and its generation base .. ':g'. Deriving them here keeps
+--                           base .. ':i' and its generation base .. ':g' ('<token>' or, once the
+--                           tag was invalidated, '<token>@<completion>'). Deriving them here keeps
 --                           the call small; it is the standalone script (the cluster ones differ).
 -- ARGV[1]                   the serialized value
 -- ARGV[2]                   time to live in ms; "0" stores without expiry
@@ -14,8 +15,8 @@
 -- ARGV[7]                   "1": refuse while an invalidation of a tag is still draining (the tag's
 --                           in-progress set base .. ':w' holds an unexpired member)
 -- ARGV[8]                   the read fence, in microseconds since the epoch, minus the clock-skew
---                           margin: refuse if a tag's last invalidation completed (base .. ':c')
---                           at or after it;
+--                           margin: refuse if a tag's last invalidation completed (recorded in
+--                           its generation) at or after it;
 --                           "0": no fence (the generations alone vouch for the data); negative:
 --                           refuse (a fence older than completion times are kept)
 -- ARGV[8 + i]               the generation token of tag i read at the miss (when ARGV[3] is "1")
@@ -38,27 +39,31 @@ if fence < 0 then
   return 0 -- a fence older than completion times are kept
 end
 
-if check then
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if check or fence > 0 then
   for i = 1, ntags do
+    -- One read per tag answers both checks: a generation is '<token>@<completion>' once the
+    -- tag was invalidated (invalidate.lua), the bare token read at the miss before that.
+    local generation = redis.call('GET', KEYS[1 + i] .. ':g')
     -- A missing generation never matches: tokens are created at the miss, so a generation
     -- that disappeared (expiry, eviction) means the reader cannot prove its data is fresh.
-    if redis.call('GET', KEYS[1 + i] .. ':g') ~= ARGV[8 + i] then
+    if check and generation ~= ARGV[8 + i] then
       return 0
+    end
+    if fence > 0 and generation then
+      local at = string.find(generation, '@', 1, true)
+      if at and tonumber(string.sub(generation, at + 1)) >= fence then
+        return 0
+      end
     end
   end
 end
-
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-for i = 1, ntags do
-  -- Entries read while an invalidation drains may be old ones not deleted yet: nothing built
-  -- while it runs is stored. A crashed invalidator's member expires (DRAIN_GUARD_TTL).
-  if guard and redis.call('ZCOUNT', KEYS[1 + i] .. ':w', now_ms, '+inf') > 0 then
-    return 0
-  end
-  if fence > 0 then
-    local done = redis.call('GET', KEYS[1 + i] .. ':c')
-    if done and tonumber(done) >= fence then
+if guard then
+  for i = 1, ntags do
+    -- Entries read while an invalidation drains may be old ones not deleted yet: nothing built
+    -- while it runs is stored. A crashed invalidator's member expires (DRAIN_GUARD_TTL).
+    if redis.call('ZCOUNT', KEYS[1 + i] .. ':w', now_ms, '+inf') > 0 then
       return 0
     end
   end

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from ...core import metrics
+from ...ops import slo
 from ...ops.inspection import keyspace_stats
 from ..base import TagCacheCommand
 
@@ -39,8 +40,23 @@ class Command(TagCacheCommand):
             metavar="N",
             help="Indexes whose MEMORY USAGE is measured (default 200); the total is extrapolated.",
         )
+        parser.add_argument(
+            "--slo",
+            action="store_true",
+            help="Print the consistency SLO report (the stale-read auditor's samples) instead.",
+        )
+        parser.add_argument(
+            "--hours", type=int, default=24, metavar="H", help="The SLO report's window (default 24 hours)."
+        )
 
     def run(self, alias: str, options: dict[str, Any]) -> None:
+        if options["slo"]:
+            hours = options["hours"]
+            if not 1 <= hours <= slo.KEEP_HOURS:
+                raise CommandError(f"--hours must be in [1, {slo.KEEP_HOURS}], not {hours}.")
+            report = slo.report(self.store(alias), hours=hours)
+            self.emit(options, {"cache": alias, "slo": report}, slo.lines(report))
+            return
         sample, memory_sample = options["sample"], options["memory_sample"]
         if sample is not None and sample < 1:
             raise CommandError(f"--sample must be 1 or more, not {sample}.")

@@ -24,6 +24,7 @@ from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
 from .namespaces import in_namespace
+from .origins import event_source
 from .shadow import Origin
 from .stores import get_store, reset_stores
 from .tags import normalize_tags
@@ -245,7 +246,8 @@ class TagCache:
             return 0
         try:
             store = self.store
-            removed = traced("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list))
+            origin = event_source(source)
+            removed = traced("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")

@@ -12,6 +12,7 @@ from ..conf import conf
 from ..core import memory
 from ..core.breaker import CircuitBreaker
 from ..core.cluster_store import ClusterTagStore
+from ..core.events import EventOptions
 from ..core.scripts import ScriptRunner
 from ..core.store import KeyScheme, MakeKey, StoreOptions, TagStore
 from . import namespaces, staleness
@@ -63,6 +64,9 @@ def _build_store(alias: str) -> TagStore:
     store.keys = KeyScheme(make_key, options.key_prefix, namespace=namespaces.current)
     if store.standalone:
         store.staleness = staleness.budget_ms  # soft purges rename entries: one server only
+    events = conf.EVENTS
+    if events is not None and events.publish:
+        store.events = EventOptions(events.stream, events.maxlen, events.service, events.region)
     return store
 
 

@@ -34,6 +34,7 @@ SCRIPT_NAMES = (
     "cluster_tombstone",
     "cluster_drain",
     "cluster_unlock",
+    "cluster_event",
 )
 Mode = Literal["auto", "eval", "function"]
 

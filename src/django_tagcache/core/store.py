@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 from redis.cluster import RedisCluster
 
 from . import completions, replication
+from .events import EventOptions, event_args
 from .keys import KeyScheme, MakeKey, hash_tag
 from .protocol import (
     Miss,
@@ -98,6 +99,8 @@ class TagStore:
         self.standalone = not isinstance(client, RedisCluster)
         # Tag -> staleness budget in ms (soft purge); single server only, set by the store factory.
         self.staleness: Callable[[str], int] | None = None
+        # Where invalidations are announced to other services (docs/events.md); set by the factory.
+        self.events: EventOptions | None = None
 
     def _call(self, func: Callable[[], T]) -> T:
         """Run one Redis call under the time budget, the circuit breaker and the retry policy."""
@@ -203,8 +206,14 @@ class TagStore:
     def delete(self, entry: str) -> bool:
         return bool(self._call(lambda: self.client.delete(entry)))
 
-    def invalidate(self, tags: Sequence[str]) -> int:
+    def invalidate(self, tags: Sequence[str], origin: str | None = None) -> int:
         """Delete every entry indexed under ``tags`` and move their generations; returns entries removed.
+
+        With :attr:`events` set and an ``origin`` (what invalidates: ``orm``, ``api``, ...), each
+        script call also appends one event naming its own tags, in that same call (so an
+        invalidation of more than :attr:`TAGS_PER_CALL` tags is announced by one event per call:
+        each event is exactly as atomic as the invalidation it announces). Without an origin
+        (applying another service's event) nothing is announced.
 
         Up to :attr:`TAGS_PER_CALL` small tags take one script call in all; more tags take one
         call per slice of that many, each atomic on its own, pipelined in one round trip (Redis
@@ -216,27 +225,34 @@ class TagStore:
         if not tags:
             return 0
         if self.options.invalidation_replicas and self.standalone:
-            return self._invalidate_acknowledged(tags)
-        return self.invalidate_here(tags)
+            return self._invalidate_acknowledged(tags, origin)
+        return self.invalidate_here(tags, origin)
 
-    def _invalidate_acknowledged(self, tags: Sequence[str]) -> int:
+    def _invalidate_acknowledged(self, tags: Sequence[str], origin: str | None) -> int:
         """:meth:`invalidate`, returning once ``invalidation_replicas`` replicas hold it (replication.py)."""
         wanted, timeout_ms = self.options.invalidation_replicas, self.options.replica_timeout_ms
         with replication.one_connection(self.client, self.scripts) as (single, scripts):
             pinned = copy.copy(self)
             pinned.client, pinned.scripts = single, scripts
-            removed = pinned.invalidate_here(tags)
+            removed = pinned.invalidate_here(tags, origin)
             acked = int(self._call(lambda: single.wait(wanted, timeout_ms)))
         replication.require(acked, wanted, len(tags), timeout_ms)
         return removed
 
-    def invalidate_here(self, tags: Sequence[str]) -> int:
+    def invalidate_here(self, tags: Sequence[str], origin: str | None = None) -> int:
         """:meth:`invalidate` on this store's own client, without waiting for replicas."""
         step = self.TAGS_PER_CALL
         budgets = [self.staleness(tag) for tag in tags] if self.staleness is not None else [0] * len(tags)
+        events, namespace = self.events, self.keys.namespace()
         calls = [
             plan_invalidate(
-                self.keys, self.options, tags[first : first + step], budgets[first : first + step]
+                self.keys,
+                self.options,
+                tags[first : first + step],
+                budgets[first : first + step],
+                ()
+                if events is None or origin is None
+                else event_args(events, namespace, origin, tags[first : first + step]),
             )
             for first in range(0, len(tags), step)
         ]

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.test import override_settings
 
 from django_tagcache import TagCache

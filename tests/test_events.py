@@ -376,3 +376,105 @@ def test_lag_counts_what_is_not_applied_yet(consuming: Any) -> None:
     consumer.run(until_idle=True)
     status = group_status(consumer.stream)
     assert (status["events_behind"], status["seconds_behind"]) == (0, 0.0)
+
+
+# --- observability and the command ----------------------------------------------------------------
+
+
+def test_tagcache_stats_shows_each_source_lag_and_counts(consuming: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    publish(consuming, ["a"], 1)
+    publish(consuming, ["a"], 1)  # a duplicate
+    publish(consuming, ["b"], 2, v="7")  # dead-lettered
+    publish(consuming, ["c"], 3)
+    consumer = Consumer(name="c1")
+    consumer.stream.read("c1", 3, block_ms=1)
+    consumer.run(until_idle=True)  # its own pending first, then the rest
+    out = StringIO()
+    call_command("tagcache_stats", "--json", stdout=out)
+    (status,) = json.loads(out.getvalue())["events"]
+    assert {k: status[k] for k in ("applied", "duplicates", "dead_lettered", "events_behind", "pending")} == {
+        "applied": 2,
+        "duplicates": 1,
+        "dead_lettered": 1,
+        "events_behind": 0,
+        "pending": 0,
+    }
+    publish(consuming, ["d"], 4)
+    out = StringIO()
+    call_command("tagcache_stats", stdout=out)
+    text = out.getvalue()
+    assert "Events from 'shop' (stream 'svc:events'):" in text
+    assert "behind:           1 event(s)" in text
+    assert "dead-lettered:    1 (1 in the dead-letter stream)" in text
+
+
+def test_tagcache_stats_reports_an_unreachable_source() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.servers import free_port
+
+    source = {"URL": f"redis://127.0.0.1:{free_port()}", "STREAM": STREAM}
+    with override_settings(TAGCACHE=events_settings(SOURCES={"gone": source})):
+        out = StringIO()
+        call_command("tagcache_stats", stdout=out)
+    assert "Events from 'gone'" in out.getvalue()
+    assert "unreachable:" in out.getvalue()
+
+
+def test_prometheus_exports_the_lag_of_each_group(consuming: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from django_tagcache.events import prometheus
+
+    registry = CollectorRegistry()
+    prometheus.uninstall()
+    prometheus.install(registry)
+    try:
+        publish(consuming, ["a"], 1)
+        publish(consuming, ["b"], 2)
+        Consumer(name="c1").stream.read("c1", 1, block_ms=1)
+        exposition = generate_latest(registry).decode()
+    finally:
+        prometheus.uninstall()
+    assert 'tagcache_events_events_behind{group="shop",source="shop"} 2.0' in exposition
+    assert 'tagcache_events_pending{group="shop",source="shop"} 1.0' in exposition
+    assert "tagcache_events_seconds_behind" in exposition
+
+
+def test_the_command_refuses_what_it_cannot_consume() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="names no stream to consume"):
+        call_command("tagcache_consume", "--until-idle")
+    with (
+        override_settings(TAGCACHE=events_settings()),
+        pytest.raises(CommandError, match="Unknown event source"),
+    ):
+        call_command("tagcache_consume", "--source", "nope", "--until-idle")
+
+
+def test_the_command_applies_until_idle(consuming: Any) -> None:
+    from django.core.management import call_command
+
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1)
+    call_command("tagcache_consume", "--until-idle", "--name", "cmd", verbosity=0)
+    assert tagcache.get("k") is None
+
+
+def test_a_rate_limit_paces_the_batches(consuming: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    for seq in range(1, 11):
+        publish(consuming, [f"t{seq}"], seq)
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BATCH=2, RATE_LIMIT=4, BLOCK=0.05)):
+        consumer = Consumer(name="c1")
+        monkeypatch.setattr(consumer._stop, "wait", lambda seconds: waits.append(seconds) or False)
+        consumer.run(until_idle=True)
+    # 10 events at 4/s with one second of burst allowed: at least 10/4 - 1 = 1.5 s of waiting asked.
+    assert sum(waits) >= 1.5 - 1e-6

@@ -60,10 +60,14 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
     pipe = store.client.pipeline(transaction=False)
     for tag, producer in pairs:
         pipe.zscore(store.keys.tag(tag) + ":v", producer)
+    # Events in stream order; each raises the marks it passes, so that an exact duplicate or an
+    # older event within the same batch counts as a duplicate too.
     marks = {pair: int(score or 0) for pair, score in zip(pairs, pipe.execute(), strict=True)}
     todo: set[str] = set()
     for event in events:
         fresh = [tag for tag in event.tags if event.seq > marks[tag, event.producer]]
+        for tag in fresh:
+            marks[tag, event.producer] = event.seq
         if fresh:
             todo.update(fresh)
             outcome.applied += 1

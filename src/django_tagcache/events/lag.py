@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from ..core.protocol import text
-
-if TYPE_CHECKING:
-    from .streams import SourceStream
+from .streams import SourceStream
 
 
 def _ms(entry_id: Any) -> int:
@@ -63,3 +63,23 @@ def group_status(stream: SourceStream) -> dict[str, Any]:
         seconds_behind=max(0, now_ms - min(oldest)) / 1000 if oldest else 0.0,
     )
     return status
+
+
+def sources_status() -> list[dict[str, Any]]:
+    """:func:`group_status` of every source in ``TAGCACHE['EVENTS']['SOURCES']``; an unreachable
+    source gives ``{"source": name, "error": why}`` instead of raising."""
+    from ..conf import conf
+
+    settings = conf.EVENTS
+    if settings is None:
+        return []
+    statuses = []
+    for source in settings.sources.values():
+        stream = SourceStream(source, settings)
+        try:
+            statuses.append(group_status(stream))
+        except RedisError as exc:
+            statuses.append({"source": source.name, "stream": source.stream, "error": str(exc)})
+        finally:
+            stream.client.close()
+    return statuses

@@ -30,6 +30,12 @@ class Command(BaseCommand):
             "--cache", metavar="ALIAS", help="Cache alias to apply to (default TAGCACHE['CACHE'])."
         )
         parser.add_argument("--until-idle", action="store_true", help="Exit when a read finds nothing to do.")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve this process's Prometheus metrics on PORT (needs prometheus-client).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         settings = conf.EVENTS
@@ -41,6 +47,8 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        if options["metrics_port"] is not None:
+            serve_metrics(options["metrics_port"])
         previous = {
             sig: signal.signal(sig, lambda *_: consumer.stop()) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -57,3 +65,14 @@ class Command(BaseCommand):
                 signal.signal(sig, handler)
         if options["verbosity"] >= 1:
             self.stdout.write("Stopped.")
+
+
+def serve_metrics(port: int) -> None:
+    """Expose /metrics of this consumer process (its counters and its group's lag)."""
+    try:
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise CommandError(
+            "--metrics-port needs prometheus-client (pip install prometheus-client)."
+        ) from None
+    start_http_server(port, addr="127.0.0.1")

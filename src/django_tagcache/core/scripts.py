@@ -27,6 +27,7 @@ SCRIPT_NAMES = (
     "drain",
     "miss",
     "unlock",
+    "event_marks",
     # Redis Cluster: each touches one slot and declares every key (see cluster_store.py).
     "cluster_index",
     "cluster_set",

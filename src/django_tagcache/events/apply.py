@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..caching.namespaces import in_namespace
 from ..caching.origins import invalidating_as
@@ -22,6 +22,9 @@ from ..caching.origins import invalidating_as
 if TYPE_CHECKING:
     from ..caching.api import TagCache
     from ..core.events import Event
+
+if TYPE_CHECKING:
+    from ..core.store import TagStore
 
 
 @dataclass
@@ -57,12 +60,11 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
             key = (tag, event.producer)
             wanted[key] = max(wanted.get(key, 0), event.seq)
     pairs = list(wanted)
-    pipe = store.client.pipeline(transaction=False)
-    for tag, producer in pairs:
-        pipe.zscore(store.keys.tag(tag) + ":v", producer)
+    bases = [store.keys.tag(tag) for tag, _producer in pairs]
+    scores = _read_marks(store, bases, [producer for _tag, producer in pairs])
     # Events in stream order; each raises the marks it passes, so that an exact duplicate or an
     # older event within the same batch counts as a duplicate too.
-    marks = {pair: int(score or 0) for pair, score in zip(pairs, pipe.execute(), strict=True)}
+    marks = {pair: int(score or 0) for pair, score in zip(pairs, scores, strict=True)}
     todo: set[str] = set()
     for event in events:
         fresh = [tag for tag in event.tags if event.seq > marks[tag, event.producer]]
@@ -78,10 +80,32 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
         return
     cache.invalidate_normalized(tuple(sorted(todo)))
     outcome.tags += len(todo)
+    raised = [
+        (base, pair[1], wanted[pair]) for base, pair in zip(bases, pairs, strict=True) if pair[0] in todo
+    ]
+    _raise_marks(store, raised, mark_ttl_ms)
+
+
+def _read_marks(store: TagStore, bases: list[str], producers: list[str]) -> list[Any]:
+    """The mark of each (tag base, producer): one script call on one server, a pipeline on a cluster."""
+    if store.standalone:
+        return list(store.scripts("event_marks", bases, ["get", 0, *producers]))
     pipe = store.client.pipeline(transaction=False)
-    for (tag, producer), seq in wanted.items():
-        if tag in todo:
-            mark = store.keys.tag(tag) + ":v"
-            pipe.zadd(mark, {producer: seq}, gt=True)
-            pipe.pexpire(mark, mark_ttl_ms)
+    for base, producer in zip(bases, producers, strict=True):
+        pipe.zscore(base + ":v", producer)
+    return list(pipe.execute())
+
+
+def _raise_marks(store: TagStore, raised: list[tuple[str, str, int]], ttl_ms: int) -> None:
+    """Raise each mark to its sequence number (never lower it: ZADD GT), and let it expire."""
+    if store.standalone:
+        args: list[Any] = ["set", ttl_ms]
+        for _base, producer, seq in raised:
+            args += [producer, seq]
+        store.scripts("event_marks", [base for base, _producer, _seq in raised], args)
+        return
+    pipe = store.client.pipeline(transaction=False)
+    for base, producer, seq in raised:
+        pipe.zadd(base + ":v", {producer: seq}, gt=True)
+        pipe.pexpire(base + ":v", ttl_ms)
     pipe.execute()

@@ -66,7 +66,8 @@ def test_a_consumer_applies_to_a_cluster_and_reads_a_stream_on_a_cluster(
     redis_cluster: Any, invalidated: list[set[str]]
 ) -> None:
     # Both sides on the cluster: the stream of "catalog" (CLUSTER: True) and this service's cache.
-    location = settings.CACHES["cluster"]["LOCATION"].split(",")[0]
+    caches: Any = settings.CACHES
+    location = caches["cluster"]["LOCATION"].split(",")[0]
     source = {"URL": location, "STREAM": STREAM, "CLUSTER": True}
     producer = {"SERVICE": "catalog", "STREAM": STREAM}
     consumer = {"SERVICE": "front", "PUBLISH": False, "SOURCES": {"catalog": source}, "BLOCK": 0.05}

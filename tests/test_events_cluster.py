@@ -87,7 +87,8 @@ def test_a_consumer_applies_to_a_cluster_and_reads_a_stream_on_a_cluster(
         status = group_status(worker.stream)
         assert (status["applied"], status["events_behind"], status["pending"]) == (1, 0, 0)
         # A duplicate is recognised through the marks the cluster keeps (pipelined, not a script).
-        ((_id, fields),) = worker.stream.client.xrange(STREAM)
-        worker.stream.client.xadd(STREAM, fields)
+        client: Any = worker.stream.client
+        ((_id, fields),) = client.xrange(STREAM)
+        client.xadd(STREAM, fields)
         worker.run(until_idle=True)
         assert group_status(worker.stream)["duplicates"] == 1

@@ -431,9 +431,12 @@ def test_prometheus_exports_the_lag_of_each_group(consuming: Any) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from django_tagcache.events import prometheus
+    from django_tagcache.ops import prometheus as counters
 
     registry = CollectorRegistry()
     prometheus.uninstall()
+    counters.uninstall()
+    counters.install(registry)  # the counters of ops/prometheus.py beside: no name is exported twice
     prometheus.install(registry)
     try:
         publish(consuming, ["a"], 1)
@@ -442,9 +445,12 @@ def test_prometheus_exports_the_lag_of_each_group(consuming: Any) -> None:
         exposition = generate_latest(registry).decode()
     finally:
         prometheus.uninstall()
-    assert 'tagcache_events_events_behind{group="shop",source="shop"} 2.0' in exposition
-    assert 'tagcache_events_pending{group="shop",source="shop"} 1.0' in exposition
-    assert "tagcache_events_seconds_behind" in exposition
+        counters.uninstall()
+        counters.install()  # back in the default registry, as AppConfig.ready() left it
+    assert 'tagcache_events_group_behind{group="shop",source="shop"} 2.0' in exposition
+    assert 'tagcache_events_group_pending{group="shop",source="shop"} 1.0' in exposition
+    assert "tagcache_events_group_seconds_behind" in exposition
+    assert "tagcache_events_applied_total 0.0" in exposition
 
 
 def test_the_command_refuses_what_it_cannot_consume() -> None:

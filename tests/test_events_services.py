@@ -65,6 +65,13 @@ class World:
     db: str
     base_env: dict[str, str]
     consumers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ended: set[int] = field(default_factory=set)  # consumers this test stopped or killed itself
+
+    def check_consumers(self) -> None:
+        """A consumer that ended on its own (a crash at start-up, say) fails the test at once."""
+        for process in self.consumers:
+            if process.pid not in self.ended and process.poll() is not None:
+                raise AssertionError(f"consumer {process.args!r} exited with status {process.returncode}")
 
     def env(self, role: str, **extra: str) -> dict[str, str]:
         url = self.producer_redis.url if role == "producer" else self.consumer_redis.url
@@ -98,6 +105,7 @@ class World:
 
     def stop_consumer(self, process: subprocess.Popen[bytes]) -> int:
         """SIGTERM, and the exit status (0: a clean shutdown)."""
+        self.ended.add(process.pid)
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)
             process.terminate()
@@ -122,6 +130,7 @@ class World:
         return SourceStream(source, settings, self.source)
 
     def status(self) -> dict[str, Any]:
+        self.check_consumers()
         return group_status(self.stream())
 
     def caught_up(self) -> bool:
@@ -238,6 +247,7 @@ def test_consumer_killed_mid_batch_and_restarted(world: World, tmp_path: Path) -
             "victim", EVENTS_HANG_AT="2", EVENTS_HANG_MARK=str(mark), EVENTS_BATCH="50"
         )
         wait_for("the consumer to apply a batch it has not acknowledged", mark.exists)
+        world.ended.add(victim.pid)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         pending = world.status()["pending"]
@@ -320,8 +330,13 @@ def test_consumer_redis_down_for_a_while(world: World) -> None:
         world.consumer_redis.process.terminate()  # a clean shutdown: the AOF keeps the cached values
         world.consumer_redis.process.wait()
         world.produce("--updates", "100")
-        # The consumer has read a batch it cannot apply: it keeps it pending and retries.
-        wait_for("the consumer to hold a batch", lambda: world.status()["pending"] > 0)
+        # The consumer has read a batch it cannot apply: it keeps it pending and retries (or, were
+        # it to blame the events, dead-letters them: the row would show it).
+        dead = world.status()["dead_lettered"]
+        wait_for(
+            "the consumer to take a batch",
+            lambda: world.status()["pending"] > 0 or world.status()["dead_lettered"] > dead,
+        )
         world.restart_consumer_redis()
         reset_stores()
         return {}

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 GAUGES = {
-    "events_behind": "Events of the source stream not yet applied by this service's consumer group.",
+    "behind": "Events of the source stream not yet applied by this service's consumer group.",
     "seconds_behind": "Age of the oldest event not yet applied (source's clock), 0 when caught up.",
     "pending": "Events delivered to a consumer and not yet acknowledged.",
     "dead_letter_length": "Entries in the source's dead-letter stream.",
@@ -25,6 +25,8 @@ GAUGES = {
     "duplicates": "Events the group found nothing left to apply for.",
     "dead_lettered": "Events the group moved to the dead-letter stream.",
 }
+
+KEYS = {"behind": "events_behind"}  # gauge -> field of group_status(), where they differ
 
 _installed: tuple[EventLagCollector, CollectorRegistry] | None = None
 
@@ -35,9 +37,13 @@ class EventLagCollector:
 
         statuses = [status for status in sources_status() if "error" not in status]
         for name, description in GAUGES.items():
-            gauge = GaugeMetricFamily(f"tagcache_events_{name}", description, labels=["source", "group"])
+            # "group" in the name: the process's own counters (tagcache_events_applied_total, ...)
+            # are exported beside these, by ops/prometheus.py.
+            gauge = GaugeMetricFamily(
+                f"tagcache_events_group_{name}", description, labels=["source", "group"]
+            )
             for status in statuses:
-                gauge.add_metric([status["source"], status["group"]], float(status[name]))
+                gauge.add_metric([status["source"], status["group"]], float(status[KEYS.get(name, name)]))
             yield gauge
 
 

@@ -327,16 +327,18 @@ def test_consumer_redis_down_for_a_while(world: World) -> None:
     def body() -> dict[str, Any]:
         world.ensure_consumer()
         world.populate()
+        dead = world.status()["dead_lettered"]
         world.consumer_redis.process.terminate()  # a clean shutdown: the AOF keeps the cached values
         world.consumer_redis.process.wait()
         world.produce("--updates", "100")
+
         # The consumer has read a batch it cannot apply: it keeps it pending and retries (or, were
         # it to blame the events, dead-letters them: the row would show it).
-        dead = world.status()["dead_lettered"]
-        wait_for(
-            "the consumer to take a batch",
-            lambda: world.status()["pending"] > 0 or world.status()["dead_lettered"] > dead,
-        )
+        def taken() -> bool:
+            status = world.status()
+            return bool(status["pending"] > 0 or status["dead_lettered"] > dead)
+
+        wait_for("the consumer to take a batch", taken)
         world.restart_consumer_redis()
         reset_stores()
         return {}

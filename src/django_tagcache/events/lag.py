@@ -50,7 +50,8 @@ def group_status(stream: SourceStream) -> dict[str, Any]:
     oldest: list[int] = []
     if pending:
         summary = client.xpending(name, group)
-        oldest.append(_ms(summary["min"]))
+        if summary["min"] is not None:  # acknowledged meanwhile: nothing pending any more
+            oldest.append(_ms(summary["min"]))
     undelivered = client.xrange(name, min="(" + text(info["last-delivered-id"]), count=1)
     if undelivered:
         oldest.append(_ms(undelivered[0][0]))

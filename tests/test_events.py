@@ -489,3 +489,31 @@ def test_a_rate_limit_paces_the_batches(consuming: Any, monkeypatch: pytest.Monk
         consumer.run(until_idle=True)
     # 10 events at 4/s with one second of burst allowed: at least 10/4 - 1 = 1.5 s of waiting asked.
     assert sum(waits) >= 1.5 - 1e-6
+
+
+def test_the_source_failing_after_a_batch_was_applied_does_not_crash_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django_tagcache.events.streams import SourceStream
+    from tests.servers import RedisServer
+
+    server = RedisServer.start()  # the source, stopped for real between applying and acknowledging
+    try:
+        source = {"URL": server.url, "STREAM": STREAM}
+        with override_settings(TAGCACHE=events_settings(PUBLISH=False, SOURCES={"s": source}, BLOCK=0.05)):
+            tagcache.set("k", 1, tags=["a"])
+            publish(server.client(), ["a"], 1)
+            real = SourceStream.acknowledge
+
+            def acknowledge(self: SourceStream, *args: Any) -> None:
+                server.stop()
+                real(self, *args)
+
+            monkeypatch.setattr(SourceStream, "acknowledge", acknowledge)
+            consumer = Consumer(name="c1")
+            monkeypatch.setattr(consumer._stop, "wait", lambda seconds: False)  # backoffs not slept
+            assert consumer.poll() == 0  # not acknowledged: applied again once redelivered
+            assert tagcache.get("k") is None
+            assert consumer.poll() == 0  # the source is still down: the consumer waits, it does not crash
+    finally:
+        server.stop()

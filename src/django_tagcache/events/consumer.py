@@ -101,9 +101,14 @@ class Consumer:
             return 0
         if not entries:
             return 0
-        while not self._handle(entries):
-            if self._stop.is_set():
-                return 0  # left pending: applied again (harmlessly) by whoever reads them next
+        try:
+            while not self._handle(entries):
+                if self._stop.is_set():
+                    return 0  # left pending: applied again (harmlessly) by whoever reads them next
+        except UNAVAILABLE as exc:  # the source, while acknowledging or dead-lettering
+            # Whatever was applied and not acknowledged is delivered again, and applied again.
+            self._wait_after_failure("the source stream", exc)
+            return 0
         self._backoff = 0.0
         self._limit_rate(len(entries))
         if self.after_batch is not None:

@@ -64,6 +64,7 @@ class TagCacheConfig(AppConfig):
         invalidation_failed.connect(audit.on_invalidation_failed, dispatch_uid="django_tagcache.audit")
         if conf.PROMETHEUS:
             prometheus.install()  # a no-op without prometheus-client
+            _install_event_lag(conf)
         if conf.ADMIN_ACTION and apps.is_installed("django.contrib.admin"):
             from .admin import install_purge_action
 
@@ -78,3 +79,17 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
         reset_stores()
         staleness.reset()
         shadow.reset_rate()
+
+
+def _install_event_lag(conf: Any) -> None:
+    """The consumer groups' lag, for Prometheus, when this service consumes other services' events."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        events = conf.EVENTS
+    except ImproperlyConfigured:
+        return  # django_tagcache.E001 says why
+    if events is not None and events.sources:
+        from .events import prometheus as event_prometheus
+
+        event_prometheus.install()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_ACTION": True,
     "PROMETHEUS": True,
     "AUDIT": {},
+    "EVENTS": None,
 }
 
 RETRY_DEFAULTS: dict[str, float] = {
@@ -430,9 +432,147 @@ class Settings:
         """The stale-read auditor: shadow reads, ``tagcache_verify``, the SLO report."""
         return _audit_settings(self._get("AUDIT"))
 
+    @property
+    def EVENTS(self) -> EventsSettings | None:
+        """Cross-service events (docs/events.md): None when off."""
+        return _events(self._get("EVENTS"))
+
     def unknown_keys(self) -> list[str]:
         """Keys in settings.TAGCACHE that this version does not know (reported by a system check)."""
         return sorted(set(self._raw) - set(DEFAULTS))
+
+
+# --- TAGCACHE["EVENTS"]: cross-service invalidation events (docs/events.md) -------------------------
+
+EVENTS_DEFAULTS: dict[str, Any] = {
+    "SERVICE": None,  # required
+    "REGION": "default",
+    "PUBLISH": True,
+    "STREAM": "tagcache:events",
+    "MAXLEN": 100_000,
+    "SOURCES": {},
+    "GROUP": None,  # default: SERVICE
+    "BATCH": 500,
+    "RATE_LIMIT": 0,
+    "MAX_ATTEMPTS": 5,
+    "CLAIM_IDLE": 30,
+    "BLOCK": 1.0,
+}
+SOURCE_KEYS = ("URL", "STREAM", "CLUSTER", "DEAD_LETTER")
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """A stream of another service to consume: where it is, and its dead-letter stream."""
+
+    name: str
+    url: str
+    stream: str
+    cluster: bool
+    dead_letter: str
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    service: str
+    region: str
+    publish: bool
+    stream: str
+    maxlen: int
+    sources: dict[str, EventSource]
+    group: str
+    batch: int
+    rate_limit: float
+    max_attempts: int
+    claim_idle: float
+    block: float
+
+
+def _event_name(value: object, name: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise ImproperlyConfigured(
+            f"TAGCACHE['EVENTS'][{name!r}] must be 1-64 letters, digits, '_', '.' or '-', not {value!r}."
+        )
+    return value
+
+
+def _stream_name(value: object, name: str) -> str:
+    # No braces: the counters' key wraps the stream's name in braces to share its Cluster slot.
+    if not isinstance(value, str) or not value or len(value) > 200 or re.search(r"[\s{}]", value):
+        raise ImproperlyConfigured(
+            f"{name} must be a stream key of 1-200 characters without spaces or braces, not {value!r}."
+        )
+    return value
+
+
+def _events(given: object) -> EventsSettings | None:
+    if given is None:
+        return None
+    if not isinstance(given, dict) or set(given) - set(EVENTS_DEFAULTS):
+        raise ImproperlyConfigured(
+            f"TAGCACHE['EVENTS'] must be None or a dict with keys among {sorted(EVENTS_DEFAULTS)}, "
+            f"not {given!r}."
+        )
+    merged = {**EVENTS_DEFAULTS, **given}
+    if merged["SERVICE"] is None:
+        raise ImproperlyConfigured("TAGCACHE['EVENTS']['SERVICE'] is required: the name of this service.")
+    service = _event_name(merged["SERVICE"], "SERVICE")
+    if not isinstance(merged["PUBLISH"], bool):
+        raise ImproperlyConfigured(
+            f"TAGCACHE['EVENTS']['PUBLISH'] must be True or False, not {merged['PUBLISH']!r}."
+        )
+    integers = {}
+    for name, low in (("MAXLEN", 1), ("BATCH", 1), ("MAX_ATTEMPTS", 1)):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10**9:
+            raise ImproperlyConfigured(
+                f"TAGCACHE['EVENTS'][{name!r}] must be an integer >= {low} and <= 10**9, not {value!r}."
+            )
+        integers[name] = value
+    rate = seconds(merged["RATE_LIMIT"], "TAGCACHE['EVENTS']['RATE_LIMIT'] (events per second, 0: no limit)")
+    claim_idle = seconds(merged["CLAIM_IDLE"], "TAGCACHE['EVENTS']['CLAIM_IDLE']", strict=True)
+    block = seconds(merged["BLOCK"], "TAGCACHE['EVENTS']['BLOCK']", strict=True)
+    if block > 60:
+        raise ImproperlyConfigured(f"TAGCACHE['EVENTS']['BLOCK'] must be at most 60 seconds, not {block!r}.")
+    sources = merged["SOURCES"]
+    if not isinstance(sources, dict):
+        raise ImproperlyConfigured(f"TAGCACHE['EVENTS']['SOURCES'] must map names to dicts, not {sources!r}.")
+    parsed = {}
+    for name, source in sources.items():
+        where = f"TAGCACHE['EVENTS']['SOURCES'][{name!r}]"
+        _event_name(name, "SOURCES")
+        if not isinstance(source, dict) or set(source) - set(SOURCE_KEYS) or "URL" not in source:
+            raise ImproperlyConfigured(
+                f"{where} must be a dict with 'URL' and optionally "
+                f"{', '.join(SOURCE_KEYS[1:])}, not {source!r}."
+            )
+        url = source["URL"]
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ImproperlyConfigured(
+                f"{where}['URL'] must be a redis://, rediss:// or unix:// URL, not {url!r}."
+            )
+        stream = _stream_name(source.get("STREAM", "tagcache:events"), f"{where}['STREAM']")
+        cluster = source.get("CLUSTER", False)
+        if not isinstance(cluster, bool):
+            raise ImproperlyConfigured(f"{where}['CLUSTER'] must be True or False, not {cluster!r}.")
+        dead = _stream_name(source.get("DEAD_LETTER", stream + ":dead"), f"{where}['DEAD_LETTER']")
+        if dead == stream:
+            raise ImproperlyConfigured(f"{where}['DEAD_LETTER'] must differ from its STREAM.")
+        parsed[name] = EventSource(name, url, stream, cluster, dead)
+    return EventsSettings(
+        service=service,
+        region=_event_name(merged["REGION"], "REGION"),
+        publish=merged["PUBLISH"],
+        stream=_stream_name(merged["STREAM"], "TAGCACHE['EVENTS']['STREAM']"),
+        maxlen=integers["MAXLEN"],
+        sources=parsed,
+        group=_event_name(merged["GROUP"] if merged["GROUP"] is not None else service, "GROUP"),
+        batch=integers["BATCH"],
+        rate_limit=rate,
+        max_attempts=integers["MAX_ATTEMPTS"],
+        claim_idle=claim_idle,
+        block=block,
+    )
 
 
 conf = Settings()

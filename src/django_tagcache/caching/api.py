@@ -28,6 +28,7 @@ from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
 from .flows import BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
+from .origins import event_source
 from .shadow import Origin
 from .stores import get_async_store, get_store, reset_stores
 from .tags import normalize_tags
@@ -295,7 +296,10 @@ class TagCache:
             return 0
         try:
             store = flow.store(self._alias)
-            removed = int(await timed("invalidate", lambda: store.invalidate(tag_list), tags=len(tag_list)))
+            origin = event_source(source)
+            removed = int(
+                await timed("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+            )
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")

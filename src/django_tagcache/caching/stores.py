@@ -13,6 +13,7 @@ from ..core import aio_clients, memory
 from ..core.aio_store import AsyncClusterTagStore, AsyncScriptRunner, AsyncTagStore
 from ..core.breaker import CircuitBreaker
 from ..core.cluster_store import ClusterTagStore
+from ..core.events import EventOptions
 from ..core.scripts import ScriptRunner
 from ..core.store import KeyScheme, MakeKey, StoreOptions, TagStore
 from . import namespaces, staleness
@@ -64,6 +65,9 @@ def _build_store(alias: str) -> TagStore:
     store.keys = KeyScheme(make_key, options.key_prefix, namespace=namespaces.current)
     if store.standalone:
         store.staleness = staleness.budget_ms  # soft purges rename entries: one server only
+    events = conf.EVENTS
+    if events is not None and events.publish:
+        store.events = EventOptions(events.stream, events.maxlen, events.service, events.region)
     return store
 
 
@@ -113,6 +117,7 @@ def _build_async_store(alias: str) -> AsyncTagStore:
         store.breaker = sync.breaker  # one view of the server's health for both transports
     store.keys = sync.keys
     store.staleness = sync.staleness
+    store.events = sync.events
     return store
 
 

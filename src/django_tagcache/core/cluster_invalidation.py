@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from .events import event_args
 from .protocol import new_tokens, text
 from .steps import TagSteps
 
@@ -43,17 +44,33 @@ class ClusterInvalidation(TagSteps):
             groups[self.runner.slot(self.keys.tag(tag))].append(tag)
         return groups
 
-    async def _invalidate(self, tags: Sequence[str]) -> int:
+    async def _invalidate(self, tags: Sequence[str], origin: str | None = None) -> int:
         """Move the tags' generations, then delete every entry their indexes list; returns entries removed.
 
         One script call per tag slot sets the indexes aside (new writes start fresh ones), then
         the members are removed in chunks: entries grouped by slot and replaced by tombstones,
         then acknowledged in the set-aside index. Interrupted, the next invalidation of a tag
         finishes its work.
+
+        With events on and an ``origin``, the events announcing it (one per
+        :attr:`TAGS_PER_CALL` tags, as on one server) are appended once every tag is done: the
+        stream lives in one slot, so they cannot share a script with the tags. An event therefore
+        never announces an invalidation that did not complete, but a process that dies between
+        the two loses the event (the outbox, which clears its row only after this returns, then
+        replays both).
         """
         if not tags:
             return 0
-        return await self._finish(await self._begin_invalidate(tags))
+        removed = await self._finish(await self._begin_invalidate(tags))
+        events = self.events
+        if events is not None and origin is not None:
+            namespace, step = self.keys.namespace(), self.TAGS_PER_CALL
+            calls = []
+            for first in range(0, len(tags), step):
+                args = event_args(events, namespace, origin, tags[first : first + step])
+                calls.append(("cluster_event", args[:2], args[2:]))
+            await self._io(lambda: self.runner.run(calls))
+        return removed
 
     async def _begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
         """Only the first step of :meth:`invalidate`: what is left to :meth:`finish`."""

@@ -206,8 +206,11 @@ class MemorySteps(TagSteps):
         with self.state.lock:
             return self.state.read(entry, self._now()) is not None and self.state.delete(entry)
 
-    async def _invalidate(self, tags: Sequence[str]) -> int:
-        """Move each tag's generation and delete (or, within its staleness budget, soften) its entries."""
+    async def _invalidate(self, tags: Sequence[str], origin: str | None = None) -> int:
+        """Move each tag's generation and delete (or, within its staleness budget, soften) its entries.
+
+        Events (``origin``) are not announced: the in-process store has no stream to append to.
+        """
         state, now = self.state, self._now()
         ttl = self.options.generation_ttl_ms
         removed = 0

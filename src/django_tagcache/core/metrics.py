@@ -33,6 +33,10 @@ COUNTERS = (
     "audit_failures",
     "unreadable",
     "unpicklable",
+    # Cross-service events applied by a consumer in this process (django_tagcache.events).
+    "events_applied",
+    "events_duplicate",
+    "events_dead_lettered",
 )
 
 _lock = threading.Lock()

@@ -141,9 +141,17 @@ def parse_miss(reply: Sequence[Any], owner: str) -> Miss:
 
 
 def plan_invalidate(
-    scheme: KeyScheme, options: StoreOptions, tags: Sequence[str], stale_ms: Sequence[int] | None = None
+    scheme: KeyScheme,
+    options: StoreOptions,
+    tags: Sequence[str],
+    stale_ms: Sequence[int] | None = None,
+    event: Sequence[Any] = (),
 ) -> tuple[list[str], list[Any]]:
-    """Keys and arguments of invalidate.lua; ``stale_ms`` gives each tag's staleness budget (default 0)."""
+    """Keys and arguments of invalidate.lua; ``stale_ms`` gives each tag's staleness budget (default 0).
+
+    ``event``, from :func:`~django_tagcache.core.events.event_args`, makes the same call append the
+    event that announces this invalidation; empty, the script does nothing more.
+    """
     keys = scheme.tags(tags)
     budgets = list(stale_ms) if stale_ms is not None else [0] * len(tags)
     return keys, [
@@ -152,6 +160,7 @@ def plan_invalidate(
         *new_tokens(len(tags)),
         *budgets,
         options.drain_guard_ttl_ms,
+        *event,
     ]
 
 

@@ -28,6 +28,7 @@ SCRIPT_NAMES = (
     "drain",
     "miss",
     "unlock",
+    "event_marks",
     # Redis Cluster: each touches one slot and declares every key (see cluster_store.py).
     "cluster_index",
     "cluster_set",
@@ -35,6 +36,7 @@ SCRIPT_NAMES = (
     "cluster_tombstone",
     "cluster_drain",
     "cluster_unlock",
+    "cluster_event",
 )
 Mode = Literal["auto", "eval", "function"]
 

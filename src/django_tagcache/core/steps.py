@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 
 from . import completions, replication
 from .bridge import settle
+from .events import EventOptions, event_args
 from .keys import KeyScheme, MakeKey
 from .protocol import (
     Miss,
@@ -72,6 +73,8 @@ class TagSteps:
         self.standalone = not isinstance(client, (RedisCluster, AsyncRedisCluster))
         # Tag -> staleness budget in ms (soft purge); single server only, set by the store factory.
         self.staleness: Callable[[str], int] | None = None
+        # Where invalidations are announced to other services (docs/events.md); set by the factory.
+        self.events: EventOptions | None = None
 
     def _runner(self, client: Any) -> Any:
         raise NotImplementedError
@@ -189,7 +192,7 @@ class TagSteps:
         """Delete one entry; True if it existed."""
         return bool(await self._io(lambda: self.client.delete(entry)))
 
-    async def _invalidate(self, tags: Sequence[str]) -> int:
+    async def _invalidate(self, tags: Sequence[str], origin: str | None = None) -> int:
         """Delete every entry indexed under ``tags`` and move their generations; returns entries removed.
 
         Up to :attr:`TAGS_PER_CALL` small tags take one script call in all; more tags take one
@@ -198,34 +201,47 @@ class TagSteps:
         one call is renamed aside in that same call (so new writes start a fresh index and the
         generations have moved), then drained in chunks of ``chunk_size`` entries, each chunk
         one short script call.
+
+        With :attr:`events` set and an ``origin`` (what invalidates: ``orm``, ``api``, ...), each
+        script call also appends one event naming its own tags, in that same call (so an
+        invalidation of more than :attr:`TAGS_PER_CALL` tags is announced by one event per call:
+        each event is exactly as atomic as the invalidation it announces). Without an origin
+        (applying another service's event) nothing is announced.
         """
         if not tags:
             return 0
         if self.options.invalidation_replicas and self.standalone:
-            return await self._invalidate_acknowledged(tags)
-        return await self._invalidate_here(tags)
+            return await self._invalidate_acknowledged(tags, origin)
+        return await self._invalidate_here(tags, origin)
 
-    async def _invalidate_acknowledged(self, tags: Sequence[str]) -> int:
+    async def _invalidate_acknowledged(self, tags: Sequence[str], origin: str | None) -> int:
         """:meth:`invalidate`, returning once ``invalidation_replicas`` replicas hold it (replication.py)."""
         wanted, timeout_ms = self.options.invalidation_replicas, self.options.replica_timeout_ms
         single = replication.pinned(self.client)
         try:
             pinned = copy.copy(self)
             pinned.client, pinned.scripts = single, self.scripts.pinned(single)
-            removed = await pinned._invalidate_here(tags)
+            removed = await pinned._invalidate_here(tags, origin)
             acked = int(await self._io(lambda: single.wait(wanted, timeout_ms)))
         finally:
             await settle(replication.release(single))
         replication.require(acked, wanted, len(tags), timeout_ms)
         return removed
 
-    async def _invalidate_here(self, tags: Sequence[str]) -> int:
+    async def _invalidate_here(self, tags: Sequence[str], origin: str | None = None) -> int:
         """:meth:`invalidate` on this store's own client, without waiting for replicas."""
         step = self.TAGS_PER_CALL
         budgets = [self.staleness(tag) for tag in tags] if self.staleness is not None else [0] * len(tags)
+        events, namespace = self.events, self.keys.namespace()
         calls = [
             plan_invalidate(
-                self.keys, self.options, tags[first : first + step], budgets[first : first + step]
+                self.keys,
+                self.options,
+                tags[first : first + step],
+                budgets[first : first + step],
+                ()
+                if events is None or origin is None
+                else event_args(events, namespace, origin, tags[first : first + step]),
             )
             for first in range(0, len(tags), step)
         ]

@@ -34,6 +34,9 @@ DESCRIPTIONS = {
     "audit_failures": "Purges whose audit record could not be written to the database.",
     "unreadable": "Entries read as misses because this version cannot read their payload.",
     "unpicklable": "Computed values served but not cached because they cannot be pickled.",
+    "events_applied": "Events of other services applied by a consumer in this process.",
+    "events_duplicate": "Events with nothing left to apply (duplicates, or covered by a newer event).",
+    "events_dead_lettered": "Events moved to the dead-letter stream by a consumer in this process.",
 }
 
 # The collector registered by install(), so that a second call does not register it twice.

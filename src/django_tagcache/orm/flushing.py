@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from ..caching.api import tagcache
 from ..caching.exceptions import TagCacheUnavailable
+from ..caching.origins import invalidating_as
 from ..conf import conf
 from ..core import metrics, observations
 from ..core.breaker import CircuitOpen
@@ -36,7 +37,7 @@ def flush(
     started = time.monotonic() if committed is None else committed
     try:
         # Tags made by the registry are valid by construction: skip validating them again.
-        with dating(saved):
+        with dating(saved), invalidating_as("orm"):
             tagcache.invalidate_normalized(tuple(sorted(tags)))
         observations.observe("invalidation_lag", time.monotonic() - started, ("commit",))
     except TagCacheUnavailable as exc:

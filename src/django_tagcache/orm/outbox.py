@@ -22,6 +22,7 @@ from django.utils import timezone
 from ..caching import namespaces
 from ..caching.api import TagCache
 from ..caching.exceptions import TagCacheUnavailable
+from ..caching.origins import invalidating_as
 from ..core import metrics, observations
 
 logger = logging.getLogger("django_tagcache")
@@ -155,7 +156,7 @@ def _replay(batch: list[PendingInvalidation], manager: Any, cache: Any) -> tuple
     for (alias, namespace), group in groups.items():
         tags = sorted({tag for row in group for tag in row.tags})
         try:
-            with namespaces.in_namespace(namespace or None):
+            with namespaces.in_namespace(namespace or None), invalidating_as("outbox"):
                 (cache or TagCache(alias or None)).invalidate_tags(*tags)
         except TagCacheUnavailable as exc:
             failing += len(group)

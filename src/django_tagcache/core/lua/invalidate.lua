@@ -14,6 +14,9 @@
 --               each as '<entry>:stale' for that long (at most its own remaining life), for
 --               get_or_set to serve while one caller recomputes it (a soft purge)
 -- ARGV[3 + 2n]  how long an invalidation may drain before writes stop waiting for it, in ms
+-- ARGV[4 + 2n..] only with cross-service events on (docs/events.md): the stream, the hash of
+--               sequence counters, this producer's field in it, the stream's MAXLEN ~, then the
+--               event's field/value pairs; the event is appended by this same call
 --
 -- Each tag's generation also records when its last invalidation completed: its value is
 -- '<token>@<completion>' (microseconds on this server's clock), one key for both, so that an
@@ -43,6 +46,23 @@ local guard_ttl = tonumber(ARGV[3 + 2 * ntags])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+
+-- The event announcing this invalidation, in the same call, and first: if appending fails (a key
+-- of the wrong type), the call stops before touching any tag, so the two cannot diverge. A counter
+-- created afresh (first event, or lost with its key) starts a new epoch, so consumers never take
+-- a restarted sequence for an old one.
+local stream = ARGV[4 + 2 * ntags]
+if stream then
+  local counters, producer = ARGV[5 + 2 * ntags], ARGV[6 + 2 * ntags]
+  local stamp = now[1] .. string.format('%06d', tonumber(now[2]))
+  local seq = redis.call('HINCRBY', counters, producer, 1)
+  if seq == 1 then
+    redis.call('HSET', counters, producer .. '#epoch', stamp)
+  end
+  local epoch = redis.call('HGET', counters, producer .. '#epoch') or stamp
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[7 + 2 * ntags], '*',
+    'seq', seq, 'epoch', epoch, 'ts', stamp, unpack(ARGV, 8 + 2 * ntags))
+end
 
 -- Unfinished drains are rare: one EXISTS over every pending set spares asking each tag's.
 local unfinished = false

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from ...core import metrics
+from ...events.lag import sources_status
 from ...ops import slo
 from ...ops.inspection import keyspace_stats
 from ..base import TagCacheCommand
@@ -65,12 +66,15 @@ class Command(TagCacheCommand):
         redis_stats = keyspace_stats(self.store(alias), sample=sample, memory_sample=memory_sample)
         counters = metrics.snapshot()
         timings = {op: {"calls": n, "seconds": s} for op, (n, s) in metrics.timings().items()}
-        data = {
+        data: dict[str, Any] = {
             "cache": alias,
             "redis": redis_stats,
             "process": {"counters": counters, "timings": timings, "note": PROCESS_NOTE},
         }
-        self.emit(options, data, self.lines(data))
+        events = sources_status()  # [] unless this service consumes other services' events
+        if events:
+            data["events"] = events
+        self.emit(options, data, self.lines(data) + event_lines(events))
 
     def lines(self, data: dict[str, Any]) -> list[str]:
         stats = data["redis"]
@@ -101,3 +105,22 @@ class Command(TagCacheCommand):
             lines.append(f"  time in {op:<12} {timing['seconds']:.3f} s over {timing['calls']} call(s)")
         lines.append(f"  ({PROCESS_NOTE})")
         return lines
+
+
+def event_lines(statuses: list[dict[str, Any]]) -> list[str]:
+    """The consumer groups of TAGCACHE['EVENTS']['SOURCES'] (docs/events.md), one block per source."""
+    lines = []
+    for status in statuses:
+        lines.append(f"Events from {status['source']!r} (stream {status['stream']!r}):")
+        if "error" in status:
+            lines.append(f"  unreachable: {status['error']}")
+            continue
+        lines += [
+            f"  behind:           {status['events_behind']} event(s), {status['seconds_behind']:.3f} s",
+            f"  pending:          {status['pending']} (delivered, not yet acknowledged)",
+            f"  applied:          {status['applied']} (group {status['group']!r}, all consumers)",
+            f"  duplicates:       {status['duplicates']}",
+            f"  dead-lettered:    {status['dead_lettered']} "
+            f"({status['dead_letter_length']} in the dead-letter stream)",
+        ]
+    return lines

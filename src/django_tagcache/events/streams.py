@@ -1,0 +1,149 @@
+"""The source side of consuming: one stream of another service, read through a consumer group.
+
+Besides the stream, the consumer keeps two hashes on the source's Redis, in the stream's Cluster
+slot: ``{<stream>}:consumed:<group>`` (events applied, duplicates, dead-lettered, trimmed, and the
+newest applied event's time) and ``{<stream>}:attempts:<group>`` (failed tries per entry, and the
+last reason). The dead-letter stream (``DEAD_LETTER``) gets the original fields of each entry it
+receives, plus ``dead_reason``, ``dead_id``, ``dead_group``, ``dead_consumer`` and ``dead_attempts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from ..core.protocol import text
+
+if TYPE_CHECKING:
+    from ..conf import EventSource, EventsSettings
+    from .apply import Outcome
+
+Entry = tuple[str, dict[Any, Any]]
+
+
+def connect(source: EventSource, settings: EventsSettings) -> redis.Redis:
+    """A client for the source's Redis; its socket timeout outlasts a blocking read."""
+    timeout = settings.block + 5.0
+    if source.cluster:
+        from redis.cluster import RedisCluster
+
+        cluster: Any = RedisCluster.from_url(source.url, socket_timeout=timeout, socket_connect_timeout=5.0)
+        return cluster  # type: ignore[no-any-return]
+    return redis.Redis.from_url(source.url, socket_timeout=timeout, socket_connect_timeout=5.0)
+
+
+class SourceStream:
+    """The Redis commands of consuming one source stream (no decisions: the consumer makes them)."""
+
+    def __init__(
+        self, source: EventSource, settings: EventsSettings, client: redis.Redis | None = None
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.group = settings.group
+        self.client = client or connect(source, settings)
+        self.consumed = "{" + source.stream + "}:consumed:" + self.group
+        self.attempts = "{" + source.stream + "}:attempts:" + self.group
+        self._has_group = False
+        self._claim_from = "0-0"
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (from the stream's start: a backlog only re-invalidates)."""
+        if self._has_group:
+            return
+        try:
+            self.client.xgroup_create(self.source.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._has_group = True
+
+    def read(
+        self, consumer: str, count: int, *, own: bool = False, block_ms: int | None = None
+    ) -> list[Entry]:
+        """New entries (``>``), or with ``own`` this consumer's pending ones from the start."""
+        self.ensure_group()
+        try:
+            reply: Any = self.client.xreadgroup(
+                self.group,
+                consumer,
+                {self.source.stream: "0" if own else ">"},
+                count=count,
+                block=None if own else block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._has_group = False  # the stream was deleted: start over
+            return []
+        entries = [(text(entry_id), fields) for _stream, items in reply or () for entry_id, fields in items]
+        trimmed = [entry_id for entry_id, fields in entries if not fields]
+        if trimmed:  # pending, but trimmed off the stream before being applied
+            self.client.xack(self.source.stream, self.group, *trimmed)
+            self.count(trimmed=len(trimmed))
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    def claim(self, consumer: str, count: int) -> tuple[list[Entry], list[str]]:
+        """Take over entries others left pending over ``CLAIM_IDLE``: (entries, trimmed ids)."""
+        self.ensure_group()
+        idle_ms = int(self.settings.claim_idle * 1000)
+        reply: Any = self.client.xautoclaim(
+            self.source.stream, self.group, consumer, idle_ms, start_id=self._claim_from, count=count
+        )
+        self._claim_from = text(reply[0])
+        entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if fields]
+        trimmed = [text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else ())]
+        return entries, trimmed
+
+    def acknowledge(self, ids: Sequence[str], outcome: Outcome) -> None:
+        """Acknowledge applied entries and count them, in one round trip (one transaction on one server)."""
+        pipe = self.client.pipeline(transaction=not self.source.cluster)
+        pipe.xack(self.source.stream, self.group, *ids)
+        pipe.hincrby(self.consumed, "applied", outcome.applied)
+        pipe.hincrby(self.consumed, "duplicates", outcome.duplicates)
+        if outcome.newest_ts_us:
+            pipe.hset(self.consumed, "applied_ts_us", max(outcome.newest_ts_us))
+        pipe.execute()
+
+    def failed(self, entry_id: str, reason: str) -> int:
+        """Count a failed try of ``entry_id``; returns its tries so far."""
+        pipe = self.client.pipeline(transaction=not self.source.cluster)
+        pipe.hincrby(self.attempts, entry_id, 1)
+        pipe.hset(self.attempts, entry_id + ":reason", reason[:1000])
+        return int(pipe.execute()[0])
+
+    def fields(self, entry_id: str) -> dict[Any, Any]:
+        found: Any = self.client.xrange(self.source.stream, entry_id, entry_id)
+        return dict(found[0][1]) if found else {b"missing": b"trimmed from the stream"}
+
+    def dead_letter(
+        self, consumer: str, entry_id: str, fields: dict[Any, Any], reason: str, *, attempts: int
+    ) -> None:
+        """Copy an entry to the dead-letter stream with why, then acknowledge it (in that order)."""
+        extra = {
+            "dead_reason": reason[:1000],
+            "dead_id": entry_id,
+            "dead_group": self.group,
+            "dead_consumer": consumer,
+            "dead_attempts": attempts,
+        }
+        dead: dict[Any, Any] = {**{text(k): v for k, v in fields.items()}, **extra}
+        # One transaction on one server. On a cluster the two streams may live in different slots:
+        # the copy comes first, so a crash in between copies twice rather than losing the entry.
+        pipe = self.client.pipeline(transaction=not self.source.cluster)
+        pipe.xadd(self.source.dead_letter, dead, maxlen=self.settings.maxlen, approximate=True)
+        if self.source.cluster:
+            pipe.execute()
+        pipe.xack(self.source.stream, self.group, entry_id)
+        pipe.hdel(self.attempts, entry_id, entry_id + ":reason")
+        pipe.hincrby(self.consumed, "dead_lettered", 1)
+        pipe.execute()
+
+    def count(self, **amounts: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for name, amount in amounts.items():
+            pipe.hincrby(self.consumed, name, amount)
+        pipe.execute()

@@ -1,0 +1,519 @@
+"""Cross-service events in one process, on real Redis: publishing, the format, applying, dead letters.
+
+The stream and the cache share the test server here; tests/test_events_services.py runs two
+services in separate processes, each with its own Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_tagcache import TagCache, invalidate_tags, tagcache
+from django_tagcache.caching.api import get_store
+from django_tagcache.caching.namespaces import in_namespace
+from django_tagcache.conf import conf
+from django_tagcache.core import metrics
+from django_tagcache.core.events import BadEvent, decode
+from django_tagcache.core.protocol import plan_invalidate
+from django_tagcache.events.consumer import Consumer
+from django_tagcache.events.lag import group_status
+from tests.counting import count
+
+STREAM = "svc:events"
+
+
+def events_settings(**extra: Any) -> dict[str, Any]:
+    source = {"URL": settings.REDIS_URL, "STREAM": STREAM}
+    return {
+        **settings.TAGCACHE,
+        "EVENTS": {"SERVICE": "shop", "REGION": "eu", "STREAM": STREAM, "SOURCES": {"shop": source}, **extra},
+    }
+
+
+@pytest.fixture
+def events() -> Iterator[Any]:
+    with override_settings(TAGCACHE=events_settings(BLOCK=0.05, CLAIM_IDLE=0.2)):
+        yield redis.Redis.from_url(settings.REDIS_URL)
+
+
+def stream_events(client: Any, stream: str = STREAM) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in client.xrange(stream)]
+
+
+def consume(**kwargs: Any) -> Consumer:
+    consumer = Consumer(name="c1", **kwargs)
+    consumer.run(until_idle=True)
+    return consumer
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+
+def test_an_invalidation_appends_one_event_with_every_field(events: Any) -> None:
+    invalidate_tags("b", "a")
+    invalidate_tags("a", source="admin:test")
+    first, second = stream_events(events)
+    assert set(first) == {"v", "service", "region", "epoch", "seq", "ts", "ns", "source", "tags"}
+    assert (first["v"], first["service"], first["region"], first["ns"]) == ("1", "shop", "eu", "")
+    assert json.loads(first["tags"]) == ["a", "b"]
+    assert (first["source"], second["source"]) == ("api", "admin:test")
+    assert (int(first["seq"]), int(second["seq"])) == (1, 2)
+    assert first["epoch"] == second["epoch"]
+    assert int(first["ts"]) <= int(second["ts"])
+
+
+def test_the_event_rides_in_the_invalidation_call_itself(events: Any) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    with count() as tally:
+        invalidate_tags("a")
+    assert tally.round_trips == 1
+    assert len(stream_events(events)) == 1
+
+
+def test_no_event_and_no_extra_argument_when_events_are_off() -> None:
+    invalidate_tags("a")
+    client: Any = redis.Redis.from_url(settings.REDIS_URL)
+    assert client.exists("tagcache:events", STREAM) == 0
+    store = get_store()
+    assert store.events is None
+    _keys, args = plan_invalidate(store.keys, store.options, ["a"])
+    assert len(args) == 3 + 2  # chunk size, generation TTL, token, budget, drain guard: nothing more
+
+
+def test_an_event_that_cannot_be_appended_stops_the_invalidation_too(events: Any) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    events.set(STREAM, "not a stream")  # XADD fails with WRONGTYPE
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        invalidate_tags("a")
+    assert tagcache.get("k") == 1  # not invalidated without its event: the two cannot diverge
+
+
+def test_more_than_one_script_call_of_tags_is_one_event_per_call(events: Any) -> None:
+    tags = [f"t{i:03}" for i in range(450)]
+    invalidate_tags(*tags)
+    published = stream_events(events)
+    assert [len(json.loads(e["tags"])) for e in published] == [200, 200, 50]
+    assert sorted(t for e in published for t in json.loads(e["tags"])) == sorted(tags)
+    assert [int(e["seq"]) for e in published] == [1, 2, 3]
+
+
+def test_sources_of_orm_commits_and_the_outbox(events: Any, django_db_blocker: Any) -> None:
+    from django_tagcache.caching.origins import invalidating_as
+
+    with invalidating_as("orm"):
+        invalidate_tags("a")
+    with invalidating_as("orm"):
+        invalidate_tags("a", source="command:x")  # an audited source names itself
+    assert [e["source"] for e in stream_events(events)] == ["orm", "command:x"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_is_announced_as_orm(events: Any) -> None:
+    from tests.testapp.models import Category
+
+    Category.objects.create(name="c")
+    (event,) = [e for e in stream_events(events) if "shop.category" in json.loads(e["tags"])]
+    assert event["source"] == "orm"
+
+
+def test_the_namespace_travels_with_the_event(events: Any) -> None:
+    with in_namespace("tenant1"):
+        invalidate_tags("a")
+    assert stream_events(events)[0]["ns"] == "tenant1"
+
+
+def test_maxlen_trims_the_stream(events: Any) -> None:
+    with override_settings(TAGCACHE=events_settings(MAXLEN=10)):
+        for i in range(300):
+            invalidate_tags(f"t{i}")
+    assert events.xlen(STREAM) < 300
+
+
+# --- the format -----------------------------------------------------------------------------------
+
+
+GOOD = {
+    "v": "1", "service": "s", "region": "r", "epoch": "1", "seq": "3", "ts": "5", "ns": "",
+    "source": "api", "tags": '["a"]',
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": "2"}, "unknown format version '2'"),
+        ({"v": None}, "no format version"),
+        ({"seq": None}, "missing field(s): seq"),
+        ({"seq": "-1"}, "'seq' must be a non-negative integer"),
+        ({"seq": "0"}, "'seq' must be 1 or more"),
+        ({"tags": "[1]"}, "JSON array of strings"),
+        ({"tags": "{"}, "not JSON"),
+        ({"tags": "[]"}, "1 to 10000 tags"),
+        ({"service": "a b"}, "'service' must be"),
+        ({"ns": "../x"}, "not a valid namespace"),
+    ],
+)
+def test_decode_refuses_bad_events_saying_why(change: dict[str, str | None], reason: str) -> None:
+    fields: dict[str, str] = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(BadEvent, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        decode(fields)
+
+
+def test_decode_reads_bytes_as_redis_gives_them() -> None:
+    event = decode({k.encode(): v.encode() for k, v in GOOD.items()})
+    assert (event.producer, event.seq, event.tags) == ("s@r#1", 3, ("a",))
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ({}, "SERVICE'] is required"),
+        ({"SERVICE": "a b"}, "'SERVICE'] must be 1-64"),
+        ({"SERVICE": "s", "MAXLEN": 0}, "'MAXLEN'] must be an integer >= 1"),
+        ({"SERVICE": "s", "STREAM": "{x}"}, "without spaces or braces"),
+        ({"SERVICE": "s", "BATCH": True}, "'BATCH'] must be an integer"),
+        ({"SERVICE": "s", "RATE_LIMIT": -1}, "RATE_LIMIT"),
+        ({"SERVICE": "s", "CLAIM_IDLE": 0}, "CLAIM_IDLE"),
+        ({"SERVICE": "s", "BLOCK": 61}, "at most 60 seconds"),
+        ({"SERVICE": "s", "SOURCES": {"x": {}}}, "must be a dict with 'URL'"),
+        ({"SERVICE": "s", "SOURCES": {"x": {"URL": "http://x"}}}, "redis://"),
+        (
+            {"SERVICE": "s", "SOURCES": {"x": {"URL": "redis://x", "DEAD_LETTER": "tagcache:events"}}},
+            "differ",
+        ),
+        ({"SERVICE": "s", "TYPO": 1}, "keys among"),
+        ("yes", "must be None or a dict"),
+    ],
+)
+def test_bad_event_settings_are_refused_clearly(events: object, message: str) -> None:
+    with override_settings(TAGCACHE={"EVENTS": events}), pytest.raises(ImproperlyConfigured, match=message):
+        conf.EVENTS  # noqa: B018
+
+
+def test_event_settings_defaults() -> None:
+    with override_settings(TAGCACHE={"EVENTS": {"SERVICE": "s", "SOURCES": {"o": {"URL": "redis://h"}}}}):
+        events = conf.EVENTS
+    assert events is not None
+    assert (events.group, events.region, events.stream, events.publish) == (
+        "s",
+        "default",
+        "tagcache:events",
+        True,
+    )
+    assert events.sources["o"].dead_letter == "tagcache:events:dead"
+
+
+# --- consuming ------------------------------------------------------------------------------------
+
+
+def publish(client: Any, tag_list: list[str], seq: int, *, epoch: int = 7, **change: Any) -> Any:
+    fields = {**GOOD, "service": "orders", "epoch": str(epoch), "seq": str(seq), "tags": json.dumps(tag_list)}
+    return client.xadd(STREAM, {**fields, **change})
+
+
+@pytest.fixture
+def consuming() -> Iterator[Any]:
+    """This service consumes STREAM (written by hand as another service would) and publishes nothing."""
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BLOCK=0.05, CLAIM_IDLE=0.2)):
+        yield redis.Redis.from_url(settings.REDIS_URL)
+
+
+def test_an_event_is_applied_then_acknowledged(consuming: Any, invalidated: list[set[str]]) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    tagcache.set("other", 1, tags=["b"])
+    publish(consuming, ["a"], 1)
+    consume()
+    assert tagcache.get("k") is None
+    assert tagcache.get("other") == 1
+    assert invalidated == [{"a"}]
+    status = group_status(Consumer(name="c1").stream)
+    assert (status["applied"], status["pending"], status["events_behind"]) == (1, 0, 0)
+    assert metrics.snapshot()["events_applied"] == 1
+
+
+def test_duplicates_and_older_events_are_not_applied_again(
+    consuming: Any, invalidated: list[set[str]]
+) -> None:
+    publish(consuming, ["a", "b"], 5)
+    consume()
+    tagcache.set("k", 1, tags=["a"])  # computed after event 5 was applied: fresh
+    publish(consuming, ["a", "b"], 5)  # a duplicate
+    publish(consuming, ["a"], 3)  # older: event 5 covers it (docs/events.md)
+    consume()
+    assert tagcache.get("k") == 1
+    assert invalidated == [{"a", "b"}]
+    status = group_status(Consumer(name="c1").stream)
+    assert (status["applied"], status["duplicates"]) == (1, 2)
+
+
+def test_an_older_event_still_applies_to_the_tags_the_newer_one_did_not_name(
+    consuming: Any, invalidated: list[set[str]]
+) -> None:
+    publish(consuming, ["a"], 5)
+    publish(consuming, ["a", "b"], 4)  # delivered late: "b" was never invalidated by event 5
+    consume()
+    assert invalidated == [{"a"}, {"b"}] or invalidated == [{"a", "b"}]
+    assert set().union(*invalidated) == {"a", "b"}
+
+
+def test_a_restarted_counter_is_a_new_epoch_and_is_applied(
+    consuming: Any, invalidated: list[set[str]]
+) -> None:
+    publish(consuming, ["a"], 50, epoch=7)
+    consume()
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1, epoch=8)  # the producer's counters were lost: seq starts over
+    consume()
+    assert tagcache.get("k") is None
+
+
+def test_events_are_applied_per_namespace(consuming: Any) -> None:
+    with in_namespace("t1"):
+        tagcache.set("k", 1, tags=["a"])
+    tagcache.set("k", 2, tags=["a"])
+    publish(consuming, ["a"], 1, ns="t1")
+    consume()
+    with in_namespace("t1"):
+        assert tagcache.get("k") is None
+    assert tagcache.get("k") == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"v": "9"}, "unknown format version '9'"),
+        ({"tags": "not json"}, "not JSON"),
+        ({"tags": json.dumps(["x" * 300])}, "bad event: "),  # longer than MAX_TAG_LENGTH
+        ({"tags": json.dumps(["a", "has space"])}, "bad event: "),
+    ],
+)
+def test_a_poison_event_is_dead_lettered_with_its_reason_and_the_rest_applied(
+    consuming: Any, change: dict[str, Any], reason: str, invalidated: list[set[str]]
+) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1)
+    bad_id = publish(consuming, ["a"], 2, **change)
+    publish(consuming, ["b"], 3)
+    consume()
+    assert tagcache.get("k") is None
+    assert set().union(*invalidated) == {"a", "b"}  # nothing of the poison event: "a" came from #1
+    ((_id, dead),) = consuming.xrange(STREAM + ":dead")
+    assert reason in dead[b"dead_reason"].decode()
+    assert dead[b"dead_id"] == bad_id
+    status = group_status(Consumer(name="c1").stream)
+    assert (status["dead_lettered"], status["pending"], status["dead_letter_length"]) == (1, 0, 1)
+
+
+def test_an_event_failing_to_apply_is_retried_then_dead_lettered(
+    consuming: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_tagcache.events.apply import apply_events as real
+
+    def failing(cache: TagCache, events: list[Any], ttl: int) -> Any:
+        if any("boom" in e.tags for e in events):
+            raise RuntimeError("cannot apply boom")
+        return real(cache, events, ttl)
+
+    monkeypatch.setattr("django_tagcache.events.consumer.apply_events", failing)
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["boom"], 1)
+    publish(consuming, ["a"], 2)
+    consumer = Consumer(name="c1")
+    for _round in range(10):
+        consumer.poll()
+    assert tagcache.get("k") is None
+    ((_id, dead),) = consuming.xrange(STREAM + ":dead")
+    assert dead[b"dead_reason"] == b"RuntimeError: cannot apply boom"
+    assert dead[b"dead_attempts"] == b"5"
+    assert group_status(consumer.stream)["pending"] == 0
+
+
+def test_pending_events_of_a_dead_consumer_are_claimed(consuming: Any) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1)
+    dead = Consumer(name="dead")
+    dead.stream.read("dead", 10, block_ms=1)  # delivered to "dead", which never acknowledges
+    assert group_status(dead.stream)["pending"] == 1
+    survivor = Consumer(name="survivor")
+    deadline_polls = 0
+    while tagcache.get("k") is not None and deadline_polls < 200:
+        survivor.poll()  # claims once the entry has been idle for CLAIM_IDLE (0.2 s)
+        deadline_polls += 1
+    assert tagcache.get("k") is None
+    assert group_status(survivor.stream)["pending"] == 0
+
+
+def test_applying_does_not_announce_again(events: Any) -> None:
+    # This service publishes to STREAM and consumes it too: what it applies must not echo.
+    invalidate_tags("a")
+    consume()
+    assert len(stream_events(events)) == 1
+    status = group_status(Consumer(name="c1").stream)
+    assert status["applied"] == 1
+
+
+def test_lag_counts_what_is_not_applied_yet(consuming: Any) -> None:
+    for seq in range(1, 4):
+        publish(consuming, ["a"], seq)
+    consumer = Consumer(name="c1")
+    status = group_status(consumer.stream)
+    assert (status["events_behind"], status["pending"]) == (3, 0)
+    consumer.stream.read("c1", 1, block_ms=1)
+    status = group_status(consumer.stream)
+    assert (status["events_behind"], status["pending"]) == (3, 1)
+    assert status["seconds_behind"] >= 0
+    consumer.run(until_idle=True)
+    status = group_status(consumer.stream)
+    assert (status["events_behind"], status["seconds_behind"]) == (0, 0.0)
+
+
+# --- observability and the command ----------------------------------------------------------------
+
+
+def test_tagcache_stats_shows_each_source_lag_and_counts(consuming: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    publish(consuming, ["a"], 1)
+    publish(consuming, ["a"], 1)  # a duplicate
+    publish(consuming, ["b"], 2, v="7")  # dead-lettered
+    publish(consuming, ["c"], 3)
+    consumer = Consumer(name="c1")
+    consumer.stream.read("c1", 3, block_ms=1)
+    consumer.run(until_idle=True)  # its own pending first, then the rest
+    out = StringIO()
+    call_command("tagcache_stats", "--json", stdout=out)
+    (status,) = json.loads(out.getvalue())["events"]
+    assert {k: status[k] for k in ("applied", "duplicates", "dead_lettered", "events_behind", "pending")} == {
+        "applied": 2,
+        "duplicates": 1,
+        "dead_lettered": 1,
+        "events_behind": 0,
+        "pending": 0,
+    }
+    publish(consuming, ["d"], 4)
+    out = StringIO()
+    call_command("tagcache_stats", stdout=out)
+    text = out.getvalue()
+    assert "Events from 'shop' (stream 'svc:events'):" in text
+    assert "behind:           1 event(s)" in text
+    assert "dead-lettered:    1 (1 in the dead-letter stream)" in text
+
+
+def test_tagcache_stats_reports_an_unreachable_source() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.servers import free_port
+
+    source = {"URL": f"redis://127.0.0.1:{free_port()}", "STREAM": STREAM}
+    with override_settings(TAGCACHE=events_settings(SOURCES={"gone": source})):
+        out = StringIO()
+        call_command("tagcache_stats", stdout=out)
+    assert "Events from 'gone'" in out.getvalue()
+    assert "unreachable:" in out.getvalue()
+
+
+def test_prometheus_exports_the_lag_of_each_group(consuming: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from django_tagcache.events import prometheus
+    from django_tagcache.ops import prometheus as counters
+
+    registry = CollectorRegistry()
+    prometheus.uninstall()
+    counters.uninstall()
+    counters.install(registry)  # the counters of ops/prometheus.py beside: no name is exported twice
+    prometheus.install(registry)
+    try:
+        publish(consuming, ["a"], 1)
+        publish(consuming, ["b"], 2)
+        Consumer(name="c1").stream.read("c1", 1, block_ms=1)
+        exposition = generate_latest(registry).decode()
+    finally:
+        prometheus.uninstall()
+        counters.uninstall()
+        counters.install()  # back in the default registry, as AppConfig.ready() left it
+    assert 'tagcache_events_group_behind{group="shop",source="shop"} 2.0' in exposition
+    assert 'tagcache_events_group_pending{group="shop",source="shop"} 1.0' in exposition
+    assert "tagcache_events_group_seconds_behind" in exposition
+    assert "tagcache_events_applied_total 0.0" in exposition
+
+
+def test_the_command_refuses_what_it_cannot_consume() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="names no stream to consume"):
+        call_command("tagcache_consume", "--until-idle")
+    with (
+        override_settings(TAGCACHE=events_settings()),
+        pytest.raises(CommandError, match="Unknown event source"),
+    ):
+        call_command("tagcache_consume", "--source", "nope", "--until-idle")
+
+
+def test_the_command_applies_until_idle(consuming: Any) -> None:
+    from django.core.management import call_command
+
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1)
+    call_command("tagcache_consume", "--until-idle", "--name", "cmd", verbosity=0)
+    assert tagcache.get("k") is None
+
+
+def test_a_rate_limit_paces_the_batches(consuming: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    for seq in range(1, 11):
+        publish(consuming, [f"t{seq}"], seq)
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BATCH=2, RATE_LIMIT=4, BLOCK=0.05)):
+        consumer = Consumer(name="c1")
+
+        def wait(seconds: float) -> bool:
+            waits.append(seconds)  # counted, not slept: the pacing asked for is what is checked
+            return False
+
+        monkeypatch.setattr(consumer._stop, "wait", wait)
+        consumer.run(until_idle=True)
+    # 10 events at 4/s with one second of burst allowed: at least 10/4 - 1 = 1.5 s of waiting asked.
+    assert sum(waits) >= 1.5 - 1e-6
+
+
+def test_the_source_failing_after_a_batch_was_applied_does_not_crash_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django_tagcache.events.streams import SourceStream
+    from tests.servers import RedisServer
+
+    server = RedisServer.start()  # the source, stopped for real between applying and acknowledging
+    try:
+        source = {"URL": server.url, "STREAM": STREAM}
+        with override_settings(TAGCACHE=events_settings(PUBLISH=False, SOURCES={"s": source}, BLOCK=0.05)):
+            tagcache.set("k", 1, tags=["a"])
+            publish(server.client(), ["a"], 1)
+            real = SourceStream.acknowledge
+
+            def acknowledge(self: SourceStream, *args: Any) -> None:
+                server.stop()
+                real(self, *args)
+
+            monkeypatch.setattr(SourceStream, "acknowledge", acknowledge)
+            consumer = Consumer(name="c1")
+            monkeypatch.setattr(consumer._stop, "wait", lambda seconds: False)  # backoffs not slept
+            assert consumer.poll() == 0  # not acknowledged: applied again once redelivered
+            assert tagcache.get("k") is None
+            assert consumer.poll() == 0  # the source is still down: the consumer waits, it does not crash
+    finally:
+        server.stop()

@@ -91,6 +91,7 @@ class MemorySteps(TagSteps):
         self.keys = KeyScheme(make_key, options.key_prefix, namespace)
         self.breaker = None
         self.staleness = None
+        self.events = None  # no stream to announce to (see invalidate)
         self._clock = clock
 
     @property

@@ -19,6 +19,7 @@ from ..core.protocol import text
 from ..core.retry import RETRYABLE
 from ..core.telemetry import traced
 from ..signals import invalidation_failed, tags_invalidated
+from . import near as l1
 from . import recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
@@ -26,7 +27,8 @@ from .failopen import fail_open
 from .namespaces import in_namespace
 from .origins import event_source
 from .shadow import Origin
-from .stores import get_store, reset_stores
+from .stores import get_store
+from .stores import reset_stores as _reset_stores
 from .tags import normalize_tags
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class _Default:
 #: Use ``TAGCACHE['DEFAULT_TIMEOUT']``.
 DEFAULT_TIMEOUT: Final = _Default()
 _MISSING: Final = object()
+_NEAR_HIT: Final = {"hits": 1, "near_hits": 1}
 
 
 def _ttl_ms(timeout: float | _Default | None) -> int | None:
@@ -80,15 +83,27 @@ class TagCache:
     def store(self) -> TagStore:
         return get_store(self._alias)
 
+    @property
+    def alias(self) -> str:
+        return self._alias or conf.CACHE
+
     def _fail_open(self, what: str, exc: Exception) -> None:
         fail_open(what, exc)
 
-    def _read(self, key: str, version: int | None) -> Any:
+    def _read(self, key: str, version: int | None, near: bool | None = None) -> Any:
         try:
-            store = self.store  # a cluster never reached raises here
+            alias = self._alias or conf.CACHE
+            store = get_store(alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
+            use = l1.wanted(alias, store, near, None)
+            raw = use.cache.get(entry) if use is not None else None
+            if raw is not None:  # an L1 hit: no Redis call to time or trace
+                loaded = serialization.loads(raw)
+                if loaded is not None:
+                    metrics.incr_many(_NEAR_HIT)
+                    return loaded[0]
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
-            raw = traced("read", lambda: store.get(entry))
+            raw = traced("read", lambda: l1.fetch(store, entry, use))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
@@ -99,9 +114,12 @@ class TagCache:
         metrics.incr("hits")
         return loaded[0]
 
-    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
-        """The value cached under ``key``, or ``default``. One GET."""
-        value = self._read(key, version)
+    def get(self, key: str, default: Any = None, version: int | None = None, near: bool | None = None) -> Any:
+        """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
+
+        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md).
+        """
+        value = self._read(key, version, near)
         return default if value is _MISSING else value
 
     def set(
@@ -130,12 +148,18 @@ class TagCache:
                 f"{conf.MAX_ENTRY_SIZE}."
             )
         try:
-            store = self.store
+            store = self.store  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
-            stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
         except RETRYABLE as exc:
             self._fail_open("write", exc)
             return False
+        try:
+            stored = traced("write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list))
+        except RETRYABLE as exc:
+            l1.wrote(self.alias, store, entry)  # the write may have landed: forget the old copy
+            self._fail_open("write", exc)
+            return False
+        l1.wrote(self.alias, store, entry, payload if stored else None)
         if stored:
             metrics.incr("stores")
         return stored
@@ -147,6 +171,7 @@ class TagCache:
         timeout: float | _Default | None = DEFAULT_TIMEOUT,
         tags: object = None,
         version: int | None = None,
+        near: bool | None = None,
     ) -> Any:
         """The cached value of ``key``; on a miss, compute ``default()`` (or take ``default``) and cache it.
 
@@ -157,7 +182,7 @@ class TagCache:
         tag_list = normalize_tags(tags)
         note_tags(tag_list)
         origin = Origin(key, callable(default))
-        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags, origin)
+        return self._get_or_compute(key, default, timeout, lambda: tag_list, version, tags, origin, near)
 
     def _get_or_compute(
         self,
@@ -168,24 +193,39 @@ class TagCache:
         version: int | None,
         sources: object = None,
         origin: Origin | None = None,
+        near: bool | None = None,
     ) -> Any:
-        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
-        ``sources`` bound the write's read fence by their load time."""
+        """``tags`` returns normalized tags; it is called only on a miss, or before the read when
+        the near cache may serve it. Model instances in ``sources`` bound the write's read fence
+        by their load time."""
         compute = (lambda: default()) if callable(default) else (lambda: default)
+        alias = self._alias or conf.CACHE
         try:
-            store = self.store
+            store = get_store(alias)
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return recompute.served_without_cache(compute)
         return recompute.get_or_compute(
-            store, store.keys.entry(key, version), compute, _ttl_ms(timeout), tags, sources, origin
+            store,
+            store.keys.entry(key, version),
+            compute,
+            _ttl_ms(timeout),
+            tags,
+            sources,
+            origin,
+            alias,
+            near,
         )
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
         try:
             store = self.store
-            return store.delete(store.keys.entry(key, version))
+            entry = store.keys.entry(key, version)
+            try:
+                return store.delete(entry)
+            finally:
+                l1.wrote(self.alias, store, entry)
         except RETRYABLE as exc:
             self._fail_open("delete", exc)
             return False
@@ -247,7 +287,11 @@ class TagCache:
         try:
             store = self.store
             origin = event_source(source)
-            removed = traced("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+            try:
+                removed = traced("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+            finally:
+                # Even a failed call may have removed entries: drop this process's copies either way.
+                l1.invalidated(self.alias)
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
@@ -256,6 +300,12 @@ class TagCache:
         metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
         _send(tags_invalidated, tags=tag_list, removed=removed, source=source)
         return removed
+
+
+def reset_stores() -> None:
+    """Forget every store and near cache; the next call builds them again from the current settings."""
+    _reset_stores()
+    l1.reset()
 
 
 def _send(signal: Signal, **kwargs: Any) -> None:

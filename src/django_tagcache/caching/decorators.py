@@ -82,6 +82,7 @@ class CachedFunction(Generic[P, R]):
         key: Callable[P, str] | None,
         cache: TagCache,
         audit_compare: Compare | None = None,
+        near: bool | None = None,
     ) -> None:
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -89,6 +90,7 @@ class CachedFunction(Generic[P, R]):
         self._tags = tags
         self._key = key
         self._cache = cache
+        self._near = near
         self._prefix = f"{func.__module__}.{func.__qualname__}"
         self.audit_compare = audit_compare
         self._origin = Origin(self._prefix, True, audit_compare, self._prefix)
@@ -121,6 +123,7 @@ class CachedFunction(Generic[P, R]):
             None,
             (args, kwargs),  # instances among the arguments bound the read fence
             self._origin,
+            self._near,
         )
         return result
 
@@ -136,6 +139,7 @@ def cached(
     key: Callable[..., str] | None = None,
     cache: str | None = None,
     audit_compare: Callable[[Any, Any], bool] | None = None,
+    near: bool | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results under ``tags``, with the guarantees of ``get_or_set``.
 
@@ -144,9 +148,10 @@ def cached(
     its arguments; model instances count by primary key). ``cache`` names another cache alias.
     ``audit_compare(served, recomputed)`` tells the stale-read auditor and ``tagcache_verify``
     whether two results agree, for results not comparable by ``==`` (a queryset: compare ids).
+    ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this function (docs/near-cache.md).
     """
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        return CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare)
+        return CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare, near)
 
     return decorate

@@ -21,6 +21,7 @@ from ..core import metrics, observations, serialization
 from ..core.retry import RETRYABLE
 from ..core.telemetry import traced
 from . import fences, shadow
+from . import near as l1
 from .failopen import fail_open
 from .scopes import computing, served_stale
 
@@ -47,6 +48,8 @@ def get_or_compute(
     tags: Callable[[], tuple[str, ...]],
     sources: object = None,
     origin: Origin | None = None,
+    alias: str = "",
+    near: bool | None = None,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
@@ -58,7 +61,9 @@ def get_or_compute(
     if shadow.bypassing():  # the auditor recomputes: the truth, not another cached value
         return compute()
     try:
-        raw = traced("read", lambda: store.get(entry))
+        # The near cache needs the tags first: critical ones bypass it.
+        use = l1.wanted(alias, store, near, tags) if alias else None
+        raw = traced("read", lambda: l1.fetch(store, entry, use))
     except RETRYABLE as exc:
         fail_open("read", exc)
         return served_without_cache(compute)
@@ -105,7 +110,16 @@ def get_or_compute(
         metrics.incr("stampede_timeouts")
     fence_us = fences.to_us(fences.read_fence(sources))
     value, kept = _compute_and_store(
-        store, entry, compute, ttl_ms, tag_list, miss.tokens, miss.owner, fence_us, _label(origin, entry)
+        store,
+        entry,
+        compute,
+        ttl_ms,
+        tag_list,
+        miss.tokens,
+        miss.owner,
+        fence_us,
+        _label(origin, entry),
+        alias,
     )
     if kept:
         shadow.remember(store, entry, origin, sources)
@@ -152,6 +166,7 @@ def _compute_and_store(
     owner: str,
     fence_us: int,
     label: str,
+    alias: str = "",
 ) -> tuple[Any, bool]:
     """The computed value, and whether it was stored."""
     started = time.monotonic()
@@ -201,4 +216,6 @@ def _compute_and_store(
         fail_open("write", exc)
         return value, False
     metrics.incr("stores" if stored else "refused_writes")
+    if alias:
+        l1.wrote(alias, store, entry, payload if stored else None)
     return value, bool(stored)

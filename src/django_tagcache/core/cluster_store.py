@@ -108,6 +108,13 @@ class ClusterTagStore(ClusterInvalidation):
             return None
         return cast("bytes", raw)
 
+    def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
+        """:meth:`get` and the entry's PTTL, in one round trip to its primary."""
+        payload, ttl = super().get_with_ttl(entry)
+        if payload is not None and payload.startswith(TOMBSTONE):
+            return None, -2
+        return payload, ttl
+
     def write(
         self,
         entry: str,

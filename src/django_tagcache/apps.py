@@ -24,7 +24,7 @@ class TagCacheConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks
-        from .caching import budget, fences, loadtimes, staleness, tags
+        from .caching import budget, fences, loadtimes, requestcache, staleness, tags
         from .orm import api as orm
         from .orm import manual, sqlwatch
         from .web import cdn
@@ -50,6 +50,9 @@ class TagCacheConfig(AppConfig):
         # A request's data is read after it starts: the read fence of what it caches.
         request_started.connect(fences.request_started, dispatch_uid="django_tagcache.fence_start")
         request_finished.connect(fences.request_finished, dispatch_uid="django_tagcache.fence_end")
+        # The request cache (L0, REQUEST_CACHE): one map of entries per request.
+        request_started.connect(requestcache.request_started, dispatch_uid="django_tagcache.l0_start")
+        request_finished.connect(requestcache.request_finished, dispatch_uid="django_tagcache.l0_end")
         self._ready_operations()
 
     def _ready_operations(self) -> None:

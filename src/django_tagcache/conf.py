@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "PROMETHEUS": True,
     "AUDIT": {},
     "EVENTS": None,
+    "NEAR_CACHE": {},
+    "REQUEST_CACHE": False,
 }
 
 RETRY_DEFAULTS: dict[str, float] = {
@@ -70,6 +72,30 @@ class StampedeSettings:
     lock_ttl: float
     wait: float
     poll: float
+
+
+NEAR_CACHE_DEFAULTS: dict[str, Any] = {
+    "ALIASES": [],
+    "DEFAULT": True,
+    "MAX_ENTRIES": 10_000,
+    "MAX_BYTES": 64 * 1024 * 1024,
+    "MAX_TTL": 300.0,
+    "HEARTBEAT": 0.05,
+    "MAX_LAG": 0.5,
+    "REPLY_TIMEOUT": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class NearCacheSettings:
+    aliases: tuple[str, ...]
+    default: bool
+    max_entries: int
+    max_bytes: int
+    max_ttl: float
+    heartbeat: float
+    max_lag: float
+    reply_timeout: float
 
 
 STALENESS_CLASSES: dict[str, float] = {"critical": 0, "important": 30, "best_effort": 600}
@@ -436,6 +462,49 @@ class Settings:
     def EVENTS(self) -> EventsSettings | None:
         """Cross-service events (docs/events.md): None when off."""
         return _events(self._get("EVENTS"))
+
+    @property
+    def NEAR_CACHE(self) -> NearCacheSettings:
+        """The near cache (L1) in front of Redis, per alias: see docs/near-cache.md."""
+        given = self._get("NEAR_CACHE")
+        if not isinstance(given, dict) or set(given) - set(NEAR_CACHE_DEFAULTS):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['NEAR_CACHE'] must be a dict with keys among {sorted(NEAR_CACHE_DEFAULTS)}, "
+                f"not {given!r}."
+            )
+        merged = {**NEAR_CACHE_DEFAULTS, **given}
+        aliases = merged["ALIASES"]
+        if not isinstance(aliases, (list, tuple)) or not all(isinstance(a, str) and a for a in aliases):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['NEAR_CACHE']['ALIASES'] must be a list of cache aliases, not {aliases!r}."
+            )
+        if not isinstance(merged["DEFAULT"], bool):
+            raise ImproperlyConfigured("TAGCACHE['NEAR_CACHE']['DEFAULT'] must be True or False.")
+        for name in ("MAX_ENTRIES", "MAX_BYTES"):
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ImproperlyConfigured(f"TAGCACHE['NEAR_CACHE'][{name!r}] must be an integer >= 1.")
+        for name in ("MAX_TTL", "HEARTBEAT", "MAX_LAG", "REPLY_TIMEOUT"):
+            seconds(merged[name], f"TAGCACHE['NEAR_CACHE'][{name!r}]", strict=True)
+        if merged["HEARTBEAT"] >= merged["MAX_LAG"]:
+            raise ImproperlyConfigured(
+                "TAGCACHE['NEAR_CACHE']['HEARTBEAT'] must be shorter than MAX_LAG, or L1 would never serve."
+            )
+        return NearCacheSettings(
+            aliases=tuple(aliases),
+            default=merged["DEFAULT"],
+            max_entries=merged["MAX_ENTRIES"],
+            max_bytes=merged["MAX_BYTES"],
+            max_ttl=float(merged["MAX_TTL"]),
+            heartbeat=float(merged["HEARTBEAT"]),
+            max_lag=float(merged["MAX_LAG"]),
+            reply_timeout=float(merged["REPLY_TIMEOUT"]),
+        )
+
+    @property
+    def REQUEST_CACHE(self) -> bool:
+        """Read each entry from Redis at most once per request (L0): see docs/near-cache.md."""
+        return self._bool("REQUEST_CACHE")
 
     def unknown_keys(self) -> list[str]:
         """Keys in settings.TAGCACHE that this version does not know (reported by a system check)."""

@@ -22,6 +22,7 @@ from ..core.protocol import text
 from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
 from ..signals import invalidation_failed, tags_invalidated
+from . import near as l1
 from . import recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
@@ -30,7 +31,8 @@ from .flows import BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
 from .origins import event_source
 from .shadow import Origin
-from .stores import get_async_store, get_store, reset_stores
+from .stores import get_async_store, get_store
+from .stores import reset_stores as _reset_stores
 from .tags import normalize_tags
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class _Default:
 #: Use ``TAGCACHE['DEFAULT_TIMEOUT']``.
 DEFAULT_TIMEOUT: Final = _Default()
 _MISSING: Final = object()
+_NEAR_HIT: Final = {"hits": 1, "near_hits": 1}
 
 
 def _ttl_ms(timeout: float | _Default | None) -> int | None:
@@ -97,12 +100,28 @@ class TagCache:
     # Each operation is written once, as coroutine steps over a Flow (see flows.py): the blocking
     # methods run them to the end at once, their ``a``-twins await them on redis.asyncio.
 
-    async def _read_steps(self, flow: Flow, key: str, version: int | None) -> Any:
+    @property
+    def alias(self) -> str:
+        return self._alias or conf.CACHE
+
+    async def _read_steps(self, flow: Flow, key: str, version: int | None, near: bool | None = None) -> Any:
         try:
-            store = flow.store(self._alias)  # a cluster never reached raises here
+            alias = self._alias or conf.CACHE
+            store = flow.store(alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
+            # The near cache (L1, and the request's L0) serves blocking reads only (docs/api.md).
+            use = None if flow.asynchronous else l1.wanted(alias, store, near, None)
+            raw = use.cache.get(entry) if use is not None else None
+            if raw is not None:  # an L1 hit: no Redis call to time or trace
+                loaded = serialization.loads(raw)
+                if loaded is not None:
+                    metrics.incr_many(_NEAR_HIT)
+                    return loaded[0]
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
-            raw = await timed("read", lambda: store.get(entry))
+            if flow.asynchronous:
+                raw = await timed("read", lambda: store.get(entry))
+            else:
+                raw = await timed("read", lambda: l1.fetch(store, entry, use))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
@@ -113,12 +132,18 @@ class TagCache:
         metrics.incr("hits")
         return loaded[0]
 
-    def _read(self, key: str, version: int | None) -> Any:
-        return run_sync(self._read_steps(BLOCKING, key, version))
+    def _read(self, key: str, version: int | None, near: bool | None = None) -> Any:
+        return run_sync(self._read_steps(BLOCKING, key, version, near))
 
-    async def _get_steps(self, flow: Flow, key: str, default: Any = None, version: int | None = None) -> Any:
-        """The value cached under ``key``, or ``default``. One GET."""
-        value = await self._read_steps(flow, key, version)
+    async def _get_steps(
+        self, flow: Flow, key: str, default: Any = None, version: int | None = None, near: bool | None = None
+    ) -> Any:
+        """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
+
+        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md);
+        ``aget`` reads Redis, not the near cache.
+        """
+        value = await self._read_steps(flow, key, version, near)
         return default if value is _MISSING else value
 
     get = blocking(_get_steps)
@@ -151,14 +176,22 @@ class TagCache:
                 f"{conf.MAX_ENTRY_SIZE}."
             )
         try:
-            store = flow.store(self._alias)
+            store = flow.store(self._alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
+        except RETRYABLE as exc:
+            self._fail_open("write", exc)
+            return False
+        try:
             stored = await timed(
                 "write", lambda: store.write(entry, payload, ttl, tag_list), tags=len(tag_list)
             )
         except RETRYABLE as exc:
+            l1.wrote(
+                self.alias, get_store(self.alias), entry
+            )  # the write may have landed: forget the old copy
             self._fail_open("write", exc)
             return False
+        l1.wrote(self.alias, get_store(self.alias), entry, payload if stored else None)
         if stored:
             metrics.incr("stores")
         return bool(stored)
@@ -174,6 +207,7 @@ class TagCache:
         timeout: float | _Default | None = DEFAULT_TIMEOUT,
         tags: object = None,
         version: int | None = None,
+        near: bool | None = None,
     ) -> Any:
         """The cached value of ``key``; on a miss, compute ``default()`` (or take ``default``) and cache it.
 
@@ -187,7 +221,7 @@ class TagCache:
         note_tags(tag_list)
         origin = Origin(key, callable(default))
         return await self._get_or_compute_steps(
-            flow, key, default, timeout, lambda: tag_list, version, tags, origin
+            flow, key, default, timeout, lambda: tag_list, version, tags, origin, near
         )
 
     get_or_set = blocking(_get_or_set_steps)
@@ -203,26 +237,35 @@ class TagCache:
         version: int | None,
         sources: object = None,
         origin: Origin | None = None,
+        near: bool | None = None,
     ) -> Any:
-        """``tags`` returns normalized tags; it is called only on a miss. Model instances in
-        ``sources`` bound the write's read fence by their load time."""
+        """``tags`` returns normalized tags; it is called only on a miss, or before the read when
+        the near cache may serve it. Model instances in ``sources`` bound the write's read fence
+        by their load time."""
 
         def compute() -> Any:
             return default() if callable(default) else default
 
+        alias = self._alias or conf.CACHE
         try:
-            store = flow.store(self._alias)
+            store = flow.store(alias)
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return await recompute.served_without_cache(flow, compute)
         entry = store.keys.entry(key, version)
-        return await recompute.steps(flow, store, entry, compute, _ttl_ms(timeout), tags, sources, origin)
+        return await recompute.steps(
+            flow, store, entry, compute, _ttl_ms(timeout), tags, sources, origin, alias, near
+        )
 
     async def _delete_steps(self, flow: Flow, key: str, version: int | None = None) -> bool:
         """Delete one entry; True if it existed. Its tag indexes forget it when it would have expired."""
         try:
             store = flow.store(self._alias)
-            return bool(await settle(store.delete(store.keys.entry(key, version))))
+            entry = store.keys.entry(key, version)
+            try:
+                return bool(await settle(store.delete(entry)))
+            finally:
+                l1.wrote(self.alias, get_store(self.alias), entry)
         except RETRYABLE as exc:
             self._fail_open("delete", exc)
             return False
@@ -297,9 +340,13 @@ class TagCache:
         try:
             store = flow.store(self._alias)
             origin = event_source(source)
-            removed = int(
-                await timed("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
-            )
+            try:
+                removed = int(
+                    await timed("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+                )
+            finally:
+                # Even a failed call may have removed entries: drop this process's copies either way.
+                l1.invalidated(self.alias)
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
@@ -325,3 +372,9 @@ def invalidate_tags(*tags: object, source: str | None = None, all_namespaces: bo
 async def ainvalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:
     """Invalidate ``tags`` on the default tag cache, awaited; see :meth:`TagCache.ainvalidate_tags`."""
     return await tagcache.ainvalidate_tags(*tags, source=source, all_namespaces=all_namespaces)
+
+
+def reset_stores() -> None:
+    """Forget every store and near cache; the next call builds them again from the current settings."""
+    _reset_stores()
+    l1.reset()

@@ -85,6 +85,7 @@ class CachedFunction(Generic[P, R]):
         key: Callable[P, str] | None,
         cache: TagCache,
         audit_compare: Compare | None = None,
+        near: bool | None = None,
     ) -> None:
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -92,6 +93,7 @@ class CachedFunction(Generic[P, R]):
         self._tags = tags
         self._key = key
         self._cache = cache
+        self._near = near
         self._prefix = f"{func.__module__}.{func.__qualname__}"
         self.audit_compare = audit_compare
         self._origin = Origin(self._prefix, True, audit_compare, self._prefix)
@@ -133,6 +135,7 @@ class CachedFunction(Generic[P, R]):
             None,
             (args, kwargs),  # instances among the arguments bound the read fence
             self._origin,
+            self._near,
         )
 
     def forget(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -164,6 +167,7 @@ def cached(
     key: Callable[..., str] | None = None,
     cache: str | None = None,
     audit_compare: Callable[[Any, Any], bool] | None = None,
+    near: bool | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results under ``tags``, with the guarantees of ``get_or_set``.
 
@@ -172,6 +176,7 @@ def cached(
     its arguments; model instances count by primary key). ``cache`` names another cache alias.
     ``audit_compare(served, recomputed)`` tells the stale-read auditor and ``tagcache_verify``
     whether two results agree, for results not comparable by ``==`` (a queryset: compare ids).
+    ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this function (docs/near-cache.md).
 
     On an ``async def`` function the result is a coroutine function that caches on
     ``redis.asyncio`` (see :meth:`TagCache.aget_or_set`); ``await f.aforget(...)`` deletes a result.
@@ -179,7 +184,7 @@ def cached(
     """
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        wrapped = CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare)
+        wrapped = CachedFunction(func, timeout, tags, key, TagCache(cache), audit_compare, near)
         return _coroutine_function(wrapped) if inspect.iscoroutinefunction(func) else wrapped
 
     return decorate

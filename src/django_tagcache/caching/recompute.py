@@ -24,8 +24,10 @@ from ..core.bridge import settle
 from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
 from . import fences, flights, shadow
+from . import near as l1
 from .failopen import fail_open
 from .scopes import computing, served_stale
+from .stores import get_store
 
 if TYPE_CHECKING:
     from .flows import Flow
@@ -51,6 +53,8 @@ async def steps(
     tags: Callable[[], tuple[str, ...]],
     sources: object,
     origin: Origin | None = None,
+    alias: str = "",
+    near: bool | None = None,
 ) -> Any:
     """The value under ``entry``, computing and storing it on a miss (see the module docstring).
 
@@ -65,7 +69,12 @@ async def steps(
     if shadow.bypassing():  # the auditor recomputes: the truth, not another cached value
         return await flow.call(compute)
     try:
-        raw = await timed("read", lambda: store.get(entry))
+        if flow.asynchronous:  # the near cache serves blocking reads only (docs/api.md)
+            raw = await timed("read", lambda: store.get(entry))
+        else:
+            # The near cache needs the tags first: critical ones bypass it.
+            use = l1.wanted(alias, store, near, tags) if alias else None
+            raw = await timed("read", lambda: l1.fetch(store, entry, use))
     except RETRYABLE as exc:
         fail_open("read", exc)
         return await served_without_cache(flow, compute)
@@ -87,9 +96,9 @@ async def steps(
         return await flow.call(compute) if current is MISSING else current
     if flow.asynchronous and current is MISSING:
         return await flights.join(
-            store, entry, lambda: _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin)
+            store, entry, lambda: _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin, alias)
         )
-    return await _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin, current)
+    return await _miss(flow, store, entry, compute, ttl_ms, tags(), sources, origin, alias, current)
 
 
 async def _miss(
@@ -101,6 +110,7 @@ async def _miss(
     tag_list: tuple[str, ...],
     sources: object,
     origin: Origin | None,
+    alias: str,
     current: Any = MISSING,
 ) -> Any:
     """After a miss (or an XFetch volunteer, ``current`` the value still cached): take the lock or wait."""
@@ -142,6 +152,7 @@ async def _miss(
         miss.owner,
         fence_us,
         _label(origin, entry),
+        alias,
     )
     if kept and not flow.asynchronous:
         shadow.remember(store, entry, origin, sources)
@@ -196,6 +207,7 @@ async def _compute_and_store(
     owner: str,
     fence_us: int,
     label: str,
+    alias: str = "",
 ) -> tuple[Any, bool]:
     """The computed value, and whether it was stored."""
     started = time.monotonic()
@@ -239,5 +251,7 @@ async def _compute_and_store(
     except RETRYABLE as exc:
         fail_open("write", exc)
         return value, False
+    if alias:  # this process's own later reads must not see an older copy (near cache, L0)
+        l1.wrote(alias, get_store(alias), entry, payload if stored else None)
     metrics.incr("stores" if stored else "refused_writes")
     return value, bool(stored)

@@ -15,6 +15,7 @@ from ..conf import conf
 from ..core import metrics, serialization
 from ..core.retry import RETRYABLE
 from . import bubbling, fences
+from . import near as l1
 from .failopen import fail_open
 from .scopes import Scope, vouch
 from .stores import get_store
@@ -28,13 +29,31 @@ def _release(store: Any, entry: str, owner: str) -> None:
             store.unlock(entry, owner)
 
 
-def read_entry(alias: str, entry: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:
-    """The (value, tags, tokens) of a rendered entry, or None on a miss: one GET. Redis errors propagate.
+def _no_tags() -> tuple[str, ...]:
+    return ()
+
+
+def read_entry(
+    alias: str, entry: str, near: bool | None = None
+) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:
+    """The (value, tags, tokens) of a rendered entry, or None on a miss: one GET (none when the near
+    cache or the request cache serves it). Redis errors propagate.
 
     A hit hands its tags and tokens to the open collectors, so a served entry still tags the
     fragment or page it is part of.
     """
-    raw = get_store(alias).get(entry)
+    store = get_store(alias)
+    use = l1.wanted(alias, store, near, _no_tags)
+    keep = None
+    if use is not None:
+        near_cache = use
+
+        def keep(payload: bytes) -> bool:
+            # Kept in L1 only if every tag the entry carries tolerates L1's staleness bound.
+            loaded = serialization.loads_rendered(payload)
+            return loaded is not None and near_cache.allows(loaded[1])
+
+    raw = l1.fetch(store, entry, use, keep)
     # Not written here (say, tagcache.set() on a fragment's key, or another format): a miss.
     loaded = None if raw is None else serialization.loads_rendered(raw)
     if loaded is None:
@@ -82,6 +101,7 @@ def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope, o
     except RETRYABLE as exc:
         fail_open("write", exc)
         return False
+    l1.wrote(alias, store, entry, payload if stored else None)
     metrics.incr("stores" if stored else "refused_writes")
     if not stored:
         scope.tokens.heal()

@@ -43,6 +43,11 @@ def served_stale_inside() -> None:
         flag[0] = True
 
 
+def computing_now() -> bool:
+    """Whether a get_or_set/@cached compute is open around the caller."""
+    return bool(_computing.get())
+
+
 @contextmanager
 def computing() -> Iterator[list[bool]]:
     """Open a get_or_set/@cached compute for the block; the yielded flag turns True if a stale

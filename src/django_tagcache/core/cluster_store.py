@@ -305,6 +305,13 @@ class ClusterTagStore(ClusterSteps, TagStore):
         """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
         return live(self._call(lambda: self.runner.execute(self.runner.slot(entry), "GET", entry)))
 
+    def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
+        """:meth:`get` and the entry's PTTL, in one round trip to its primary."""
+        payload, ttl = super().get_with_ttl(entry)
+        if payload is not None and payload.startswith(TOMBSTONE):
+            return None, -2
+        return payload, ttl
+
     write_index = blocking(ClusterSteps._write_index)
     write_entry = blocking(ClusterSteps._write_entry)
     write_confirm = blocking(ClusterSteps._write_confirm)

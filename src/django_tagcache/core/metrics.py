@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 COUNTERS = (
@@ -37,6 +37,14 @@ COUNTERS = (
     "events_applied",
     "events_duplicate",
     "events_dead_lettered",
+    # The near cache (L1) and the request cache (L0): see caching/near.py.
+    "near_hits",
+    "near_misses",
+    "near_evictions",
+    "near_pushes",
+    "near_flushes",
+    "near_restarts",
+    "request_hits",
 )
 
 _lock = threading.Lock()
@@ -89,6 +97,26 @@ def timings() -> dict[str, tuple[int, float]]:
     """Per operation: (calls, seconds spent), for every operation observed so far."""
     with _lock:
         return {op: (int(count), total) for op, (count, total) in sorted(_durations.items())}
+
+
+# Gauges read at each snapshot (the near cache's size): name of a source -> what it reports now.
+_gauge_sources: dict[str, Callable[[], dict[str, int]]] = {}
+
+
+def add_gauges(source: str, read: Callable[[], dict[str, int]]) -> None:
+    """Report the values ``read()`` returns as gauges (replacing any earlier ``source`` of that name)."""
+    with _lock:
+        _gauge_sources[source] = read
+
+
+def gauges() -> dict[str, int]:
+    """Every gauge now, summed over their sources."""
+    with _lock:
+        sources = list(_gauge_sources.values())
+    total: Counter[str] = Counter()
+    for read in sources:
+        total.update(read())
+    return dict(total)
 
 
 def reset() -> None:

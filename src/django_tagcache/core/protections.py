@@ -21,6 +21,8 @@ NAMES = {
         "a saved instance counts as read when its own invalidation completed only if no other "
         "invalidation of its tags completed since it was loaded"
     ),
+    "near_flush": "the near cache is emptied when its tracking channel breaks and when it comes back",
+    "near_ticket": "the near cache keeps no value read before tracking covered it, or raced by a push",
 }
 
 # Process-global on purpose (a test switch, read on miss paths only); empty in production.

@@ -88,6 +88,18 @@ class TagStore(TagSteps):
         """The raw payload of an entry, or None: one GET."""
         return self._call(lambda: self.client.get(entry))  # type: ignore[return-value]
 
+    def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
+        """The raw payload of an entry and its PTTL in ms (-1: no expiry, -2: absent): one round trip."""
+
+        def read() -> list[object]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(entry)
+            pipe.pttl(entry)
+            return pipe.execute()
+
+        payload, ttl = self._call(read)
+        return payload, int(ttl)  # type: ignore[return-value,call-overload]
+
     write = blocking(TagSteps._write)
     prepare_miss = blocking(TagSteps._prepare_miss)
     finish_miss = blocking(TagSteps._finish_miss)

@@ -37,6 +37,19 @@ DESCRIPTIONS = {
     "events_applied": "Events of other services applied by a consumer in this process.",
     "events_duplicate": "Events with nothing left to apply (duplicates, or covered by a newer event).",
     "events_dead_lettered": "Events moved to the dead-letter stream by a consumer in this process.",
+    "near_hits": "Reads served by the near cache (L1).",
+    "near_misses": "Reads the near cache could have served and did not hold.",
+    "near_evictions": "Near-cache entries evicted to stay within MAX_ENTRIES and MAX_BYTES.",
+    "near_pushes": "Keys named by Redis' invalidation pushes to the near cache.",
+    "near_flushes": "Times the near cache was emptied (tracking connection lost or restored, FLUSHDB).",
+    "near_restarts": "Redis restarts (run_id changes) seen by the near cache's tracking connection.",
+    "request_hits": "Reads served by the request cache (L0).",
+}
+
+#: HELP text of each gauge; ``tagcache_<name>`` in the exposition.
+GAUGES = {
+    "near_entries": "Entries held by the near cache (L1) now.",
+    "near_bytes": "Bytes held by the near cache (L1) now (keys, payloads and overhead).",
 }
 
 # The collector registered by install(), so that a second call does not register it twice.
@@ -47,11 +60,13 @@ class TagCacheCollector:
     """Yields every counter of :mod:`django_tagcache.core.metrics`, and the time spent per Redis operation."""
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
         for name, value in metrics.snapshot().items():
             description = DESCRIPTIONS.get(name, f"django-tagcache counter {name!r}.")
             yield CounterMetricFamily(f"tagcache_{name}", description, value=value)
+        for name, value in metrics.gauges().items():
+            yield GaugeMetricFamily(f"tagcache_{name}", GAUGES.get(name, name), value=value)
         timing = SummaryMetricFamily(
             "tagcache_redis_seconds",
             "Time spent in Redis calls, per operation, retries included.",

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Model
 from django.utils.functional import Promise
 
-from ..caching import bubbling
+from ..caching import bubbling, near
 from ..caching.api import _ttl_ms
 from ..caching.failopen import fail_open
 from ..caching.recompute import jittered
@@ -145,7 +145,10 @@ def render_fragment(
 
 
 def _delete(alias: str, entry: str) -> None:
+    store = get_store(alias)
     try:
-        get_store(alias).delete(entry)
+        store.delete(entry)
     except RETRYABLE as exc:
         fail_open("delete", exc)
+    finally:
+        near.wrote(alias, store, entry)

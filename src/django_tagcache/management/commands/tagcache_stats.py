@@ -66,11 +66,11 @@ class Command(TagCacheCommand):
         redis_stats = keyspace_stats(self.store(alias), sample=sample, memory_sample=memory_sample)
         counters = metrics.snapshot()
         timings = {op: {"calls": n, "seconds": s} for op, (n, s) in metrics.timings().items()}
-        data: dict[str, Any] = {
-            "cache": alias,
-            "redis": redis_stats,
-            "process": {"counters": counters, "timings": timings, "note": PROCESS_NOTE},
-        }
+        process = {"counters": counters, "timings": timings, "note": PROCESS_NOTE}
+        gauges = metrics.gauges()  # the near cache's size, when one runs in this process
+        if gauges:
+            process["gauges"] = gauges
+        data: dict[str, Any] = {"cache": alias, "redis": redis_stats, "process": process}
         events = sources_status()  # [] unless this service consumes other services' events
         if events:
             data["events"] = events
@@ -101,6 +101,7 @@ class Command(TagCacheCommand):
         timings = data["process"]["timings"]
         lines.append("This process:" + ("" if moved or timings else " no cache calls yet."))
         lines += [f"  {name:<20} {value}" for name, value in moved.items()]
+        lines += [f"  {name:<20} {value} now" for name, value in data["process"].get("gauges", {}).items()]
         for op, timing in timings.items():
             lines.append(f"  time in {op:<12} {timing['seconds']:.3f} s over {timing['calls']} call(s)")
         lines.append(f"  ({PROCESS_NOTE})")

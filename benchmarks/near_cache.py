@@ -1,0 +1,169 @@
+"""The near cache (L1): a hit against django-redis, cross-process invalidation, a zipfian mix.
+
+    python -m benchmarks.near_cache [--rounds 5000] [--repeat 11] [--samples 200] [--ops 20000]
+
+Bars: an L1 hit <= 0.1x a django-redis ``cache.get`` hit (target p50 <= 5 us); from
+``invalidate_tags()`` returning in one process to the entry being gone from another process's
+L1, p99 <= 10 ms. The zipfian mix (1,000 keys, s = 1.1, 1% writes that invalidate) reports the
+hit rates of L1 and of Redis and the mean time per operation against the same mix without L1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from benchmarks._setup import configure_django, paired, redis_url, result
+
+VALUE = {"name": "Blue mug", "price": 12.5, "tags": ["kitchen", "blue"], "stock": list(range(20))}
+NEAR = {"ALIASES": ["default"], "HEARTBEAT": 0.02, "MAX_LAG": 0.5}
+STALENESS = {"TAGS": {"warm:": "important"}, "DEFAULT": "important"}
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def hit_rows(rounds: int, repeat: int) -> None:
+    from django.core.cache import cache
+
+    from django_tagcache import tagcache
+    from django_tagcache.caching import near
+    from django_tagcache.caching.api import get_store
+
+    found = near.near_for("default", get_store())
+    assert found is not None
+    deadline = time.monotonic() + 10
+    while not found.cache.serving() and time.monotonic() < deadline:
+        found.barrier()
+    tagcache.set("card", VALUE, tags=["warm:1"])
+    cache.set("card", VALUE)
+    while not tagcache.get("card", near=True) or not found.cache.get(get_store().keys.entry("card")):
+        found.barrier()
+    assert tagcache.get("card") == cache.get("card") == VALUE
+    ours_us, theirs_us, ratio = paired(
+        lambda: tagcache.get("card"), lambda: cache.get("card"), rounds=rounds, repeat=repeat
+    )
+    name = "near cache: L1 hit (tagcache.get) vs django-redis cache.get hit"
+    print(f"{name}: {ours_us:.2f} us vs {theirs_us:.1f} us, ratio {ratio:.3f} (bar <= 0.10)")
+    result(name, ours_us, theirs_us, ratio, "<= 0.10")
+    singles = []
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        tagcache.get("card")
+        singles.append((time.perf_counter_ns() - started) / 1000)
+    p50 = statistics.median(singles)
+    print(f"near cache: L1 hit p50 {p50:.2f} us, p99 {percentile(singles, 0.99):.2f} us (target p50 <= 5)")
+    result("near cache: L1 hit p50 (one call)", p50, None, None, "<= 5 us")
+
+
+def latency_rows(url: str, samples: int) -> None:
+    from tests.workers import Worker
+
+    writer = Worker(url, {"HEARTBEAT": 0.02, "MAX_LAG": 0.5})
+    readers = [Worker(url, {"HEARTBEAT": 0.02, "MAX_LAG": 0.5}) for _ in range(2)]
+    for worker in [writer, *readers]:
+        worker.wait_started()
+    latencies: list[float] = []
+    try:
+        for worker in [writer, *readers]:
+            assert worker.call("ready")["serving"]
+        for i in range(samples):
+            key = f"lat{i % 10}"
+            for reader in readers:
+                for _ in range(20):
+                    if reader.call("read", key=key)["l1"]:
+                        break
+                else:
+                    raise AssertionError("the entry never reached L1")
+            for reader in readers:
+                reader.send("wait_gone", key=key)
+            returned = writer.call("invalidate_at", tags=[f"warm:{key}"])["at"]
+            for reader in readers:
+                gone = reader.receive()
+                assert gone["gone"]
+                # Negative: the push was applied before the invalidating call had returned.
+                latencies.append((gone["at"] - returned) * 1000)
+    finally:
+        for worker in [writer, *readers]:
+            worker.close()
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    print(
+        f"near cache: invalidate_tags() returned -> gone from another process's L1: p50 {p50:.3f} ms, "
+        f"p99 {p99:.3f} ms, min {min(latencies):.3f} ms, max {max(latencies):.3f} ms over {len(latencies)} "
+        "(bar p99 <= 10 ms; negative: gone before the call returned)"
+    )
+    result("near cache: cross-process invalidation p50", p50, None, None, "", unit="ms")
+    result("near cache: cross-process invalidation p99", p99, None, None, "<= 10 ms", unit="ms")
+
+
+def zipf_rows(ops: int, seed: int) -> None:
+    """The same zipfian sequence with and without L1, on two keyspaces, in alternating blocks of
+    250 operations, so that a change of load on a shared machine affects both sides alike."""
+    from django_tagcache import invalidate_tags, tagcache
+    from django_tagcache.core import metrics
+
+    keys = 1000
+    weights = [1 / (rank**1.1) for rank in range(1, keys + 1)]
+    rng = random.Random(seed)
+    picks = rng.choices(range(keys), weights=weights, k=ops)
+    writes = {i for i in range(ops) if rng.random() < 0.01}
+    spent = {True: 0.0, False: 0.0}
+    counted: dict[bool, dict[str, int]] = {True: {}, False: {}}
+
+    def block(use_near: bool, first: int, last: int) -> None:
+        mode = "on" if use_near else "off"
+        before = metrics.snapshot()
+        started = time.perf_counter()
+        for i in range(first, last):
+            key = f"z{mode}{picks[i]}"
+            if i in writes:
+                invalidate_tags(f"warm:{key}")
+            else:
+                tagcache.get_or_set(key, lambda: VALUE, tags=[f"warm:{key}"], near=use_near)
+        spent[use_near] += time.perf_counter() - started
+        after = metrics.snapshot()
+        for name in ("hits", "misses", "near_hits"):
+            counted[use_near][name] = counted[use_near].get(name, 0) + after[name] - before[name]
+
+    step = 250
+    for number, first in enumerate(range(0, ops, step)):
+        order = (True, False) if number % 2 == 0 else (False, True)
+        for use_near in order:
+            block(use_near, first, min(ops, first + step))
+    on_us, off_us = spent[True] / ops * 1e6, spent[False] / ops * 1e6
+    on, off = counted[True], counted[False]
+    reads = on["hits"] + on["misses"]
+    l1_rate = on["near_hits"] / reads
+    redis_rate = (on["hits"] - on["near_hits"]) / reads
+    off_rate = off["hits"] / (off["hits"] + off["misses"])
+    print(
+        f"near cache: zipfian mix (s=1.1, 1% writes, {ops} ops, seed {seed}): with L1 {on_us:.1f} us/op "
+        f"(L1 hits {l1_rate:.1%}, Redis hits {redis_rate:.1%}), without {off_us:.1f} us/op "
+        f"(Redis hits {off_rate:.1%}), ratio {on_us / off_us:.3f}"
+    )
+    result("near cache: zipfian mix, 1% writes, with L1 vs without", on_us, off_us, on_us / off_us, "")
+    result("near cache: zipfian mix, L1 hit rate (%)", l1_rate * 100, None, None, "", unit="%")
+    result("near cache: zipfian mix, Redis hit rate with L1 (%)", redis_rate * 100, None, None, "", unit="%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=11)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--ops", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with redis_url() as url:
+        configure_django(url, tagcache={"NEAR_CACHE": NEAR, "STALENESS": STALENESS})
+        hit_rows(args.rounds, args.repeat)
+        zipf_rows(args.ops, args.seed)
+        latency_rows(url, args.samples)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Which reads may use the near cache (L1) and the request cache (L0), and the L1 of each alias.
+
+The L1 itself and its invalidation channel are Redis-side (:mod:`django_tagcache.core.nearcache`,
+:mod:`django_tagcache.core.tracking`); this module decides, per read, whether they may serve it:
+
+* the alias is listed in ``TAGCACHE['NEAR_CACHE']['ALIASES']``, and the call did not pass
+  ``near=False`` (or passed ``near=True`` when ``DEFAULT`` is False);
+* every tag of the entry allows at least ``MAX_LAG`` of staleness: ``critical`` data (budget 0)
+  never uses L1. A read without tags (``tagcache.get``) counts as the ``DEFAULT`` class;
+* no ``get_or_set``/``@cached`` compute or fragment/page render is open around the read: what
+  it reads may end up inside another entry, so it is read from Redis (or from L0, which the
+  request's read fence covers), never from L1, whose copy may lag by up to ``MAX_LAG``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from redis.cluster import RedisCluster
+
+from ..conf import conf
+from ..core import metrics
+from ..core.nearcache import NearCache
+from ..core.tracking import TrackingChannel
+from . import bubbling, requestcache, scopes, staleness
+
+if TYPE_CHECKING:
+    from ..core.store import TagStore
+
+logger = logging.getLogger("django_tagcache")
+
+_MARK = "\x00tagcache-prefix\x00"
+
+
+class Near:
+    """The L1 of one cache alias and the tracking channel(s) that keep it fresh."""
+
+    def __init__(
+        self,
+        cache: NearCache,
+        channels: list[TrackingChannel],
+        prefixes: tuple[str, ...],
+        *,
+        default: bool = True,
+    ) -> None:
+        self.cache = cache
+        self.channels = channels
+        self.prefixes = prefixes
+        self.default = default
+        # Read once: settings changes rebuild the near caches (reset()).
+        self._floor_ms = int(cache.max_lag * 1000)
+        classes = conf.STALENESS
+        self.default_allowed = classes.classes[classes.default] * 1000 >= self._floor_ms
+
+    def allows(self, tags: Sequence[str]) -> bool:
+        """Every tag tolerates L1's staleness bound of ``max_lag`` (``critical`` ones never do)."""
+        return all(staleness.budget_ms(tag) >= self._floor_ms for tag in tags)
+
+    def covers(self, entry: str) -> bool:
+        """Whether writes to ``entry`` are pushed to us (it starts with a tracked prefix)."""
+        return entry.startswith(self.prefixes)
+
+    def barrier(self) -> None:
+        """Return once every push for writes finished before now is applied (or L1 was flushed)."""
+        for channel in self.channels:
+            channel.barrier()
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.stop()
+        self.cache.flush()
+
+
+# One L1 per alias and process (None: the alias has none), built at first use and closed by
+# reset(); guarded by _lock.
+_nears: dict[str, Near | None] = {}
+_lock = threading.Lock()
+
+
+def near_for(alias: str, store: TagStore) -> Near | None:
+    """The L1 of ``alias``, started at first use; None if it has none."""
+    try:
+        return _nears[alias]
+    except KeyError:
+        pass
+    with _lock:
+        if alias not in _nears:
+            _nears[alias] = _build(alias, store)
+        return _nears[alias]
+
+
+def _after_fork() -> None:
+    """In a forked child the tracking threads are gone: forget the parent's near caches (and
+    what they held), so that the child starts its own at first use. Their locks are not touched:
+    a thread of the parent may have held one at the fork."""
+    global _lock
+    _nears.clear()
+    _lock = threading.Lock()
+
+
+# A worker forked from a parent that already read through L1 (a preloading server) must not
+# serve the parent's copies: the registration is process-global, like the map it clears.
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def existing(alias: str) -> Near | None:
+    """The L1 of ``alias`` if one was started in this process."""
+    return _nears.get(alias)
+
+
+def reset() -> None:
+    """Stop every tracking channel and forget every L1 (settings changed)."""
+    with _lock:
+        nears = [near for near in _nears.values() if near is not None]
+        _nears.clear()
+    for near in nears:
+        near.close()
+
+
+def _build(alias: str, store: TagStore) -> Near | None:
+    settings = conf.NEAR_CACHE
+    if alias not in settings.aliases:
+        return None
+    client = getattr(store, "client", None)
+    topology: frozenset[str] | None = None
+    if isinstance(client, RedisCluster):
+        # One tracking connection per primary: each reports the changes of its own keys.
+        topology = _topology(client)
+        pools = [node.redis_connection.connection_pool for node in _primaries(client)]
+    elif isinstance(client, redis.Redis):
+        pools = [client.connection_pool]
+    else:  # the in-process store needs no L1
+        logger.warning("django-tagcache: no near cache for %r: it needs Redis.", alias)
+        return None
+    prefixes = _prefixes(store)
+    if not prefixes:
+        logger.warning("django-tagcache: no near cache for %r: its KEY_FUNCTION hides the key prefix.", alias)
+        return None
+    cache = NearCache(
+        max_entries=settings.max_entries,
+        max_bytes=settings.max_bytes,
+        max_ttl=settings.max_ttl,
+        max_lag=settings.max_lag,
+        channels=len(pools),
+    )
+    channels = [
+        TrackingChannel(
+            cache,
+            _connector(pool),
+            prefixes=prefixes,
+            channel=number,
+            heartbeat=settings.heartbeat,
+            reply_timeout=settings.reply_timeout,
+            name=alias,
+        )
+        for number, pool in enumerate(pools)
+    ]
+    found = Near(cache, channels, prefixes, default=settings.default)
+    if topology is not None and isinstance(client, RedisCluster):
+        cluster, known = client, topology
+        channels[0].on_beat = lambda: check_topology(alias, found, cluster, known)
+    for channel in channels:
+        channel.start()
+    metrics.add_gauges(f"near:{alias}", lambda: _gauges(cache))
+    return found
+
+
+def _connector(pool: Any) -> Callable[[], redis.Connection]:
+    """A new RESP3 connection like the pool's (same server, credentials, timeouts, Sentinel master)."""
+    kwargs = {**pool.connection_kwargs, "protocol": 3}
+
+    def connect() -> redis.Connection:
+        return pool.connection_class(**kwargs)  # type: ignore[no-any-return]
+
+    return connect
+
+
+def _primaries(client: RedisCluster) -> list[Any]:
+    """The primaries the cluster client knows now (redis-py leaves this call untyped)."""
+    nodes: list[Any] = cast("Any", client).get_primaries()
+    return nodes
+
+
+def _topology(client: RedisCluster) -> frozenset[str]:
+    return frozenset(node.name for node in _primaries(client))
+
+
+def check_topology(alias: str, found: Near, client: RedisCluster, known: frozenset[str]) -> bool:
+    """Redis Cluster, at each heartbeat: if the primaries changed, a node may hold keys no channel
+    tracks. Stop serving at once and retire this L1; the next read builds one for the new
+    topology. True if it was retired."""
+    if _topology(client) == known:
+        return False
+    logger.warning("django-tagcache: the primaries of %r changed: near cache flushed", alias)
+    found.cache.flush(0)  # channel 0 counts as down: nothing is served, reads in flight are void
+    with _lock:
+        if _nears.get(alias) is found:
+            del _nears[alias]
+    threading.Thread(target=found.close, daemon=True).start()  # not from the channel's own thread
+    return True
+
+
+def _gauges(cache: NearCache) -> dict[str, int]:
+    entries, size = cache.size()
+    return {"near_entries": entries, "near_bytes": size}
+
+
+def _prefixes(store: TagStore) -> tuple[str, ...]:
+    """The key prefixes of entries, plain and namespaced, as the cache backend writes them."""
+    found = []
+    for head in (f"{store.options.key_prefix}:e:", f"{store.options.key_prefix}:n:"):
+        made = store.keys._make_key(head + _MARK, None)
+        if not made.endswith(_MARK):
+            return ()
+        found.append(made[: -len(_MARK)])
+    return tuple(found)
+
+
+def wanted(
+    alias: str, store: TagStore, call: bool | None, tags: Callable[[], Sequence[str]] | None
+) -> Near | None:
+    """The L1 a read may use, or None (see the module docstring). ``tags`` gives the read's tags
+    (called only when an L1 exists); None: a read without tags, of the default class."""
+    if call is False:
+        return None
+    near = _nears[alias] if alias in _nears else near_for(alias, store)
+    if near is None or (call is None and not near.default):
+        return None
+    if scopes.computing_now() or bubbling.collecting():
+        return None
+    if tags is None:
+        return near if near.default_allowed else None
+    return near if near.allows(tags()) else None
+
+
+def fetch(
+    store: TagStore, entry: str, near: Near | None, keep: Callable[[bytes], bool] | None = None
+) -> bytes | None:
+    """The payload of ``entry``: from L0, else L1 (``near``), else Redis, filling L1 and L0.
+
+    ``keep`` may refuse a payload for L1 (a rendered entry whose own tags do not allow it).
+    Redis errors propagate.
+    """
+    payload = requestcache.get(store, entry)
+    if payload is not None:
+        metrics.incr("request_hits")
+        return payload
+    if near is None or not near.covers(entry):
+        payload = store.get(entry)
+    else:
+        payload = near.cache.get(entry)
+        if payload is not None:
+            metrics.incr("near_hits")
+            requestcache.put(store, entry, payload)
+            return payload
+        metrics.incr("near_misses")
+        ticket = near.cache.begin(entry)  # before the read is sent: see core/nearcache.py
+        try:
+            payload, ttl_ms = store.get_with_ttl(entry)
+        except BaseException:
+            near.cache.abandon(ticket)
+            raise
+        # PTTL: -1 no expiry (max_ttl applies), -2 gone meanwhile (not kept).
+        ttl = None if ttl_ms == -1 else ttl_ms / 1000
+        if payload is not None and (keep is None or keep(payload)):
+            near.cache.put(ticket, payload, ttl)
+        else:
+            near.cache.abandon(ticket)
+    if payload is not None:
+        requestcache.put(store, entry, payload)
+    return payload
+
+
+def wrote(alias: str, store: TagStore, entry: str, payload: bytes | None = None) -> None:
+    """This process wrote or deleted ``entry``: its own later reads must not see the old copy."""
+    near = existing(alias)
+    if near is not None:
+        near.cache.discard(entry)
+    if payload is None:
+        requestcache.forget(store, entry)
+    else:
+        requestcache.put(store, entry, payload)
+
+
+def invalidated(alias: str) -> None:
+    """This process invalidated tags on ``alias``: drop what it holds before the call returns."""
+    requestcache.clear()
+    near = existing(alias)
+    if near is not None:
+        near.barrier()
+
+
+def describe(alias: str) -> dict[str, Any]:
+    """What the L1 of ``alias`` holds and whether it serves (for tests and inspection)."""
+    near = existing(alias)
+    if near is None:
+        return {"enabled": False}
+    entries, size = near.cache.size()
+    return {"enabled": True, "serving": near.cache.serving(), "entries": entries, "bytes": size}

@@ -164,6 +164,8 @@ def _build(alias: str, store: TagStore) -> Near | None:
     if topology is not None and isinstance(client, RedisCluster):
         cluster, known = client, topology
         channels[0].on_beat = lambda: check_topology(alias, found, cluster, known)
+        for channel in channels:
+            channel.on_demoted = lambda: _demoted(alias, found, cluster)
     for channel in channels:
         channel.start()
     metrics.add_gauges(f"near:{alias}", lambda: _gauges(cache))
@@ -203,6 +205,26 @@ def check_topology(alias: str, found: Near, client: RedisCluster, known: frozens
             del _nears[alias]
     threading.Thread(target=found.close, daemon=True).start()  # not from the channel's own thread
     return True
+
+
+def _demoted(alias: str, found: Near, client: RedisCluster) -> None:
+    """Redis Cluster: a channel's node answered that it is a replica now (a failover). Retire this
+    L1 as for a topology change, and refresh the cluster client's map of slots, which L1 hits
+    alone would never correct; the next read builds an L1 on the new primaries."""
+    logger.warning("django-tagcache: a primary of %r was demoted: near cache flushed", alias)
+    found.cache.flush(0)
+    with _lock:
+        if _nears.get(alias) is found:
+            del _nears[alias]
+
+    def retire() -> None:
+        found.close()
+        try:
+            cast("Any", client).nodes_manager.initialize()
+        except (redis.RedisError, OSError) as exc:  # the next read that meets MOVED refreshes it
+            logger.warning("django-tagcache: could not refresh the slots of %r: %s", alias, exc)
+
+    threading.Thread(target=retire, daemon=True).start()  # not from the channel's own thread
 
 
 def _gauges(cache: NearCache) -> dict[str, int]:

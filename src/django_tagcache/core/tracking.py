@@ -14,6 +14,11 @@ order, that every push queued before it was read. :meth:`TrackingChannel.barrier
 demand, for the process that has just invalidated. Any error, a reply late by more than
 ``reply_timeout`` or a change of the server's ``run_id`` flushes the near cache before it may
 serve again.
+
+Each heartbeat and each barrier is preceded by ``ROLE``: a node that is no longer a primary (a
+Sentinel or Cluster failover demotes it without closing its clients) answers heartbeats in order,
+yet the writes of the new primary reach it late or, cut off, never. Its channel then counts as
+down (L1 flushed, nothing served from it) until it is subscribed to a primary again.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class TrackingChannel:
         self.connected = threading.Event()
         #: Called by the reader thread after each heartbeat is sent (Redis Cluster: a topology check).
         self.on_beat: Callable[[], object] | None = None
+        #: Called by the reader thread when the node says it is no longer a primary.
+        self.on_demoted: Callable[[], object] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -96,6 +103,7 @@ class TrackingChannel:
     def barrier(self, timeout: float | None = None) -> bool:
         """Return once every push Redis queued before now has been applied; False (after a flush) if
         that cannot be known within ``timeout`` (default ``reply_timeout``)."""
+        self._send(("ROLE",), "role")
         sent = self._send(("PING", "tagcache-barrier"), "barrier")
         if (
             sent is not None
@@ -140,6 +148,8 @@ class TrackingChannel:
                 "django-tagcache: Redis %s restarted (run_id changed): near cache flushed", self.name
             )
         self.run_id = run_id
+        conn.send_command("ROLE")
+        self._check_role(conn.read_response())
         args: list[Any] = ["CLIENT", "TRACKING", "ON", "BCAST"]
         for prefix in self.prefixes:
             args += ["PREFIX", prefix]
@@ -156,6 +166,7 @@ class TrackingChannel:
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
+                self._send(("ROLE",), "role")  # first: a demoted node must not confirm the beat
                 self._send(("CLIENT", "TRACKINGINFO"), "beat")
                 next_beat = now + self.heartbeat
                 if self.on_beat is not None:
@@ -174,6 +185,8 @@ class TrackingChannel:
             if not self._in_flight:
                 raise redis.ConnectionError(f"unexpected reply on the tracking connection: {reply!r}")
             sent = self._in_flight.popleft()
+        if sent.kind == "role":
+            self._check_role(reply)
         if sent.kind == "beat":
             flags = [_text(flag) for flag in _field(reply, "flags") or []]
             if "on" not in flags or "bcast" not in flags:
@@ -181,6 +194,13 @@ class TrackingChannel:
             self.near.confirm(self.channel, sent.sent)
         sent.ok = True
         sent.done.set()
+
+    def _check_role(self, reply: Any) -> None:
+        role = _text(reply[0]) if isinstance(reply, (list, tuple)) and reply else ""
+        if role != "master":
+            if self.on_demoted is not None:
+                self.on_demoted()
+            raise redis.ConnectionError(f"the node is no longer a primary (ROLE {role or reply!r})")
 
     def _on_push(self, response: Sequence[Any]) -> object:
         keys = response[1] if len(response) > 1 else None

@@ -251,6 +251,7 @@ async def _compute_and_store(
     except RETRYABLE as exc:
         fail_open("write", exc)
         return value, False
+    flights.seal(store, entry, bool(stored))  # before any other await: see flights.py
     if alias:  # this process's own later reads must not see an older copy (near cache, L0)
         l1.wrote(alias, get_store(alias), entry, payload if stored else None)
     metrics.incr("stores" if stored else "refused_writes")

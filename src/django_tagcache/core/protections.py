@@ -23,6 +23,15 @@ NAMES = {
     ),
     "near_flush": "the near cache is emptied when its tracking channel breaks and when it comes back",
     "near_ticket": "the near cache keeps no value read before tracking covered it, or raced by a push",
+    "own_save_alone": (
+        "a saved instance is dated by its transaction's invalidation only if no other write of that "
+        "transaction touched its tags"
+    ),
+    "own_save_values": "a saved instance is dated only if every value it holds is stored as it is held",
+    "snapshot_floor": (
+        "inside a transaction that reads from one snapshot, a load time is no later than the start "
+        "of the transaction's first query"
+    ),
 }
 
 # Process-global on purpose (a test switch, read on miss paths only); empty in production.

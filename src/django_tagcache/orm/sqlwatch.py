@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -53,6 +54,8 @@ class _Saving:
     # The tags the save's post_save receiver will invalidate, as far as they are known before the
     # write: invalidated even if that receiver never runs (another app's receiver raised first).
     fallback: set[str]
+    # The saved instance, as the writer of its own statements in a transaction's batch.
+    ref: Any = None
     held: set[str] = field(default_factory=set)
     wrote: bool = False
 
@@ -86,7 +89,10 @@ def saving(instance: models.Model, model: type[models.Model], using: str, fallba
     for entry in [entry for entry in stack if entry.instance_id == id(instance)]:
         _forget(entry)
     outer = not connections[using].in_atomic_block
-    stack.append(_Saving(id(instance), _tables(model), using, outer, _save_frame(), fallback))
+    entry = _Saving(
+        id(instance), _tables(model), using, outer, _save_frame(), fallback, weakref.ref(instance)
+    )
+    stack.append(entry)
 
 
 def _save_frame() -> FrameType | None:
@@ -96,6 +102,20 @@ def _save_frame() -> FrameType | None:
     while frame is not None and frame.f_code is not code:
         frame = frame.f_back
     return frame
+
+
+def _own_statement(entry: _Saving) -> bool:
+    """Whether the statement running now is one of the save's own: Django's ``_save_table()`` of
+    that save runs it (not a receiver of pre_save or post_save, say, writing the same table)."""
+    if entry.frame is None:
+        return False
+    code = Model._save_table.__code__  # type: ignore[attr-defined]  # private, not in the stubs
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame is not entry.frame:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _live(entry: _Saving) -> bool:
@@ -191,10 +211,14 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
         saving.held |= labels
         saving.wrote = True
         return result
-    if top is not None and top.fallback and table in top.tables and top.using == connection.alias:
-        labels = labels | top.fallback  # a save in a transaction: its tags go with the batch now
-        top.fallback = _NONE
-    transaction.add(labels, connection.alias)
+    writer = None
+    if top is not None and table in top.tables and top.using == connection.alias:
+        if top.fallback:
+            labels = labels | top.fallback  # a save in a transaction: its tags go with the batch now
+            top.fallback = _NONE
+        if _own_statement(top):
+            writer = top.ref  # its own row's write: not another change of the row (ownsaves.alone)
+    transaction.add(labels, connection.alias, writer=writer)
     return result
 
 

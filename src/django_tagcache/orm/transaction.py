@@ -25,6 +25,7 @@ from ..caching import namespaces
 from ..conf import conf
 from . import manual
 from .flushing import flush
+from .ownsaves import alone, merge_writers, record_writer
 
 if TYPE_CHECKING:
     from .ownsaves import Saved
@@ -67,7 +68,7 @@ def _batch_of(entry: Any) -> _Batch | None:
 class _Batch:
     """The tags of one savepoint level of one transaction."""
 
-    __slots__ = ("done", "outbox", "saved", "tags", "transaction")
+    __slots__ = ("done", "outbox", "saved", "tags", "transaction", "writers")
 
     def __init__(self, owner: _Transaction) -> None:
         self.transaction = owner
@@ -77,8 +78,11 @@ class _Batch:
         self.outbox: dict[str | None, Any] | None = {} if conf.OUTBOX else None
         # Per namespace, the instances that saved themselves (ownsaves.py).
         self.saved: dict[str | None, list[Saved]] = {}
+        # Tag -> its only writer in this batch, or MANY: who else wrote a saved instance's tags.
+        self.writers: dict[str, object] = {}
 
-    def add(self, tags: Iterable[str], saved: Saved | None = None) -> None:
+    def add(self, tags: Iterable[str], saved: Saved | None = None, writer: Any = None) -> None:
+        tags = tags if isinstance(tags, (set, frozenset)) else set(tags)
         namespace = namespaces.current()
         held = self.tags.get(namespace)
         if held is None:
@@ -86,6 +90,7 @@ class _Batch:
         held.update(tags)
         if saved is not None:
             self.saved.setdefault(namespace, []).append(saved)
+        record_writer(self.writers, tags, saved, writer)
         if self.outbox is not None:
             # Inside the transaction: the row commits, or rolls back, with the change itself.
             recorder = self.outbox.get(namespace)
@@ -134,7 +139,9 @@ class _Transaction:
         tags: dict[str | None, set[str]] = {}
         rows: dict[str | None, list[int]] = {}
         saved: dict[str | None, list[Saved]] = {}
+        writers: dict[str, object] = {}
         for batch in batches:
+            merge_writers(writers, batch.writers)
             for namespace, held in batch.tags.items():
                 tags.setdefault(namespace, set()).update(held)
             for namespace, instances in batch.saved.items():
@@ -144,6 +151,11 @@ class _Transaction:
                 rows.setdefault(namespace, []).extend(recorder.ids)
         self.batches = {}
         self.callbacks = None
+        # One invalidation for all the transaction's writes: an instance whose tags another write
+        # of it touched (in any namespace) cannot tell that change from its own, so it stays undated.
+        saved = {
+            namespace: [s for s in instances if alone(s, writers)] for namespace, instances in saved.items()
+        }
         for namespace in sorted(tags, key=lambda name: name or ""):
             with namespaces.in_namespace(namespace):
                 flush(
@@ -207,10 +219,11 @@ def _guard_others(state: _Transaction, callbacks: list[Any]) -> None:
     state.guarded = len(callbacks)
 
 
-def add(tags: Iterable[str], using: str, saved: Saved | None = None) -> None:
+def add(tags: Iterable[str], using: str, saved: Saved | None = None, writer: Any = None) -> None:
     """Invalidate ``tags`` after the current transaction on ``using`` commits, or now outside one.
 
-    ``saved`` is an instance that saved itself, to be dated by the invalidation (ownsaves.py).
+    ``saved`` is an instance that saved itself, to be dated by the invalidation (ownsaves.py);
+    ``writer`` the weak reference to an instance whose save wrote ``tags`` (its own statements).
     """
     connection = connections[using]
     atomic = connection.in_atomic_block
@@ -232,4 +245,4 @@ def add(tags: Iterable[str], using: str, saved: Saved | None = None) -> None:
     _guard_others(state, connection.run_on_commit)
     if not atomic or not connection.commit_on_exit:
         manual.wait_for_commit(using, is_hook)
-    batch.add(tags, saved)
+    batch.add(tags, saved, writer)

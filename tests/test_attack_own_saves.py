@@ -57,7 +57,7 @@ def test_a_value_the_database_normalizes_on_save_is_not_cached_as_assigned(alias
     the save the instance does not hold the row as stored, so it cannot be dated by its save."""
     pk = new_product()
     product = Product.objects.get(pk=pk)
-    product.price = "07"  # type: ignore[assignment]  # as posted; IntegerField stores int("07")
+    product.price = "07"  # as posted; IntegerField stores int("07")
     product.save()
     assert database(pk) == "old:7"
     stored(lambda: summary(product))

@@ -125,7 +125,7 @@ class ReadFenceMiddleware:
 def mark_loaded(instance: Any) -> None:
     """Record when the data ``instance`` holds was read (a registered model's ``post_init``): the
     start of the query its row came from, or earlier (see :mod:`django_tagcache.caching.loadtimes`)."""
-    instance.__dict__[LOADED_AT] = read_since()
+    instance.__dict__[LOADED_AT] = read_since() if protections.on("query_start") else time.time()
 
 
 def load_time(instance: Any) -> float | None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
-from ..core import metrics, observations, serialization
+from ..core import metrics, observations, protections, serialization
 from ..core.bridge import settle
 from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
@@ -218,7 +218,7 @@ async def _compute_and_store(
         # Cancelled too: the lock goes now (a cancelled task may still await this once).
         await _release(store, entry, owner)
         raise
-    if stale[0]:  # built on a stale value: served, not stored
+    if stale[0] and protections.on("computing"):  # built on a stale value: served, not stored
         metrics.incr("refused_writes")
         await _release(store, entry, owner)
         return value, False

@@ -17,6 +17,8 @@ NAMES = {
     "fence": "no write if a tag's last invalidation completed after its data may have been read",
     "stored_row": "a save invalidates the tags of the row as stored, not as the instance remembers it",
     "namespace_scan": "a purge of every namespace finds namespaces by their generations too",
+    "query_start": "an instance counts as loaded when the query its row came from started",
+    "computing": "a get_or_set/@cached whose compute was served a stale value does not store",
     "own_save_check": (
         "a saved instance counts as read when its own invalidation completed only if no other "
         "invalidation of its tags completed since it was loaded"

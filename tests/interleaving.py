@@ -12,19 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.signals import request_finished, request_started
 from django.db import transaction
 from django.db.models import F, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
-from django.test import RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
+from django.urls import path
 
-from django_tagcache import TagCache, cached, fence, invalidate_tags
+from django_tagcache import TagCache, add_tags, cached, fence, invalidate_tags
 from django_tagcache.caching.api import get_store
 from django_tagcache.caching.rendering import read_entry
 from django_tagcache.views import cache_page_tagged
 from django_tagcache.web.fragments import fragment_key
 from tests.scheduler import Scheduler
+from tests.tenancy import current_tenant
 from tests.testapp.models import Category, Label, Product
 
 CARD = Template(
@@ -50,6 +53,14 @@ class Shop:
     names: list[str] = field(default_factory=lambda: ["ant", "bee", "cat", "dog", "eel"])
     #: Rows the current history's actors picked: checked even once deleted.
     touched: set[int] = field(default_factory=set)
+    #: The namespaces (tenants) the promotion banner is cached in; purged across all of them.
+    tenants: tuple[str | None, ...] = (None,)
+    #: The promotion's text: its source of truth, changed only by a purge across namespaces.
+    promo: str = "p0"
+    #: Whether actors make real requests through Django's handlers (WSGI and ASGI).
+    web: bool = False
+    #: Whether stale copies of soft purges may exist: then none outlives its budget (ms).
+    stale_budget_ms: int = 0
 
     @property
     def tc(self) -> TagCache:
@@ -80,6 +91,17 @@ class Shop:
             self.tc.get_or_set(f"labels:{product.pk}", lambda: self.labels(product.pk), tags=[product])
         )
 
+    def cached_nest(self, cat: int) -> str:
+        """A get_or_set whose compute calls another: the outer value contains the inner one."""
+        return str(
+            self.tc.get_or_set(
+                f"nest:{cat}", lambda: "<" + self.cached_listing(cat) + ">", tags=[f"category:{cat}"]
+            )
+        )
+
+    def cached_promo(self) -> str:
+        return str(self.tc.get_or_set("promo", lambda: self.promo, tags=["promo"]))
+
     def expected(self) -> dict[str, Any]:
         """Every key this shop caches -> its value recomputed now (None: must not be cached)."""
         store, wanted = get_store(self.alias), dict[str, Any]()
@@ -90,6 +112,7 @@ class Shop:
         for cat in self.categories():
             listing = ",".join(sorted(name for name, in_cat in rows.values() if in_cat == cat))
             wanted[f"list:{cat}"] = listing
+            wanted[f"nest:{cat}"] = f"<{listing}>"
             wanted[store.keys.entry(fragment_key("shelf", [cat]))] = f"[{listing}]"
         for pk in sorted(set(rows) | self.touched):
             row = rows.get(pk)
@@ -118,6 +141,32 @@ class Shop:
                 cached_value = self.tc.get(key)
             if cached_value is not None and cached_value != value:
                 found.append(f"{key}: cached {cached_value!r}, database {value!r}")
+        for tenant in self.tenants:
+            token = current_tenant.set(tenant)
+            try:
+                promo = self.tc.get("promo")
+            finally:
+                current_tenant.reset(token)
+            if promo is not None and promo != self.promo:
+                found.append(f"promo in namespace {tenant}: cached {promo!r}, source {self.promo!r}")
+        if self.web:
+            for pk in sorted(set(self.products()) | self.touched):
+                product = Product.objects.filter(pk=pk).first()
+                wanted = "" if product is None else product.name
+                served = Client().get(f"/harness/product/{pk}/").content.decode()
+                if served != wanted:
+                    found.append(f"site page {pk}: served {served!r}, database {wanted!r}")
+        if self.stale_budget_ms:
+            found += self.stale_copies_over_budget()
+        return found
+
+    def stale_copies_over_budget(self) -> list[str]:
+        """Copies kept by soft purges that would outlive their budget (none may)."""
+        store, found = get_store(self.alias), []
+        for key in store.client.scan_iter(match="*:stale", count=1000):
+            left = store.client.pttl(key)
+            if left == -1 or left > self.stale_budget_ms:
+                found.append(f"{key!r}: a stale copy kept for {left} ms, over {self.stale_budget_ms}")
         return found
 
     def fill(self) -> None:
@@ -146,6 +195,19 @@ def serve_page(pk: int, product: Product | None) -> str:
     request = RequestFactory().get(f"/shop/page/{pk}/")
     request.product = product  # type: ignore[attr-defined]
     return product_page(request, pk).content.decode()
+
+
+def site_product(request: HttpRequest, pk: int) -> HttpResponse:
+    """A view under TagCacheMiddleware: the page is cached site-wide, tagged by what it read."""
+    add_tags(Product)  # before the data: a row that takes this pk must drop the page
+    product = Product.objects.filter(pk=pk).first()  # a scheduler point between SELECT and post_init
+    if product is not None:
+        add_tags(product)
+    return HttpResponse("" if product is None else product.name)
+
+
+# The harness' URLconf (ROOT_URLCONF while the web actors run).
+urlpatterns = [path("harness/product/<int:pk>/", site_product)]
 
 
 def _load(pk: int, point: Callable[[], None]) -> Product | None:
@@ -212,7 +274,9 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
     def reader_total() -> Callable[[], object]:
         return lambda: shop.tc.get_or_set("total", shop.total, tags=[Product])
 
-    def writer(change: str, pk: int | None = None, cat: int | None = None) -> Callable[[], object]:
+    def writer(
+        change: str, pk: int | None = None, cat: int | None = None, reuse: bool = False
+    ) -> Callable[[], object]:
         pk = rng.choice(pks) if pk is None else pk
         cat = rng.choice(cats) if cat is None else cat
         name = rng.choice(shop.names)
@@ -227,7 +291,11 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
                     product.name = name
                 elif change == "move":
                     product.category_id = cat
-                product.save()
+                if change == "reprice":  # writes the price alone: the instance's name may be old
+                    product.price += 1
+                    product.save(update_fields=["price"])
+                else:
+                    product.save()
                 if savepoint:
                     try:
                         with transaction.atomic():
@@ -235,6 +303,8 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
                             raise Rollback
                     except Rollback:
                         pass
+            if reuse:  # the saver goes on with its instance: dated by its own save, if that is safe
+                title(product)
 
         return body
 
@@ -261,7 +331,43 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
             if product is not None:
                 with transaction.atomic():
                     product.delete()
-                    Product.objects.create(name=name, category_id=cat)
+                    created = Product.objects.create(name=name, category_id=cat)
+                title(created)  # an instance from create(), used once its save is invalidated
+
+        return body
+
+    def reader_nested() -> Callable[[], object]:
+        cat = rng.choice(cats)
+        return lambda: shop.cached_nest(cat)
+
+    def reader_promo() -> Callable[[], object]:
+        tenant = rng.choice(shop.tenants)
+
+        def body() -> None:
+            token = current_tenant.set(tenant)
+            try:
+                shop.cached_promo()
+            finally:
+                current_tenant.reset(token)
+
+        return body
+
+    def purger() -> Callable[[], object]:
+        def body() -> None:
+            shop.promo = f"p{rng.randrange(1000)}"
+            invalidate_tags("promo", all_namespaces=True, source="harness")
+
+        return body
+
+    def web_reader() -> Callable[[], object]:
+        pk, asgi = rng.choice(pks), rng.random() < 0.5
+        url = f"/harness/product/{pk}/"
+
+        def body() -> None:
+            if asgi:
+                async_to_sync(AsyncClient().get)(url)
+            else:
+                Client().get(url)
 
         return body
 
@@ -282,7 +388,13 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
         ("update", writer_update),
         ("replace", writer_replace),
         ("invalidate", invalidator),
+        ("nested", reader_nested),
+        ("reuse", lambda: writer(rng.choice(["rename", "reprice"]), reuse=True)),
     ]
+    if len(shop.tenants) > 1:
+        menu += [("promo", reader_promo), ("purge", purger)]
+    if shop.web:
+        menu += [("web", web_reader)]
     # Groups that meet on purpose: two editors of one row and a listing of where it went; an edit
     # and a shelf of the row's category (whose invalidation drains in chunks).
     target = rng.choice(all_cats)
@@ -297,7 +409,23 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
             ],
         ),
         ("edit-shelf", lambda: [writer("rename", focus_pk), reader_shelf(home)]),
+        # An editor that goes on with its instance, another editor of the row, and a reader.
+        (
+            "savers",
+            lambda: [
+                writer(rng.choice(["rename", "reprice"]), focus_pk, reuse=True),
+                writer(rng.choice(["rename", "reprice"]), focus_pk),
+                reader_title(),
+            ],
+        ),
+        # A soft purge of a listing while an outer get_or_set and a plain reader recompute it.
+        ("nest", lambda: [reader_nested(), reader_listing(), writer("move", focus_pk, target)]),
     ]
+    if len(shop.tenants) > 1:
+        # Readers of the banner in several namespaces, one of them first there, and the purge.
+        groups.append(("tenants", lambda: [reader_promo(), reader_promo(), purger()]))
+    if shop.web:
+        groups.append(("requests", lambda: [web_reader(), writer("rename", focus_pk), web_reader()]))
     chosen = [(name, make()) for name, make in (rng.choice(menu) for _ in range(rng.randint(1, 3)))]
     if rng.random() < 0.5 or len(chosen) == 1:
         name, make_group = rng.choice(groups)

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from django.db import connections
 
+from django_tagcache.core.memory import MemoryStore
+
 T = TypeVar("T")
 
 #: How long the scheduler waits for an actor to reach its next point: only a deadlock takes it.
@@ -36,9 +38,14 @@ class Stuck(AssertionError):
 class Scheduler:
     """Runs actors one at a time and picks the next one at every point."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, *, select_points: bool = False) -> None:
         self.rng = rng
         self.steps = 0
+        #: Also switch right after each SELECT of the shop's products runs, before its rows are
+        #: built into instances (outside atomic blocks, where no lock is held).
+        self.select_points = select_points
+        #: A clock that moves only when an actor sleeps (see :func:`virtual_time`).
+        self.clock = 0.0
         self._cv = threading.Condition()
         self._actors: set[threading.Thread] = set()
         self._waiting: list[threading.Thread] = []
@@ -95,7 +102,11 @@ class Scheduler:
         me = threading.current_thread()
         try:
             self.point()  # wait for a first turn
-            body()
+            if self.select_points:
+                with connections["default"].execute_wrapper(self._after_select):
+                    body()
+            else:
+                body()
         except BaseException as exc:  # handed to run(), which raises it in the test
             self.errors.append(exc)
         finally:
@@ -105,10 +116,108 @@ class Scheduler:
                 self._turn = None
                 self._cv.notify_all()
 
+    def _after_select(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        """An execute wrapper: a point between a SELECT's snapshot and the instances built from it."""
+        result = execute(sql, params, many, context)
+        connection = context["connection"]
+        if (
+            sql.lstrip()[:6].upper() == "SELECT"
+            and "shop_product" in sql
+            and "FOR UPDATE" not in sql.upper()
+            and not connection.in_atomic_block
+        ):
+            cursor = context["cursor"]
+            raw = getattr(cursor, "cursor", cursor)
+            if getattr(raw, "name", None) is None:  # never a server-side cursor
+                _buffer(raw)  # SQLite holds a lock on a table until its rows are all read
+                self.point()
+        return result
+
+    def sleep(self, seconds: float) -> None:
+        """An actor waits: the virtual clock moves on, and someone else may run."""
+        self.clock += seconds
+        self.point()
+
+
+def _buffer(raw: Any) -> None:
+    """Read every row of ``raw`` now, and serve them from memory afterwards (if the cursor allows)."""
+    if not hasattr(raw, "__dict__"):  # a driver cursor without attributes of its own reads all rows anyway
+        return
+    rows = list(raw.fetchall())
+
+    def fetchmany(size: int = 1) -> list[Any]:
+        taken = rows[:size]
+        del rows[:size]
+        return taken
+
+    def fetchone() -> Any:
+        return rows.pop(0) if rows else None
+
+    def fetchall() -> list[Any]:
+        taken = rows[:]
+        rows.clear()
+        return taken
+
+    raw.fetchmany, raw.fetchone, raw.fetchall = fetchmany, fetchone, fetchall
+
+
+class _VirtualTime:
+    """Stands for the ``time`` module where waits are timed: sleeping is a scheduler point."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def monotonic(self) -> float:
+        return self.scheduler.clock
+
+    def sleep(self, seconds: float) -> None:
+        self.scheduler.sleep(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        import time
+
+        return getattr(time, name)
+
+
+@contextmanager
+def virtual_time(module: Any, scheduler: Scheduler) -> Iterator[None]:
+    """Within the block, ``module``'s waits (``time.monotonic``/``time.sleep``) run on the
+    scheduler's clock: a stampede waiter polls a counted number of times, never a timed one."""
+    original = module.time
+    module.time = _VirtualTime(scheduler)
+    try:
+        yield
+    finally:
+        module.time = original
+
+
+#: The in-process store's calls that stand for a Redis round trip.
+MEMORY_CALLS = (
+    "get",
+    "write",  # finish_miss() and set() write through it
+    "prepare_miss",
+    "generations",
+    "vouching_generations",
+    "invalidate",
+    "delete",
+    "unlock",
+    "lock",
+)
+
 
 @contextmanager
 def hooked(store: Any, scheduler: Scheduler) -> Iterator[None]:
-    """Within the block, every Redis call ``store`` makes is a point of ``scheduler``."""
+    """Within the block, every Redis call ``store`` makes is a point of ``scheduler`` (for the
+    in-process store, every call that would be a round trip)."""
+    if isinstance(store, MemoryStore):
+        for name in MEMORY_CALLS:
+            setattr(store, name, _pointed(getattr(store, name), scheduler))
+        try:
+            yield
+        finally:
+            for name in MEMORY_CALLS:
+                store.__dict__.pop(name, None)
+        return
     original: Callable[[Callable[[], Any]], Any] = store._call
 
     def call(func: Callable[[], T]) -> T:
@@ -121,3 +230,11 @@ def hooked(store: Any, scheduler: Scheduler) -> Iterator[None]:
         yield
     finally:
         del store._call
+
+
+def _pointed(method: Callable[..., T], scheduler: Scheduler) -> Callable[..., T]:
+    def call(*args: Any, **kwargs: Any) -> T:
+        scheduler.point()
+        return method(*args, **kwargs)
+
+    return call

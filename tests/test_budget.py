@@ -20,6 +20,7 @@ from django.test import AsyncClient, Client
 from django.urls import path
 
 from django_tagcache import tagcache
+from django_tagcache.core import retry
 from tests.faults import Faulty
 from tests.servers import free_port
 
@@ -83,8 +84,34 @@ def test_no_attempt_starts_that_the_budget_cannot_pay_for(settings: Any, faulty:
     assert faulty.proxy.sent == 1
 
 
-def test_attempts_start_while_the_budget_covers_one(settings: Any, faulty: Faulty) -> None:
+class AttemptClock:
+    """Stands for the ``time`` module of the retry loop: every failed attempt lasts exactly TIMEOUT.
+
+    An attempt on a hung server really lasts about TIMEOUT; on a loaded machine a little more,
+    which is charged too and could leave the budget just short of a second attempt. The budget
+    arithmetic is what this tests, so each attempt is charged its bound, whatever the load.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.started = False
+
+    def monotonic(self) -> float:
+        # Read twice per attempt: when it starts, and when it failed.
+        if self.started:
+            self.now += TIMEOUT
+        self.started = not self.started
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_attempts_start_while_the_budget_covers_one(
+    settings: Any, faulty: Faulty, monkeypatch: pytest.MonkeyPatch
+) -> None:
     behind_proxy(settings, faulty, ATTEMPTS=10, BUDGET=0.5)
+    monkeypatch.setattr(retry, "time", AttemptClock())
     with faulty.hung():
         assert tagcache.get("k") is None
     # 0.2 s each: a third would start with less than 0.2 s left.

@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -109,6 +110,23 @@ def test_connections_cut_mid_flight_raise_then_recover(faulty: Faulty) -> None:
     assert tc.invalidate_tags("t") == 10
 
 
+class CutBefore:
+    """A script runner that cuts the proxy's connections right before the ``nth`` call of ``name``."""
+
+    def __init__(self, runner: Any, name: str, nth: int, faulty: Faulty) -> None:
+        self.runner, self.name, self.left, self.faulty = runner, name, nth, faulty
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == self.name:
+            self.left -= 1
+            if self.left == 0:
+                self.faulty.proxy.cut(refuse=True)
+        return self.runner(name, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runner, name)
+
+
 def test_a_cut_during_a_big_drain_is_finished_by_the_retry(faulty: Faulty, settings: object) -> None:
     tc = faulty.tc
     store = tc.store
@@ -118,22 +136,19 @@ def test_a_cut_during_a_big_drain_is_finished_by_the_retry(faulty: Faulty, setti
         pipe.zadd(store.keys.index("big"), {store.keys.entry(f"e{i}"): "+inf"})
     pipe.execute()
 
-    def cut_soon() -> None:
-        time.sleep(0.002)
-        faulty.proxy.cut(refuse=True)
-
-    cutter = threading.Thread(target=cut_soon)
-    cutter.start()
+    # The connection is cut right before the second chunk is deleted: the generation has moved,
+    # the first chunk is gone, the rest is listed in the tag's pending set.
+    runner = store.scripts
+    store.scripts = CutBefore(runner, "drain", 2, faulty)  # type: ignore[assignment]
     try:
-        tc.invalidate_tags("big")
-        finished_anyway = True
-    except TagCacheUnavailable:
-        finished_anyway = False
-    cutter.join()
+        with pytest.raises(TagCacheUnavailable):
+            tc.invalidate_tags("big")
+    finally:
+        store.scripts = runner
+    assert 0 < faulty.admin().exists(*(store.keys.entry(f"e{i}") for i in range(5000))) < 5000
     faulty.proxy.heal()
-    time.sleep(RESET)
-    if not finished_anyway:
-        tc.invalidate_tags("big")  # the caller retries: the pending set leads it to what is left
+    time.sleep(RESET)  # the circuit opened: its reset timeout, at least, before the probe
+    tc.invalidate_tags("big")  # the caller retries: the pending set leads it to what is left
     admin = faulty.admin()
     assert not any(admin.exists(store.keys.entry(f"e{i}")) for i in range(0, 5000, 97))
     assert admin.dbsize() <= 2  # at most the generation and nothing else of the big tag

@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.signals import request_finished, request_started
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
@@ -286,6 +286,16 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
             product = _load(pk, point)
             if product is None:
                 return
+            try:
+                save(product)
+            except DatabaseError as exc:  # save(update_fields=...) of a row deleted meanwhile
+                if "did not affect any rows" not in str(exc):
+                    raise
+                return
+            if reuse:  # the saver goes on with its instance: dated by its own save, if that is safe
+                title(product)
+
+        def save(product: Product) -> None:
             with transaction.atomic() if atomic else _nothing():
                 if change == "rename":
                     product.name = name
@@ -303,8 +313,6 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
                             raise Rollback
                     except Rollback:
                         pass
-            if reuse:  # the saver goes on with its instance: dated by its own save, if that is safe
-                title(product)
 
         return body
 

@@ -1,0 +1,162 @@
+"""Async views cached under tags, served by a real ASGI server (uvicorn, tests/asgi.py) to real clients.
+
+One uvicorn process per cache alias serves every test of the module (tests/asgi_site.py), so the
+same process and event loop serve many requests; the clients are httpx, many of them at once.
+The aliases are the two Redis backends of a single server; the in-process store (LocMem) lives
+in the server's own process, where this test process cannot invalidate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from django_tagcache import TagCache
+from tests.asgi import Server, serve
+
+ALIASES = ["default", "builtin"]
+_unique = itertools.count()
+
+
+@pytest.fixture(scope="module", params=ALIASES)
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with serve(TAGCACHE_TEST_ALIAS=request.param) as running:
+        running.alias = request.param  # type: ignore[attr-defined]
+        yield running
+        assert_clean_log(running)
+
+
+def assert_clean_log(server: Server) -> None:
+    """Nothing went wrong inside the server: no traceback, no loop mixed up, no warning logged."""
+    log = server.log()
+    for sign in ("Traceback", "attached to a different loop", "Event loop is closed", "WARNING", "ERROR"):
+        assert sign not in log, log[-3000:]
+
+
+def get(server: Server, path: str, **kwargs: Any) -> httpx.Response:
+    response = httpx.request(kwargs.pop("method", "GET"), server.url + path, timeout=30, **kwargs)
+    assert response.status_code == 200, response.text[:500]
+    return response
+
+
+def stats(server: Server) -> dict[str, Any]:
+    found: dict[str, Any] = get(server, "/stats/").json()
+    return found
+
+
+def invalidate(server: Server, *tags: str) -> int:
+    """Invalidate from this process: another process than the server, the same Redis."""
+    return TagCache(server.alias).invalidate_tags(*tags)  # type: ignore[attr-defined]
+
+
+async def _many(server: Server, paths: list[str], clients: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+        return await asyncio.gather(*(client.get(path) for path in paths))
+
+
+def many(server: Server, paths: list[str], clients: int = 100) -> list[httpx.Response]:
+    """GET every path, ``clients`` connections at a time."""
+    responses = asyncio.run(_many(server, paths, clients))
+    assert [r.status_code for r in responses] == [200] * len(paths)
+    return responses
+
+
+def test_a_cached_async_view_serves_concurrent_clients_from_the_cache(server: Server) -> None:
+    path = f"/page/?n={next(_unique)}"
+    first = get(server, path).text
+    before = stats(server)["computed"]["page"]
+    responses = many(server, [path] * 200, clients=100)
+    assert {r.text for r in responses} == {first}
+    assert stats(server)["computed"]["page"] == before  # 200 hits, not one recompute
+
+
+def test_an_invalidation_is_seen_by_the_next_request(server: Server) -> None:
+    path = f"/page/?n={next(_unique)}"
+    first = get(server, path).text
+    assert get(server, path).text == first
+    assert invalidate(server, "apage") >= 1
+    second = get(server, path).text
+    assert second != first
+    assert get(server, path).text == second
+
+
+def test_a_fragments_tags_bubble_up_to_the_async_view_that_renders_it(server: Server) -> None:
+    path = f"/fragments/?n={next(_unique)}"
+    first = get(server, path).text
+    n = first.split()[1]
+    assert first.strip() == f"page {n} fragment {n}"
+    assert get(server, path).text == first
+    invalidate(server, "frag")  # the fragment's tag: the page that contains it goes too
+    m = get(server, path).text.split()[1]
+    assert m != n
+    invalidate(server, "fpage")  # the page's own tag: the fragment inside it stays cached
+    o = get(server, path).text.split()
+    assert o[1] != m
+    assert o[-1] == m
+
+
+def test_a_page_read_before_an_invalidation_in_its_own_request_is_not_stored(server: Server) -> None:
+    # The first computation of /fenced/ has an invalidation of "late" complete after the request
+    # started, then notes "late": its generation token is fresh, only the request's start refuses.
+    path = "/fenced/"
+    assert get(server, path).text == "fenced 1"
+    assert get(server, path).text == "fenced 2"  # the first was not stored
+    assert get(server, path).text == "fenced 2"  # the second was
+
+
+# --- HTTP semantics: Django's cache_page on the same server is the reference -------------------
+
+SCENARIOS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    # name: (query, first request, second request)
+    "plain": ("", {}, {}),
+    "sets a cookie": ("cookie=1", {}, {}),
+    "sets a cookie, Vary: Cookie": ("cookie=1&vary=Cookie", {}, {}),
+    "Vary: Cookie, other cookie": ("vary=Cookie", {"cookies": {"a": "1"}}, {"cookies": {"a": "2"}}),
+    "Vary: Cookie, same cookie": ("vary=Cookie", {"cookies": {"a": "1"}}, {"cookies": {"a": "1"}}),
+    "Vary: Accept-Language, other": ("vary=Accept-Language", {"headers": {"Accept-Language": "fr"}}, {}),
+    "Cache-Control: private": ("cc=private", {}, {}),
+    "max-age=0": ("cc=max-age%3D0", {}, {}),
+    "HEAD after GET": ("", {}, {"method": "HEAD"}),
+    "GET after HEAD": ("", {"method": "HEAD"}, {}),
+}
+
+
+def _cached(server: Server, view: str, query: str, first: dict[str, Any], second: dict[str, Any]) -> bool:
+    path = f"/{view}/?{query}&n={next(_unique)}"
+    before = stats(server)["computed"][view]
+    one, two = get(server, path, **first), get(server, path, **second)
+    computed: int = stats(server)["computed"][view] - before
+    if "method" not in first and "method" not in second:
+        assert (one.text == two.text) == (computed == 1)
+    return computed == 1
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_http_semantics_are_djangos(server: Server, scenario: str) -> None:
+    query, first, second = SCENARIOS[scenario]
+    get(server, f"/django/?warm={next(_unique)}")  # the reference view has run at least once
+    get(server, f"/page/?warm={next(_unique)}")
+    ours = _cached(server, "page", query, first, second)
+    django = _cached(server, "django", query, first, second)
+    assert ours == django, f"{scenario}: cached {ours} here, {django} by Django's cache_page"
+
+
+# --- one process, one event loop, many requests -------------------------------------------------
+
+
+def test_one_process_serves_many_requests_on_its_loop(server: Server) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")  # shown if the test fails
+    rng = random.Random(seed)
+    paths = [f"/{rng.choice(['page', 'fragments'])}/?k={rng.randrange(20)}" for _ in range(400)]
+    for start in range(0, len(paths), 100):
+        many(server, paths[start : start + 100], clients=50)
+        invalidate(server, rng.choice(["apage", "fpage", "frag"]))
+    assert_clean_log(server)

@@ -29,6 +29,7 @@ SUITE: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.index_churn", [], ["--cycles", "3", "--entries", "2000", "--ttl", "2"]),
     ("benchmarks.events", [], ["--events", "5000", "--repeat", "1", "--seconds", "2"]),
     ("benchmarks.near_cache", [], ["--rounds", "1000", "--repeat", "3", "--samples", "30", "--ops", "3000"]),
+    ("benchmarks.asgi_views", [], ["--seconds", "1", "--repeat", "1"]),
 ]
 
 

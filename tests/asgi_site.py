@@ -72,7 +72,10 @@ def _http_options(request: HttpRequest, response: HttpResponse) -> HttpResponse:
 
 
 async def page(request: HttpRequest) -> HttpResponse:
+    from django_tagcache import add_tags
+
     COMPUTED["page"] += 1
+    add_tags("apage")  # (already the decorated view's own tag; the site-wide page's only one)
     return _http_options(request, HttpResponse(f"page {COMPUTED['page']} {request.method}"))
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from django_tagcache import TagCache
 from tests.asgi import Server, serve
+from tests.servers import RedisServer
 
 ALIASES = ["default", "builtin"]
 _unique = itertools.count()
@@ -160,3 +161,46 @@ def test_one_process_serves_many_requests_on_its_loop(server: Server) -> None:
         many(server, paths[start : start + 100], clients=50)
         invalidate(server, rng.choice(["apage", "fpage", "frag"]))
     assert_clean_log(server)
+
+
+def test_cache_io_of_an_async_view_never_blocks_the_loop_nor_hops_to_a_thread(server: Server) -> None:
+    path = f"/page/?n={next(_unique)}"
+    before = stats(server)["sync_store_calls"]
+    get(server, path)  # a miss, stored
+    many(server, [path] * 50, clients=25)  # hits
+    invalidate(server, "apage")
+    get(server, path)  # a miss after an invalidation
+    assert stats(server)["sync_store_calls"] == before
+
+
+def test_the_site_wide_middleware_serves_async_views_on_the_loop() -> None:
+    with serve(TAGCACHE_TEST_SITE="1") as site:
+        site.alias = "default"  # type: ignore[attr-defined]
+        path = f"/site/?n={next(_unique)}"
+        first = get(site, path).text
+        before = stats(site)
+        responses = many(site, [path] * 100, clients=50)
+        assert {r.text for r in responses} == {first}
+        invalidate(site, "apage")
+        assert get(site, path).text != first
+        after = stats(site)
+        assert after["computed"]["page"] == before["computed"]["page"] + 1
+        assert after["sync_store_calls"] == before["sync_store_calls"]
+        assert_clean_log(site)
+
+
+def test_an_async_view_is_served_without_redis_when_redis_is_down() -> None:
+    redis_server = RedisServer.start()
+    try:
+        with serve(REDIS_URL=redis_server.url) as server:
+            assert get(server, "/page/").text == "page 1 GET"
+            assert get(server, "/page/").text == "page 1 GET"
+            redis_server.stop()
+            before = stats(server)
+            texts = [get(server, "/page/").text for _ in range(5)]
+            after = stats(server)
+            assert texts == [f"page {n} GET" for n in range(2, 7)]  # computed each time, served
+            assert after["sync_store_calls"] == before["sync_store_calls"]
+            assert "Traceback" not in server.log()
+    finally:
+        redis_server.stop()

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import _die_with_parent, free_port
+from tests.servers import _die_with_parent, end_process, free_port, wait_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,26 +42,14 @@ class Server:
         return self.logfile.read_text(errors="replace")
 
     def wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/ping/", timeout=2).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                time.sleep(0.05)
-        return False
+        ping = f"{self.url}/ping/"
+        return wait_answering(
+            self.process, lambda: httpx.get(ping, timeout=2).status_code == 200, httpx.TransportError, timeout
+        )
 
     def stop(self) -> None:
         """Ask uvicorn to shut down (SIGINT, as Ctrl-C does), then make sure it is gone."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, signal.SIGINT)
 
 
 def start(app: str = "tests.asgi_site:application", *, env: dict[str, str] | None = None) -> Server:
@@ -71,7 +58,7 @@ def start(app: str = "tests.asgi_site:application", *, env: dict[str, str] | Non
     logfile = Path(name)
     child_env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "DJANGO_SETTINGS_MODULE": "tests.asgi_site",
         **(env or {}),
     }
@@ -79,6 +66,8 @@ def start(app: str = "tests.asgi_site:application", *, env: dict[str, str] | Non
         port = free_port()
         args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
         args += ["--workers", "1", "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+        # A client's idle keep-alive connection must outlive a slow moment of a loaded machine.
+        args += ["--timeout-keep-alive", "120"]
         process = subprocess.Popen(
             args, cwd=ROOT, env=child_env, stdout=handle, stderr=handle, preexec_fn=_die_with_parent
         )

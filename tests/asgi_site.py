@@ -22,6 +22,7 @@ from django.urls import path
 from django.views.decorators.cache import never_cache
 
 from tests import settings as _base
+from tests.views import http_options
 
 globals().update({name: getattr(_base, name) for name in dir(_base) if name.isupper()})
 
@@ -61,28 +62,18 @@ def _count_sync_store_calls() -> None:
     TagStore._call = counted  # type: ignore[method-assign]
 
 
-def _http_options(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    if "vary" in request.GET:
-        response["Vary"] = request.GET["vary"]
-    if "cookie" in request.GET:
-        response.set_cookie("c", "1")
-    if "cc" in request.GET:
-        response["Cache-Control"] = request.GET["cc"]
-    return response
-
-
 async def page(request: HttpRequest) -> HttpResponse:
-    from django_tagcache import add_tags
+    from django_tagcache import aadd_tags
 
     COMPUTED["page"] += 1
-    add_tags("apage")  # (already the decorated view's own tag; the site-wide page's only one)
-    return _http_options(request, HttpResponse(f"page {COMPUTED['page']} {request.method}"))
+    await aadd_tags("apage")  # (already the decorated view's own tag; the site-wide page's only one)
+    return http_options(request, HttpResponse(f"page {COMPUTED['page']} {request.method}"))
 
 
 async def reference(request: HttpRequest) -> HttpResponse:
     """The same view as :func:`page`, for Django's own ``cache_page``: the reference of HTTP semantics."""
     COMPUTED["django"] += 1
-    return _http_options(request, HttpResponse(f"django {COMPUTED['django']} {request.method}"))
+    return http_options(request, HttpResponse(f"django {COMPUTED['django']} {request.method}"))
 
 
 async def fragments(request: HttpRequest) -> TemplateResponse:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,27 +141,45 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
     def wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if self.client().ping():
-                    return True
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        return False
+        return wait_answering(
+            self.process, lambda: bool(self.client().ping()), redis.ConnectionError, timeout
+        )
 
     def stop(self) -> None:
         """Terminate the server and remove its working directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, signal.SIGTERM)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def wait_answering(
+    process: subprocess.Popen[bytes],
+    answers: Callable[[], bool],
+    refused: type[Exception],
+    timeout: float,
+) -> bool:
+    """Whether ``answers()`` came true within ``timeout`` seconds while ``process`` ran
+    (``refused``: the error it raises while the process is not listening yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if answers():
+                return True
+        except refused:
+            time.sleep(0.02)
+    return False
+
+
+def end_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send ``sig`` to a child process and wait for it; kill it if it is still there after 10 s."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 _session_server: RedisServer | None = None

@@ -47,20 +47,25 @@ def _context(alias: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def http_options(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """``response`` with what the query asks: ``vary=`` a Vary header, ``cookie`` a cookie set,
+    ``cc=`` a Cache-Control header."""
+    if "vary" in request.GET:
+        response["Vary"] = request.GET["vary"]
+    if "cookie" in request.GET:
+        response.set_cookie("c", "1")
+    if "cc" in request.GET:
+        response["Cache-Control"] = request.GET["cc"]
+    return response
+
+
 def undecorated_views(alias: str) -> dict[str, Callable[..., HttpResponse]]:
     """The views, without a decorator: for the site-wide middleware, and decorated below."""
 
     def plain(request: HttpRequest) -> HttpResponse:
         CALLS["plain"] += 1
         _invalidate_now(alias)
-        response = HttpResponse(f"plain {CALLS['plain']} {request.method}")
-        if "vary" in request.GET:
-            response["Vary"] = request.GET["vary"]
-        if "cookie" in request.GET:
-            response.set_cookie("c", "1")
-        if "cc" in request.GET:
-            response["Cache-Control"] = request.GET["cc"]
-        return response
+        return http_options(request, HttpResponse(f"plain {CALLS['plain']} {request.method}"))
 
     def item(request: HttpRequest, pk: int) -> HttpResponse:
         CALLS["item"] += 1

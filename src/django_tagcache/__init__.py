@@ -8,6 +8,7 @@ from .caching.budget import redis_budget
 from .caching.decorators import cached
 from .caching.exceptions import TagCacheError, TagCacheUnavailable
 from .caching.fences import fence
+from .caching.scopes import aadd_tags
 from .caching.tags import normalize_tags, register_resolver
 from .orm.api import (
     ainvalidate_model,
@@ -23,6 +24,7 @@ __all__ = [
     "TagCache",
     "TagCacheError",
     "TagCacheUnavailable",
+    "aadd_tags",
     "add_tags",
     "ainvalidate_model",
     "ainvalidate_objects",

@@ -2,7 +2,8 @@
 
 :func:`read_entry` serves one and hands its tags and tokens to the open render scopes
 (:mod:`django_tagcache.caching.scopes`); :func:`write_entry` stores one, checked against the
-tokens its scope gathered while it rendered.
+tokens its scope gathered while it rendered. :func:`served` and :func:`write_with` are the same
+without the I/O of a read, and through a store of either transport, for asyncio callers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from ..conf import conf
 from ..core import metrics, serialization
+from ..core.bridge import run_sync, settle
 from ..core.retry import RETRYABLE
 from . import bubbling, fences
 from . import near as l1
@@ -23,10 +25,10 @@ from .stores import get_store
 logger = logging.getLogger("django_tagcache")
 
 
-def _release(store: Any, entry: str, owner: str) -> None:
+async def _release(store: Any, entry: str, owner: str) -> None:
     if owner:
         with contextlib.suppress(*RETRYABLE):  # else the lock expires on its own
-            store.unlock(entry, owner)
+            await settle(store.unlock(entry, owner))
 
 
 def _no_tags() -> tuple[str, ...]:
@@ -53,7 +55,11 @@ def read_entry(
             loaded = serialization.loads_rendered(payload)
             return loaded is not None and near_cache.allows(loaded[1])
 
-    raw = l1.fetch(store, entry, use, keep)
+    return served(alias, entry, l1.fetch(store, entry, use, keep))
+
+
+def served(alias: str, entry: str, raw: bytes | None) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:
+    """What :func:`read_entry` returns for the payload ``raw`` of ``entry``, read by the caller."""
     # Not written here (say, tagcache.set() on a fragment's key, or another format): a miss.
     loaded = None if raw is None else serialization.loads_rendered(raw)
     if loaded is None:
@@ -72,37 +78,44 @@ def write_entry(alias: str, entry: str, value: Any, ttl_ms: int, scope: Scope, o
     because Redis is unreachable. ``owner`` is the single-flight lock this render holds: it is
     released by the write itself, or here when nothing is written.
     """
+    return run_sync(write_with(alias, get_store(alias), entry, value, ttl_ms, scope, owner))
+
+
+async def write_with(
+    alias: str, store: Any, entry: str, value: Any, ttl_ms: int, scope: Scope, owner: str
+) -> bool:
+    """:func:`write_entry` through ``store``, blocking or asyncio (see :mod:`django_tagcache.core.bridge`)."""
     tags, expected = scope.expected()
-    store = get_store(alias)
     if scope.tokens.unavailable:
-        _release(store, entry, owner)
+        await _release(store, entry, owner)
         return False
     if expected is None:
         metrics.incr("refused_writes")
-        scope.tokens.heal()
-        _release(store, entry, owner)
+        await scope.tokens.heal_with(store)
+        await _release(store, entry, owner)
         return False
     try:
         payload = serialization.dumps_rendered(value, tags, tuple(expected))
     except serialization.Unpicklable as exc:
         metrics.incr("unpicklable")
         logger.warning("django-tagcache: not caching %r: %s", entry, exc)
-        _release(store, entry, owner)
+        await _release(store, entry, owner)
         return False
     if len(payload) > conf.MAX_ENTRY_SIZE:
         metrics.incr("oversized")
         logger.warning("django-tagcache: not caching %r: %d bytes, over MAX_ENTRY_SIZE.", entry, len(payload))
-        _release(store, entry, owner)
+        await _release(store, entry, owner)
         return False
     try:
         # Releases the lock in the same call (one script call on a single server).
         fence_us = fences.to_us(scope.tokens.fence)
-        stored = store.finish_miss(entry, payload, ttl_ms, tags, expected, owner, fence_us)
+        finished = store.finish_miss(entry, payload, ttl_ms, tags, expected, owner, fence_us)
+        stored = bool(await settle(finished))
     except RETRYABLE as exc:
         fail_open("write", exc)
         return False
-    l1.wrote(alias, store, entry, payload if stored else None)
+    l1.wrote(alias, get_store(alias), entry, payload if stored else None)
     metrics.incr("stores" if stored else "refused_writes")
     if not stored:
-        scope.tokens.heal()
+        await scope.tokens.heal_with(store)
     return stored

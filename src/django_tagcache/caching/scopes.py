@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
+from ..core.bridge import run_sync, settle
 from ..core.retry import RETRYABLE
 from . import bubbling, fences
 from .failopen import fail_open
-from .stores import get_store
+from .stores import get_async_store, get_store
+from .tags import normalize_tags
 
 # The get_or_set/@cached computes open in this context, innermost last: one flag each, set when
 # a value was served stale inside it (a soft purge, within its budget). Such a value may be shown,
@@ -75,12 +78,19 @@ class Tokens:
 
     def read(self, tags: Iterable[str]) -> None:
         """Read the current token of each tag not known yet: one script call, or none."""
+        run_sync(self._read(get_store(self.alias), tags))
+
+    async def aread(self, tags: Iterable[str]) -> None:
+        """:meth:`read` on the event loop's own connection (``redis.asyncio``)."""
+        await self._read(get_async_store(self.alias), tags)
+
+    async def _read(self, store: Any, tags: Iterable[str]) -> None:
         missing = [tag for tag in dict.fromkeys(tags) if tag not in self.known]
         if not missing:
             return
         try:
             # A tag still draining gets None: what is read under it now may be an old entry.
-            tokens = get_store(self.alias).vouching_generations(missing)
+            tokens = await settle(store.vouching_generations(missing))
         except RETRYABLE as exc:
             fail_open("generation read", exc)
             self.unavailable = True
@@ -108,15 +118,18 @@ class Tokens:
         an outer fragment or page built on such an inner entry would be refused until the inner
         entry expired. Deleting an entry is always safe: at worst it is rendered again.
         """
+        run_sync(self.heal_with(get_store(self.alias)))
+
+    async def heal_with(self, store: Any) -> None:
+        """:meth:`heal` through ``store``, blocking or asyncio (see :mod:`django_tagcache.core.bridge`)."""
         if not self.vouchers:
             return
-        store = get_store(self.alias)
         tags = sorted({tag for _entry, tags, _tokens in self.vouchers for tag in tags})
         try:
-            current = dict(zip(tags, store.generations(tags), strict=True))
+            current = dict(zip(tags, await settle(store.generations(tags)), strict=True))
             for entry, entry_tags, tokens in self.vouchers:
                 if any(current[tag] != token for tag, token in zip(entry_tags, tokens, strict=True)):
-                    store.delete(entry)
+                    await settle(store.delete(entry))
         except RETRYABLE as exc:
             fail_open("check of inner entries", exc)
         self.vouchers.clear()
@@ -160,6 +173,19 @@ class Scope(set[str]):
         """The scope's tags, sorted, and the tokens a write must check (None: cannot be stored)."""
         tags = tuple(sorted(self))
         return tags, self.tokens.expected(tags)
+
+
+async def aadd_tags(*sources: object) -> None:
+    """:func:`~django_tagcache.add_tags` for async code: the generation tokens of tags new to the
+    fragments and pages rendering now are read on the event loop's own connection, rather than
+    by a blocking call. Call it, too, before the data it stands for is read."""
+    tags = normalize_tags(list(sources))
+    seen: set[int] = set()
+    for collector in bubbling._stack.get():
+        if isinstance(collector, Scope) and id(collector.tokens) not in seen:
+            seen.add(id(collector.tokens))
+            await collector.tokens.aread(tags)
+    bubbling.note_tags(tags)  # every token is known now: no I/O left
 
 
 def vouch(alias: str, entry: str, tags: tuple[str, ...], tokens: tuple[str, ...]) -> None:

@@ -33,9 +33,11 @@ from django.middleware.cache import CacheMiddleware, FetchFromCacheMiddleware, U
 
 from ..backends import backend_kind
 from ..caching import namespaces
+from ..caching.stores import get_async_store, get_store
 from ..conf import conf
+from ..core.bridge import run_sync
 from . import cdn
-from .pages import SITE, Page, PageCache, pages, writing
+from .pages import SITE, Page, PageCache, fetch, pages, writing
 
 logger = logging.getLogger("django_tagcache")
 
@@ -73,7 +75,7 @@ def middleware_alias(given: object = _ABSENT) -> str:
 def _looked_up(request: HttpRequest, page_key: object, alias: str) -> None:
     """After a lookup that missed, open the page: in the namespace it was looked up in."""
     if getattr(request, "_cache_update_cache", False) and page_key not in pages(request):
-        pages(request)[page_key] = Page(alias, (), request=request)
+        pages(request)[page_key] = Page(alias, (), request=request).begin()  # no tags: no I/O
 
 
 def _scoped(get_response: GetResponse, page_key: object, alias: Callable[[], str]) -> GetResponse:
@@ -142,6 +144,19 @@ def _update(
     process_response: Callable[[HttpRequest, Response], Response],
 ) -> Response:
     """Django's process_response, storing under the page's tags; adds the CDN header if stored."""
+    return run_sync(_update_with(page_key, request, response, process_response, asynchronous=False))
+
+
+async def _update_with(
+    page_key: object,
+    request: HttpRequest,
+    response: Response,
+    process_response: Callable[[HttpRequest, Response], Response],
+    *,
+    asynchronous: bool,
+) -> Response:
+    """:func:`_update`, storing through the alias' blocking store or, if ``asynchronous``, its
+    asyncio one (see :mod:`django_tagcache.core.bridge`). Django's code only decides what to store."""
     page = pages(request).pop(page_key, _ABSENT)
     if page is _ABSENT and getattr(request, "_cache_update_cache", False):
         logger.warning(
@@ -157,8 +172,11 @@ def _update(
     previous = response.headers.get(header) if tags and header else None  # type: ignore[union-attr]
     if tags and header:
         response.headers[header] = cdn.header_value(tags, header, page.namespace)  # type: ignore[union-attr]
-    with writing(page):
+    with writing(page) as writes:
         result = process_response(request, response)
+    io = get_async_store(page.alias) if asynchronous else get_store(page.alias)
+    for key, version, value, timeout in writes:
+        await page.write(key, version, value, timeout, io=io)
     if tags and header and not page.stored:
         # Only a stored page is a shared one: the tags of any other must not reach a CDN or browser.
         del response.headers[header]  # type: ignore[union-attr]
@@ -167,7 +185,29 @@ def _update(
     return result
 
 
-class UpdateTagCacheMiddleware(UpdateCacheMiddleware):
+class _Native:
+    """The asyncio path of Django's cache middleware: the same methods, with the cache I/O on the loop.
+
+    Django's ``MiddlewareMixin`` runs ``process_request``/``process_response`` in a thread under
+    ASGI; here they run on the event loop, their reads and writes awaited on the loop's own
+    Redis connection (see :func:`~django_tagcache.web.pages.fetch` and :func:`_update_with`).
+    """
+
+    sync_capable = True
+    async_capable = True
+    get_response: Callable[[HttpRequest], Any]
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        response = None
+        if hasattr(self, "aprocess_request"):
+            response = await self.aprocess_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "aprocess_response"):
+            response = await self.aprocess_response(request, response)
+        return response
+
+
+class UpdateTagCacheMiddleware(_Native, UpdateCacheMiddleware):
     """Django's ``UpdateCacheMiddleware``, storing pages under their tags. Put it first in MIDDLEWARE."""
 
     def __init__(self, get_response: GetResponse) -> None:
@@ -185,8 +225,12 @@ class UpdateTagCacheMiddleware(UpdateCacheMiddleware):
     def process_response(self, request: HttpRequest, response: Response) -> Response:
         return _update(SITE, request, response, super().process_response)
 
+    async def aprocess_response(self, request: HttpRequest, response: Response) -> Response:
+        """:meth:`process_response` under ASGI: the writes awaited on the event loop."""
+        return await _update_with(SITE, request, response, super().process_response, asynchronous=True)
 
-class FetchFromTagCacheMiddleware(_Checked, FetchFromCacheMiddleware):
+
+class FetchFromTagCacheMiddleware(_Native, _Checked, FetchFromCacheMiddleware):
     """Django's ``FetchFromCacheMiddleware`` over tagged pages; collects the tags of what it lets through.
 
     Put it last in MIDDLEWARE, after any middleware that sets the namespace.
@@ -205,8 +249,12 @@ class FetchFromTagCacheMiddleware(_Checked, FetchFromCacheMiddleware):
         _looked_up(request, SITE, self.cache_alias)
         return response
 
+    async def aprocess_request(self, request: HttpRequest) -> HttpResponse | None:
+        """:meth:`process_request` under ASGI: the reads awaited on the event loop."""
+        return await fetch(self.cache_alias, lambda: self.process_request(request))
 
-class TagCacheMiddleware(_Checked, CacheMiddleware):
+
+class TagCacheMiddleware(_Native, _Checked, CacheMiddleware):
     """Django's ``CacheMiddleware`` (fetch and update in one) over tagged pages.
 
     Pages are stored in the cache alias ``cache_alias=`` (None: ``TAGCACHE['CACHE']``), else
@@ -246,3 +294,13 @@ class TagCacheMiddleware(_Checked, CacheMiddleware):
 
     def process_response(self, request: HttpRequest, response: Response) -> Response:
         return _update(self.page_key, request, response, super().process_response)
+
+    async def aprocess_request(self, request: HttpRequest) -> HttpResponse | None:
+        """:meth:`process_request` under ASGI: the reads awaited on the event loop."""
+        return await fetch(self.cache_alias, lambda: self.process_request(request))
+
+    async def aprocess_response(self, request: HttpRequest, response: Response) -> Response:
+        """:meth:`process_response` under ASGI: the writes awaited on the event loop."""
+        return await _update_with(
+            self.page_key, request, response, super().process_response, asynchronous=True
+        )

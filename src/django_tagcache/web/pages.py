@@ -10,27 +10,30 @@ generation tokens, so that invalidating any of those tags removes both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..caching import namespaces
 from ..caching.api import _ttl_ms
 from ..caching.failopen import fail_open
 from ..caching.namespaces import in_namespace
 from ..caching.recompute import jittered
-from ..caching.rendering import read_entry, write_entry
+from ..caching.rendering import read_entry, served, write_with
 from ..caching.scopes import Scope
-from ..caching.stores import get_store
+from ..caching.stores import get_async_store, get_store
 from ..conf import conf
 from ..core import metrics
+from ..core.bridge import settle
 from ..core.retry import RETRYABLE
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
 logger = logging.getLogger("django_tagcache")
+
+T = TypeVar("T")
 
 #: Key of the site-wide page (the middleware's) in :func:`pages`; a decorated view uses its own.
 SITE: Final = "site"
@@ -68,14 +71,26 @@ class Page:
         self.namespace = namespaces.current() if isinstance(namespace, _Current) else namespace
         # The request's start bounds the page's read fence (under ASGI, the only way it can).
         self.scope = Scope(alias, request)
-        with in_namespace(self.namespace):
-            self.scope.begin(own_tags)
+        self.own_tags = own_tags
         # False while part of the page (a TemplateResponse) is still to be rendered inside the scope.
         self.complete = True
         # Why the page must not be stored, if it must not (see refuse()).
         self.refused: str | None = None
         # Whether the response itself (not only its header list) was stored.
         self.stored = False
+
+    def begin(self) -> Page:
+        """Note the page's own tags, reading their tokens now: before the view reads any data."""
+        with in_namespace(self.namespace):
+            self.scope.begin(self.own_tags)
+        return self
+
+    async def abegin(self) -> Page:
+        """:meth:`begin`, with the tokens read on the event loop's own connection."""
+        with in_namespace(self.namespace):
+            await self.scope.tokens.aread(self.own_tags)
+            self.scope.begin(self.own_tags)  # the tokens are known now: no I/O left
+        return self
 
     def tags(self) -> tuple[str, ...]:
         return tuple(sorted(self.scope))
@@ -84,7 +99,9 @@ class Page:
         """Keep the page from being stored, for the reason ``why``."""
         self.refused = why
 
-    def write(self, key: str, version: int | None, value: Any, timeout: Any) -> None:
+    async def write(self, key: str, version: int | None, value: Any, timeout: Any, *, io: Any) -> None:
+        """Store one of Django's entries of the page (the header list, the response) through ``io``:
+        the alias' blocking store or its asyncio one (see :mod:`django_tagcache.core.bridge`)."""
         if not self.complete or self.refused:
             logger.debug(
                 "django-tagcache: not caching %r: %s.",
@@ -93,17 +110,18 @@ class Page:
             )
             return
         with in_namespace(self.namespace):
-            store = get_store(self.alias)
-            entry = store.keys.entry(key, version)
+            entry = get_store(self.alias).keys.entry(key, version)
             ttl = _ttl_ms(timeout)
             if ttl is None:
                 try:
-                    store.delete(entry)
+                    await settle(io.delete(entry))
                 except RETRYABLE as exc:
                     fail_open("delete", exc)
                 return
             # Shortened at random like every computed entry: pages rendered together expire apart.
-            stored = write_entry(self.alias, entry, value, jittered(ttl, conf.TTL_JITTER), self.scope)
+            stored = await write_with(
+                self.alias, io, entry, value, jittered(ttl, conf.TTL_JITTER), self.scope, ""
+            )
         if key.startswith(_RESPONSE):
             self.stored = stored
 
@@ -117,19 +135,76 @@ def pages(request: HttpRequest) -> dict[object, Page | None]:
     return found
 
 
-# The page whose response Django's UpdateCacheMiddleware is storing right now: PageCache.set()
-# is called from inside Django's code, which only passes it a key, a value and a timeout.
-_writing: ContextVar[Page | None] = ContextVar("django_tagcache_writing_page", default=None)
+# The page whose response Django's UpdateCacheMiddleware is storing right now, and the writes it
+# asked for: PageCache.set() is called from inside Django's code, which only passes it a key, a
+# value and a timeout. The caller of Django's code makes the writes once it returns, through
+# the transport it runs on.
+_writing: ContextVar[tuple[Page, list[Write]] | None] = ContextVar(
+    "django_tagcache_writing_page", default=None
+)
+#: The arguments of one PageCache.set(): key, version, value, timeout.
+Write = tuple[str, "int | None", Any, Any]
 
 
 @contextmanager
-def writing(page: Page | None) -> Iterator[None]:
-    """Within the block, :meth:`PageCache.set` stores under ``page``'s tags (None: it stores nothing)."""
-    token = _writing.set(page)
+def writing(page: Page | None) -> Iterator[list[Write]]:
+    """Within the block, :meth:`PageCache.set` records writes under ``page``'s tags, into the
+    yielded list, for the caller to make (with None it records nothing: nothing is stored)."""
+    writes: list[Write] = []
+    token = _writing.set(None if page is None else (page, writes))
     try:
-        yield
+        yield writes
     finally:
         _writing.reset(token)
+
+
+# While an asyncio caller runs Django's (blocking) lookup, PageCache.get() serves the entries the
+# caller has read for it, and asks for any other by raising _Unread; see fetch().
+_prefetched: ContextVar[_Prefetched | None] = ContextVar("django_tagcache_prefetched", default=None)
+
+
+class _Unread(Exception):
+    """PageCache.get() needs an entry the asyncio caller has not read yet."""
+
+    def __init__(self, entry: str) -> None:
+        super().__init__(entry)
+        self.entry = entry
+
+
+class _Prefetched:
+    """Entries read by an asyncio caller for one lookup: raw payloads, then what get() made of them."""
+
+    #: A read that failed (Redis unreachable): get() serves the default.
+    FAILED: Final = object()
+
+    def __init__(self) -> None:
+        self.raw: dict[str, bytes | object | None] = {}
+        self.served: dict[str, Any] = {}
+
+
+async def fetch(alias: str, lookup: Callable[[], T]) -> T:
+    """Run Django's page lookup ``lookup`` (blocking code) with its entries read on the event loop.
+
+    Django's lookup reads the page's header list, then the page, through :class:`PageCache`;
+    here each read it asks for stops it, the entry is read on the loop's own connection, and the
+    lookup runs again from the start, now served that entry from memory. The lookup is pure but
+    for its reads (it sets flags on the request, the same each time), so its last run decides as
+    the blocking one would have: a hit costs the same two GETs, and no thread is involved.
+    """
+    prefetched = _Prefetched()
+    token = _prefetched.set(prefetched)
+    try:
+        while True:
+            try:
+                return lookup()
+            except _Unread as unread:
+                try:
+                    prefetched.raw[unread.entry] = await get_async_store(alias).get(unread.entry)
+                except RETRYABLE as exc:
+                    fail_open("read", exc)
+                    prefetched.raw[unread.entry] = _Prefetched.FAILED
+    finally:
+        _prefetched.reset(token)
 
 
 class PageCache:
@@ -148,11 +223,25 @@ class PageCache:
 
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         entry = get_store(self.alias).keys.entry(key, version)
+        prefetched = _prefetched.get()
+        if prefetched is not None:  # inside fetch(): the asyncio caller reads the entry
+            if entry in prefetched.served:
+                return prefetched.served[entry]
+            if entry not in prefetched.raw:
+                raise _Unread(entry)
+            raw = prefetched.raw[entry]
+            failed = raw is _Prefetched.FAILED
+            value = self._value(key, None if failed else served(self.alias, entry, raw), default)  # type: ignore[arg-type]
+            prefetched.served[entry] = value
+            return value
         try:
             hit = read_entry(self.alias, entry)
         except RETRYABLE as exc:
             fail_open("read", exc)
             return default
+        return self._value(key, hit, default)
+
+    def _value(self, key: str, hit: tuple[Any, ...] | None, default: Any) -> Any:
         if hit is None:
             metrics.incr("misses")
             return default
@@ -161,11 +250,11 @@ class PageCache:
         return hit[0]
 
     def set(self, key: str, value: Any, timeout: Any = None, version: int | None = None) -> None:
-        page = _writing.get()
-        if page is None:
+        current = _writing.get()
+        if current is None:
             logger.debug("django-tagcache: not caching %r outside a tagged page.", key)
             return
-        page.write(key, version, value, timeout)
+        current[1].append((key, version, value, timeout))
 
     def delete(self, key: str, version: int | None = None) -> bool:
         store = get_store(self.alias)

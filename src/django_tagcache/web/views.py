@@ -40,17 +40,47 @@ def cache_page_tagged(
     ``{% tagcache %}`` fragments, ``get_or_set``/``@cached`` calls and ``add_tags``.
     Invalidating any of them removes the page. A page whose tags were invalidated while it
     rendered is not stored. ``cache`` names the cache alias (default ``TAGCACHE['CACHE']``). A
-    hit costs two GETs, as with ``cache_page``.
+    hit costs two GETs, as with ``cache_page``. On an ``async def`` view it returns a coroutine
+    function whose cache reads and writes are awaited on the event loop (docs/async.md).
     """
 
     def decorator(view: V) -> V:
         page_key = _PageKey(view)
-        decorate = decorator_from_middleware_with_args(TagCacheMiddleware)(
-            page_timeout=timeout, cache_alias=cache, key_prefix=key_prefix, page_key=page_key
-        )
-        return cast("V", decorate(_scoped_view(view, page_key, tags, cache)))
+        options: dict[str, Any] = {
+            "page_timeout": timeout,
+            "cache_alias": cache,
+            "key_prefix": key_prefix,
+            "page_key": page_key,
+        }
+        scoped = _scoped_view(view, page_key, tags, cache)
+        if iscoroutinefunction(view):
+            return cast("V", _native(TagCacheMiddleware(scoped, **options), scoped))
+        return cast("V", decorator_from_middleware_with_args(TagCacheMiddleware)(**options)(scoped))
 
     return decorator
+
+
+def _native(middleware: TagCacheMiddleware, scoped: Callable[..., Any]) -> Callable[..., Any]:
+    """An ``async def`` view under the middleware, as Django's middleware decorators apply it, with
+    the cache I/O awaited on the event loop (Django's own decorator would block the loop on it).
+
+    A response still to be rendered (a TemplateResponse) is stored once Django has rendered it,
+    as Django's decorator does: then from the thread Django renders it in, where the fragments
+    inside it are read and written too.
+    """
+
+    async def cached_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        found = await middleware.aprocess_request(request)
+        if found is not None:
+            return found
+        middleware.process_view(request, scoped, args, kwargs)  # refuses the page, never answers
+        response = await scoped(request, *args, **kwargs)
+        if callable(getattr(response, "render", None)):
+            response.add_post_render_callback(lambda rendered: middleware.process_response(request, rendered))
+            return response
+        return await middleware.aprocess_response(request, response)
+
+    return functools.wraps(scoped)(cached_view)
 
 
 class _PageKey:
@@ -83,7 +113,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
             return None
         namespace = looked_up.namespace if looked_up is not None else CURRENT
         page = pages(request)[page_key] = Page(alias or conf.CACHE, own_tags, namespace, request)
-        return page
+        return page  # to begin() before the view runs
 
     if iscoroutinefunction(view):
 
@@ -91,6 +121,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
             page = begin(request, args, kwargs)
             if page is None:
                 return await view(request, *args, **kwargs)
+            await page.abegin()
             with page.scope.entered():
                 response = await view(request, *args, **kwargs)
             return _render_later_in_scope(page, response)
@@ -101,6 +132,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
         page = begin(request, args, kwargs)
         if page is None:
             return view(request, *args, **kwargs)
+        page.begin()
         with page.scope.entered():
             response = view(request, *args, **kwargs)
         return _render_later_in_scope(page, response)

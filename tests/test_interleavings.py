@@ -167,8 +167,15 @@ MUTATIONS = {
 }
 
 
-#: Protections of the near cache, which the harness does not run: their own tests switch them off.
-ELSEWHERE = {"near_flush": "tests/test_near_cache.py", "near_ticket": "tests/test_near_cache.py"}
+#: Protections the harness does not switch off (the near cache, which it does not run, and the
+#: guards of own-save dating and snapshot transactions): their own tests switch them off.
+ELSEWHERE = {
+    "near_flush": "tests/test_near_cache.py",
+    "near_ticket": "tests/test_near_cache.py",
+    "own_save_alone": "tests/test_own_save_guards.py",
+    "own_save_values": "tests/test_own_save_guards.py",
+    "snapshot_floor": "tests/test_snapshot_loads.py",
+}
 
 
 def test_every_protection_has_a_mutation_row() -> None:

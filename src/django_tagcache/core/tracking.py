@@ -122,7 +122,9 @@ class TrackingChannel:
             try:
                 self._session()
                 backoff = 0.01
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except Exception as exc:  # the reader must outlive anything a read raises
+                # redis-py raises AttributeError, not ConnectionError, when another thread (stop(),
+                # a failed barrier) disconnects the connection under a read in progress.
                 if not self._stop.is_set():
                     logger.warning("django-tagcache: near-cache tracking channel %s lost: %s", self.name, exc)
             finally:

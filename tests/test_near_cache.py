@@ -8,6 +8,7 @@ never kept. Cross-process behaviour is in test_near_cache_processes.py.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -346,6 +347,12 @@ class TestOnRedis:
         get_store().client.client_kill_filter(_id=str(old_id))
         # Written while the channel is down: no push will ever say so.
         get_store().client.set(entry, b"junk")
+        # The reader thread learns of the kill a moment later (within MAX_LAG, rule 1 allows
+        # serving until then): once it has, L1 holds nothing.
+        for _ in range(500):
+            if channel.client_id != old_id or not l1.cache.serving():
+                break
+            time.sleep(0.01)  # a poll of the condition above, bounded
         assert l1.cache.get(entry) is None
         for _ in range(500):
             if channel.client_id != old_id and l1.cache.serving():
@@ -458,23 +465,28 @@ def test_a_forked_child_does_not_serve_the_parents_copies(l1: near.Near) -> None
     os.waitpid(pid, 0)
 
 
+def near_on_cluster(settings: Any) -> Iterator[near.Near]:
+    """For a fixture: L1 on the "cluster" alias, every channel subscribed and serving."""
+    settings.TAGCACHE = {
+        **settings.TAGCACHE,
+        "CACHE": "cluster",
+        "NEAR_CACHE": {**NEAR, "ALIASES": ["cluster"]},
+        "STALENESS": STALENESS,
+    }
+    found = near.near_for("cluster", get_store("cluster"))
+    assert found is not None
+    for channel in found.channels:
+        assert channel.connected.wait(10)
+    wait_serving(found)
+    yield found
+    near.reset()
+
+
 @pytest.mark.cluster
 class TestOnRedisCluster:
     @pytest.fixture
     def cl1(self, redis_cluster: Any, settings: Any) -> Iterator[near.Near]:
-        settings.TAGCACHE = {
-            **settings.TAGCACHE,
-            "CACHE": "cluster",
-            "NEAR_CACHE": {**NEAR, "ALIASES": ["cluster"]},
-            "STALENESS": STALENESS,
-        }
-        found = near.near_for("cluster", get_store("cluster"))
-        assert found is not None
-        for channel in found.channels:
-            assert channel.connected.wait(10)
-        wait_serving(found)
-        yield found
-        near.reset()
+        yield from near_on_cluster(settings)
 
     def test_a_tracking_connection_per_primary(self, cl1: near.Near) -> None:
         primaries = near._primaries(cast("RedisCluster", get_store("cluster").client))

@@ -22,7 +22,7 @@ from django_tagcache import TagCache
 from django_tagcache.caching import near
 from django_tagcache.caching.api import get_store
 from tests.cluster import LocalCluster
-from tests.test_near_cache import NEAR, STALENESS, wait_serving, warm
+from tests.test_near_cache import near_on_cluster, warm
 
 
 @pytest.fixture
@@ -34,19 +34,7 @@ def local(redis_cluster: Any) -> LocalCluster:
 
 @pytest.fixture
 def cl1(local: LocalCluster, settings: Any) -> Iterator[near.Near]:
-    settings.TAGCACHE = {
-        **settings.TAGCACHE,
-        "CACHE": "cluster",
-        "NEAR_CACHE": {**NEAR, "ALIASES": ["cluster"]},
-        "STALENESS": STALENESS,
-    }
-    found = near.near_for("cluster", get_store("cluster"))
-    assert found is not None
-    for channel in found.channels:
-        assert channel.connected.wait(10)
-    wait_serving(found)
-    yield found
-    near.reset()
+    yield from near_on_cluster(settings)
 
 
 def _confirmed_after(found: near.Near, moment: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..core.exporting import Registration
 from .lag import sources_status
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ GAUGES = {
 
 KEYS = {"behind": "events_behind"}  # gauge -> field of group_status(), where they differ
 
-_installed: tuple[EventLagCollector, CollectorRegistry] | None = None
-
 
 class EventLagCollector:
     def collect(self) -> Iterator[Metric]:
@@ -47,23 +46,17 @@ class EventLagCollector:
             yield gauge
 
 
+_registration = Registration(EventLagCollector)
+
+
 def install(registry: CollectorRegistry | None = None) -> bool:
-    """Register the collector (idempotent); False without prometheus-client."""
-    global _installed
-    try:
-        from prometheus_client import REGISTRY
-    except ImportError:
-        return False
-    if _installed is None:
-        collector, target = EventLagCollector(), registry or REGISTRY
-        target.register(collector)
-        _installed = (collector, target)
-    return True
+    """Register the collector (with prometheus-client's default registry unless given); idempotent.
+
+    Returns False, and does nothing, when prometheus-client is not installed.
+    """
+    return _registration.install(registry)
 
 
 def uninstall() -> None:
-    global _installed
-    if _installed is not None:
-        collector, target = _installed
-        target.unregister(collector)
-        _installed = None
+    """Unregister the collector that :func:`install` registered, if any."""
+    _registration.uninstall()

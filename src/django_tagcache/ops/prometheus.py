@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..core import metrics
+from ..core.exporting import Registration
 from . import consistency
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ GAUGES = {
 }
 
 # The collector registered by install(), so that a second call does not register it twice.
-_installed: tuple[TagCacheCollector, CollectorRegistry] | None = None
 
 
 class TagCacheCollector:
@@ -79,27 +79,17 @@ class TagCacheCollector:
         yield from consistency.collect()
 
 
+_registration = Registration(TagCacheCollector)
+
+
 def install(registry: CollectorRegistry | None = None) -> bool:
     """Register the collector (with prometheus-client's default registry unless given); idempotent.
 
     Returns False, and does nothing, when prometheus-client is not installed.
     """
-    global _installed
-    try:
-        from prometheus_client import REGISTRY
-    except ImportError:
-        return False
-    if _installed is None:
-        collector, target = TagCacheCollector(), registry or REGISTRY
-        target.register(collector)
-        _installed = (collector, target)
-    return True
+    return _registration.install(registry)
 
 
 def uninstall() -> None:
     """Unregister the collector that :func:`install` registered, if any."""
-    global _installed
-    if _installed is not None:
-        collector, target = _installed
-        target.unregister(collector)
-        _installed = None
+    _registration.uninstall()

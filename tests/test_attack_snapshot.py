@@ -8,14 +8,13 @@ Run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/<name>.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from django_tagcache.core import metrics
+from tests.dbthreads import in_another_thread
 from tests.test_freshness import card, edit
 from tests.testapp.models import Category, Product
 
@@ -27,18 +26,6 @@ def _on_alias(alias: str, settings: Any) -> None:
     settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias}
 
 
-def _in_another_thread(work: Callable[[], None]) -> None:
-    def run() -> None:
-        try:
-            work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-
-
 def test_a_row_read_from_an_older_snapshot_is_not_cached(alias: str) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (REPEATABLE READ set per transaction)")
@@ -47,7 +34,7 @@ def test_a_row_read_from_an_older_snapshot_is_not_cached(alias: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         assert Category.objects.count() == 1  # the transaction's snapshot is taken here
-        _in_another_thread(lambda: edit(pk, name="new"))  # committed and invalidated
+        in_another_thread(lambda: edit(pk, name="new"))  # committed and invalidated
         loaded = Product.objects.get(pk=pk)  # built now, from the snapshot: the old row
         assert loaded.name == "old"
         stores = metrics.snapshot()["stores"]

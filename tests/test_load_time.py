@@ -7,15 +7,14 @@ is cached from the instance.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_tagcache import invalidate_tags
 from django_tagcache.core import metrics
+from tests.dbthreads import in_another_thread
 from tests.test_freshness import card, edit
 from tests.testapp.models import Category, Product
 
@@ -25,18 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _on_alias(alias: str, settings: Any) -> None:
     settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias}  # CLOCK_SKEW_MARGIN 0: exact
-
-
-def _in_another_thread(work: Callable[[], None]) -> None:
-    def run() -> None:
-        try:
-            work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
 
 
 def test_an_edit_committed_right_after_the_select_refuses_the_instance(alias: str) -> None:
@@ -52,7 +39,7 @@ def test_an_edit_committed_right_after_the_select_refuses_the_instance(alias: st
                 # the editor's invalidation alone stands for it.
                 invalidate_tags(f"shop.product:{pk}")
             else:
-                _in_another_thread(lambda: edit(pk, name="new"))
+                in_another_thread(lambda: edit(pk, name="new"))
         return result
 
     with connection.execute_wrapper(editor_after_execute):
@@ -73,7 +60,7 @@ def test_rows_of_a_server_side_cursor_count_as_read_when_it_was_opened(alias: st
     shown = {}
     for product in Product.objects.filter(pk__in=[first, second]).order_by("pk").iterator(chunk_size=1):
         if product.pk == first:  # while row 1 is processed, an editor changes row 2
-            _in_another_thread(lambda: edit(second, name="two, edited"))
+            in_another_thread(lambda: edit(second, name="two, edited"))
             assert Category.objects.count() == 1  # another query, after the edit, in the loop
         shown[product.pk] = card(product)
     assert shown == {first: "one", second: "two"}  # row 2 as of the DECLARE

@@ -9,17 +9,17 @@ PostgreSQL (DATABASE_URL) the editor commits for real from another thread.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from django_tagcache import invalidate_tags
 from django_tagcache.caching.loadtimes import snapshot_isolated
 from django_tagcache.core import metrics, protections
+from tests.dbthreads import in_another_thread
 from tests.test_freshness import card, edit
 from tests.testapp.models import Category, Product
 
@@ -30,18 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def alias(request: pytest.FixtureRequest, settings: Any) -> str:
     settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": request.param}
     return str(request.param)
-
-
-def _in_another_thread(work: Callable[[], None]) -> None:
-    def run() -> None:
-        try:
-            work()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
 
 
 def _isolation(level: str | None) -> Iterator[None]:
@@ -78,7 +66,7 @@ def _editor_commits(pk: int) -> None:
     if connection.vendor == "sqlite":
         invalidate_tags(f"shop.product:{pk}")  # the rows cannot change under the open transaction
     else:
-        _in_another_thread(lambda: edit(pk, name="new"))
+        in_another_thread(lambda: edit(pk, name="new"))
 
 
 def _load_after_an_edit(pk: int) -> tuple[Product, int]:
@@ -136,7 +124,7 @@ def test_under_read_committed_a_row_keeps_its_own_query_start(alias: str) -> Non
     for _ in _isolation(None):
         with transaction.atomic():
             assert Category.objects.count() == 1
-            _in_another_thread(lambda: edit(pk, name="new"))
+            in_another_thread(lambda: edit(pk, name="new"))
             loaded = Product.objects.get(pk=pk)  # its own snapshot: the new row
             stores = metrics.snapshot()["stores"]
             assert card(loaded) == "new"

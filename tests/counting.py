@@ -20,6 +20,8 @@ import redis.asyncio
 class Tally:
     round_trips: int = 0
     commands: list[str] = field(default_factory=list)
+    #: The commands among ``commands`` sent by the blocking client (redis.Connection).
+    blocking: list[str] = field(default_factory=list)
 
 
 _local = threading.local()
@@ -35,12 +37,15 @@ class CountingConnection(redis.Connection):
         if tally is not None:
             name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
             tally.commands.append(name.split()[0].upper())
+            tally.blocking.append(tally.commands[-1])
         super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def pack_commands(self, commands: Any) -> list[bytes | memoryview]:
         tally = _tally()
         if tally is not None:
-            tally.commands += [str(cmd[0]).upper() for cmd in commands]
+            names = [str(cmd[0]).upper() for cmd in commands]
+            tally.commands += names
+            tally.blocking += names
         packed: list[bytes | memoryview] = super().pack_commands(commands)  # type: ignore[no-untyped-call]
         return packed
 

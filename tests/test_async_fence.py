@@ -20,6 +20,7 @@ from django.urls import path
 
 from django_tagcache import TagCache, ainvalidate_tags
 from django_tagcache.views import cache_page_tagged
+from tests import counting
 
 _data: dict[str, str] = {}
 _edits: list[str] = []
@@ -106,3 +107,26 @@ def test_the_site_wide_page_fences_the_async_views_values(
     settings.MIDDLEWARE = [f"django_tagcache.{name}" for name in middleware]
     assert _twice(settings, alias, "plain") == [b"old", b"new"]
     assert TagCache(alias).get("name") == "new"
+
+
+def test_an_async_page_miss_sends_nothing_through_the_blocking_client(settings: Any, alias: str) -> None:
+    """The page's tags, the inner aget_or_set's tags (tokens read as they are noted), its miss and
+    write, the page's write: all on the loop's own connection, none blocking the loop."""
+    if alias == "locmem":
+        pytest.skip("counts Redis commands; the in-process store sends none")
+    settings.MIDDLEWARE = []
+    _edits.append("no edit")  # a plain miss, then a hit
+
+    async def main() -> tuple[list[bytes], counting.Tally]:
+        await TagCache(alias).aget("warm the loop's connection")
+        with counting.count() as tally:
+            contents = [await _get(f"/page/?alias={alias}") for _ in range(2)]
+        return contents, tally
+
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias}
+    settings.ROOT_URLCONF = __name__
+    contents, tally = asyncio.run(main())
+    assert contents == [b"old", b"old"]
+    assert _computed == ["old"]  # stored, then served from the page
+    assert tally.commands  # the loop's connection did the work...
+    assert tally.blocking == []  # ...and the blocking client sent nothing from the loop's thread

@@ -99,7 +99,7 @@ def _scoped(get_response: GetResponse, page_key: object, alias: Callable[[], str
             page = begin(request)
             if page is None:
                 return await get_response(request)
-            with page.scope.entered():
+            with page.entered():
                 return await get_response(request)
 
         return scoped_async
@@ -108,7 +108,7 @@ def _scoped(get_response: GetResponse, page_key: object, alias: Callable[[], str
         page = begin(request)
         if page is None:
             return get_response(request)
-        with page.scope.entered():
+        with page.entered():
             return get_response(request)
 
     return scoped

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ..caching import namespaces
+from ..caching import fences, namespaces
 from ..caching.api import _ttl_ms
 from ..caching.failopen import fail_open
 from ..caching.namespaces import in_namespace
@@ -71,6 +71,7 @@ class Page:
         self.namespace = namespaces.current() if isinstance(namespace, _Current) else namespace
         # The request's start bounds the page's read fence (under ASGI, the only way it can).
         self.scope = Scope(alias, request)
+        self.started = fences.of_request(request)
         self.own_tags = own_tags
         # False while part of the page (a TemplateResponse) is still to be rendered inside the scope.
         self.complete = True
@@ -91,6 +92,22 @@ class Page:
             await self.scope.tokens.aread(self.own_tags)
             self.scope.begin(self.own_tags)  # the tokens are known now: no I/O left
         return self
+
+    @contextmanager
+    def entered(self) -> Iterator[Scope]:
+        """Render part of the page: its scope collects the tags, and the request's start (stamped
+        on its ASGI scope) is the read fence of every value cached inside, as under WSGI.
+
+        Under ASGI Django's ``request_started`` cannot open that fence where the view runs; the
+        page can, for what renders inside it. An enclosing fence (``ReadFenceMiddleware``) is
+        merged with it: the earliest wins.
+        """
+        with self.scope.entered() as scope:
+            if self.started is None:
+                yield scope
+                return
+            with fences.fence(self.started):
+                yield scope
 
     def tags(self) -> tuple[str, ...]:
         return tuple(sorted(self.scope))

@@ -122,7 +122,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
             if page is None:
                 return await view(request, *args, **kwargs)
             await page.abegin()
-            with page.scope.entered():
+            with page.entered():
                 response = await view(request, *args, **kwargs)
             return _render_later_in_scope(page, response)
 
@@ -133,7 +133,7 @@ def _scoped_view(view: V, page_key: _PageKey, tags: object, alias: str | None) -
         if page is None:
             return view(request, *args, **kwargs)
         page.begin()
-        with page.scope.entered():
+        with page.entered():
             response = view(request, *args, **kwargs)
         return _render_later_in_scope(page, response)
 
@@ -178,7 +178,7 @@ class _ScopedTemplate:
 
     def render(self, context: Any = None, request: HttpRequest | None = None) -> str:
         template = self._resolve(self.template_name)
-        with self._page.scope.entered():
+        with self._page.entered():
             content: str = template.render(context, request)
         self._page.complete = True
         return content

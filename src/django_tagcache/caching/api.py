@@ -30,6 +30,7 @@ from .failopen import fail_open
 from .flows import BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
 from .origins import event_source
+from .scopes import anote_tags
 from .shadow import Origin
 from .stores import get_async_store, get_store
 from .stores import reset_stores as _reset_stores
@@ -218,7 +219,10 @@ class TagCache:
         and concurrent misses of ``key`` in one event loop share one computation.
         """
         tag_list = normalize_tags(tags)
-        note_tags(tag_list)
+        if flow.asynchronous:
+            await anote_tags(tag_list)  # tokens new to an open page: read on the loop, not blocking it
+        else:
+            note_tags(tag_list)
         origin = Origin(key, callable(default))
         return await self._get_or_compute_steps(
             flow, key, default, timeout, lambda: tag_list, version, tags, origin, near

@@ -17,6 +17,7 @@ from ..core.bridge import run_sync
 from .api import DEFAULT_TIMEOUT, TagCache, _Default
 from .bubbling import collecting, note_tags
 from .flows import ASYNC, BLOCKING, Flow
+from .scopes import anote_tags
 from .shadow import Compare, Origin
 from .tags import normalize_tags
 
@@ -124,7 +125,10 @@ class CachedFunction(Generic[P, R]):
             return resolved[0]
 
         if collecting():
-            note_tags(call_tags())
+            if flow.asynchronous:
+                await anote_tags(call_tags())  # tokens read on the loop, not blocking it
+            else:
+                note_tags(call_tags())
 
         return await self._cache._get_or_compute_steps(
             flow,

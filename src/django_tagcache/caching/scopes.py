@@ -179,7 +179,13 @@ async def aadd_tags(*sources: object) -> None:
     """:func:`~django_tagcache.add_tags` for async code: the generation tokens of tags new to the
     fragments and pages rendering now are read on the event loop's own connection, rather than
     by a blocking call. Call it, too, before the data it stands for is read."""
-    tags = normalize_tags(list(sources))
+    await anote_tags(normalize_tags(list(sources)))
+
+
+async def anote_tags(tags: tuple[str, ...]) -> None:
+    """:func:`~django_tagcache.caching.bubbling.note_tags` for async code: the tokens of tags new
+    to the fragments and pages rendering now are awaited on the event loop's own connection, so
+    that noting them makes no blocking call (``aget_or_set`` and async ``@cached`` note theirs so)."""
     seen: set[int] = set()
     for collector in bubbling._stack.get():
         if isinstance(collector, Scope) and id(collector.tokens) not in seen:

@@ -241,3 +241,42 @@ def test_module_level_async_invalidation(settings: Any) -> None:
     tagcache.set("k", 1, tags=["t"])
     assert run(ainvalidate_tags("t")) == 1
     assert tagcache.get("k") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purge_of_every_namespace_runs_on_the_loop(alias: str, settings: Any) -> None:
+    """The namespace scan and each namespace's invalidation are awaited on the loop's own
+    connection: no thread, and not one command through the blocking client."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from django_tagcache.models import PurgeRecord
+    from tests.tenancy import current_tenant
+
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias, "NAMESPACE": "tests.tenancy.tenant"}
+    tc = TagCache(alias)
+    for name in ("acme", "globex", None):
+        token = current_tenant.set(name)
+        tc.set("menu", name, tags=["menu"])
+        tc.set("other", name, tags=["other"])
+        current_tenant.reset(token)
+
+    async def purge() -> tuple[int, counting.Tally]:
+        try:
+            await tc.aget("warm the loop's connection")
+            with counting.count() as tally:
+                removed = await tc.ainvalidate_tags("menu", all_namespaces=True, source="ops:alice")
+            return removed, tally
+        finally:
+            await sync_to_async(connections.close_all)()  # the audit's thread
+
+    removed, tally = run(purge())
+    assert removed == 3
+    for name in ("acme", "globex", None):
+        token = current_tenant.set(name)
+        assert (tc.get("menu"), tc.get("other")) == (None, name)
+        current_tenant.reset(token)
+    assert PurgeRecord.objects.filter(source="ops:alice").count() == 3  # one per namespace
+    if alias != "locmem":
+        assert "SCAN" in tally.commands  # on the loop's thread, through its connection
+        assert tally.blocking == []

@@ -12,12 +12,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from asgiref.sync import sync_to_async
-
 from ..conf import conf
 from ..core import metrics, protections, serialization
 from ..core.bridge import run_sync, settle
-from ..core.memory import MemoryStore
+from ..core.memory import MemorySteps
 from ..core.protocol import text
 from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
@@ -290,41 +288,30 @@ class TagCache:
 
         Only the current namespace is touched, unless ``all_namespaces`` (which needs ``source``,
         for the audit, and scans the keyspace for the namespaces that use the tags; from
-        ``ainvalidate_tags`` that scan and its invalidations run on the blocking client, in a thread).
+        ``ainvalidate_tags`` that scan and its invalidations are awaited on ``redis.asyncio``).
         """
         tag_list = normalize_tags(list(tags))
         if not all_namespaces:
             return await self._invalidate_steps(flow, tag_list, source)
-        if flow.asynchronous:
-            return int(await sync_to_async(self._invalidate_everywhere)(tag_list, source))
-        return self._invalidate_everywhere(tag_list, source)
+        return await self._invalidate_everywhere_steps(flow, tag_list, source)
 
     invalidate_tags = blocking(_invalidate_tags_steps)
     ainvalidate_tags = awaited(_invalidate_tags_steps)
 
-    def _invalidate_everywhere(self, tag_list: tuple[str, ...], source: str | None) -> int:
+    async def _invalidate_everywhere_steps(
+        self, flow: Flow, tag_list: tuple[str, ...], source: str | None
+    ) -> int:
         """Invalidate in every namespace that has entries under the tags (a SCAN of the keyspace)."""
         if not source:
             raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
         found: set[str | None] = {None}
-        # A namespace with entries under a tag has its index; one whose first entry under it is
-        # being computed has only its generation (created at the miss), and must be found too:
-        # moving that generation is what refuses the value computed before this purge.
-        suffixes = (":i", ":g") if protections.on("namespace_scan") else (":i",)
         try:
-            store = self.store
-            for tag in tag_list:
-                for suffix in suffixes:
-                    pattern = store.keys.tag_pattern(tag, suffix)
-                    keys = (
-                        store.scan_keys(pattern)
-                        if isinstance(store, MemoryStore)
-                        else store.client.scan_iter(match=pattern, count=1000)
-                    )
-                    for key in keys:
-                        name = _NAMESPACE_IN_KEY.search(text(key))
-                        if name:
-                            found.add(name.group(1))
+            store = flow.store(self._alias)
+            for pattern in _namespace_patterns(store, tag_list):
+                for key in await _scanned(flow, store, pattern):
+                    name = _NAMESPACE_IN_KEY.search(text(key))
+                    if name:
+                        found.add(name.group(1))
         except RETRYABLE as exc:
             raise TagCacheUnavailable(
                 f"Could not list the namespaces of {len(tag_list)} tag(s): {exc}"
@@ -332,7 +319,7 @@ class TagCache:
         removed = 0
         for namespace in sorted(found, key=lambda n: n or ""):
             with in_namespace(namespace):
-                removed += self.invalidate_normalized(tag_list, source=source)
+                removed += await self._invalidate_steps(flow, tag_list, source)
         return removed
 
     async def _invalidate_steps(
@@ -366,6 +353,26 @@ class TagCache:
 
 #: The cache on ``TAGCACHE['CACHE']``.
 tagcache = TagCache()
+
+
+def _namespace_patterns(store: Any, tag_list: tuple[str, ...]) -> list[str]:
+    """The SCAN patterns that find every namespace using ``tag_list``.
+
+    A namespace with entries under a tag has its index; one whose first entry under it is being
+    computed has only its generation (created at the miss), and must be found too: moving that
+    generation is what refuses the value computed before the purge.
+    """
+    suffixes = (":i", ":g") if protections.on("namespace_scan") else (":i",)
+    return [store.keys.tag_pattern(tag, suffix) for tag in tag_list for suffix in suffixes]
+
+
+async def _scanned(flow: Flow, store: Any, pattern: str) -> list[Any]:
+    """The keys matching ``pattern``: SCAN through the flow's client (asyncio or blocking)."""
+    if isinstance(store, MemorySteps):
+        return list(store.scan_keys(pattern))
+    if flow.asynchronous:
+        return [key async for key in store.client.scan_iter(match=pattern, count=1000)]
+    return list(store.client.scan_iter(match=pattern, count=1000))
 
 
 def invalidate_tags(*tags: object, source: str | None = None, all_namespaces: bool = False) -> int:

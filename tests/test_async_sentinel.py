@@ -1,6 +1,7 @@
-"""ainvalidate_tags with ``INVALIDATION_REPLICAS`` through a real Sentinel: WAIT on the loop's connection.
+"""The asyncio API through a real Sentinel: round trip, single flight, cancellation, a dead master,
+and ``INVALIDATION_REPLICAS`` (WAIT on the loop's connection).
 
-A master, one replica and a sentinel (the ``failover_set`` of tests/test_sentinel.py). The
+For the replicas: a master, one replica and a sentinel (the ``failover_set`` of tests/test_sentinel.py). The
 replica is paused with SIGSTOP (its link stays open, it acknowledges nothing) or killed; the
 order of events is read off the servers (the master lists the invalidation's connection as
 blocked in WAIT), never timed.
@@ -11,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
 import redis
 
 from django_tagcache import TagCache, TagCacheUnavailable
+from tests.faults import RESILIENCE
+from tests.keyspace import Keys
 from tests.servers import RedisServer
-from tests.test_sentinel import failover_set  # noqa: F401 - the fixture
+from tests.test_sentinel import failover_set, sentinel  # noqa: F401 - fixtures
 
 Servers = tuple[RedisServer, RedisServer, RedisServer]
 
@@ -97,3 +101,134 @@ def test_ainvalidate_raises_when_the_replica_cannot_acknowledge(
         asyncio.run(main())
     # Applied on the master, not acknowledged: the caller (or the outbox) retries it.
     assert master.client().get(entry) is None
+
+
+@pytest.fixture
+def through_sentinel(
+    settings: Any,
+    sentinel: tuple[RedisServer, RedisServer],  # noqa: F811 - the fixture imported above
+) -> TagCache:
+    """The asyncio API on the "sentinel" alias: a master found through a real sentinel."""
+    master, watcher = sentinel
+    redis.Redis(port=master.port).flushdb()
+    settings.CACHES = {
+        **settings.CACHES,
+        "sentinel": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://tagcache/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", watcher.port)],
+            },
+        },
+    }
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": "sentinel"}
+    for _ in range(50):  # the sentinel answers for the master once it has looked at it
+        if redis.Redis(port=watcher.port).execute_command("SENTINEL", "MASTERS"):  # type: ignore[no-untyped-call]
+            break
+        time.sleep(0.1)
+    return TagCache("sentinel")
+
+
+def test_the_async_api_round_trip_through_sentinel(
+    through_sentinel: TagCache,
+    sentinel: tuple[RedisServer, RedisServer],  # noqa: F811 - the fixture imported above
+) -> None:
+    tc, master = through_sentinel, sentinel[0]
+
+    async def main() -> list[Any]:
+        return [
+            await tc.aset("a", 1, tags=["t"]),
+            await tc.aget("a"),
+            await tc.aget_or_set("b", lambda: 2, tags=["t", "u"]),
+            await tc.aget_or_set("b", lambda: 3, tags=["t", "u"]),
+            await tc.ainvalidate_tags("u"),
+            await tc.aget("b"),
+            await tc.aget("a"),
+            await tc.adelete("a"),
+            await tc.aget("a"),
+        ]
+
+    assert asyncio.run(main()) == [True, 1, 2, 2, 1, None, 1, True, None]
+    assert master.client().exists(tc.store.keys.entry("b")) == 0  # on the master the sentinel named
+
+
+def test_concurrent_cold_misses_through_sentinel_compute_once(through_sentinel: TagCache) -> None:
+    tc = through_sentinel
+    computed: list[int] = []
+
+    async def main() -> list[Any]:
+        release = asyncio.Event()
+
+        async def compute() -> str:
+            computed.append(1)
+            await release.wait()
+            return "value"
+
+        callers = [asyncio.ensure_future(tc.aget_or_set("hot", compute, tags=["hot"])) for _ in range(50)]
+        while not computed:  # the first miss is computing; the others join it or wait on its lock
+            await asyncio.sleep(0)
+        for _ in range(200):  # every caller has had its turns to read and miss
+            await asyncio.sleep(0)
+        release.set()
+        return list(await asyncio.gather(*callers))
+
+    assert asyncio.run(main()) == ["value"] * 50
+    assert len(computed) == 1
+    assert tc.get("hot") == "value"
+
+
+def test_a_cancelled_caller_through_sentinel_leaves_no_lock(through_sentinel: TagCache) -> None:
+    tc = through_sentinel
+    keys = Keys("sentinel")
+
+    async def main() -> tuple[list[str], list[str], list[Any]]:
+        started = asyncio.Event()
+        calls: list[int] = []
+
+        async def compute() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                started.set()
+                await asyncio.Event().wait()  # the leader hangs until it is cancelled
+            return "value"
+
+        leader = asyncio.ensure_future(tc.aget_or_set("k", compute, tags=["t"]))
+        await started.wait()
+        waiters = [asyncio.ensure_future(tc.aget_or_set("k", compute, tags=["t"])) for _ in range(3)]
+        locked = keys.locks()
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return locked, keys.locks(), list(await asyncio.gather(*waiters))
+
+    locked, after_cancel, results = asyncio.run(main())
+    assert len(locked) == 1
+    assert after_cancel == []  # released by the cancelled caller, not left to its TTL
+    assert results == ["value"] * 3
+    assert keys.locks() == []
+
+
+def test_the_async_api_fails_open_when_the_sentinels_master_is_down(
+    settings: Any,
+    failover_set: Servers,  # noqa: F811 - the fixture imported above
+) -> None:
+    master, _replica, _watcher = failover_set
+    settings.TAGCACHE = {"CACHE": "lossy", **RESILIENCE}
+    tc = TagCache("lossy")
+    tc.set("k", "v", tags=["t"])
+    master.process.kill()  # the sentinel still names it (down-after is a minute): refused
+    master.process.wait()
+
+    async def main() -> list[Any]:
+        return [
+            await tc.aget("k", "default"),
+            await tc.aget_or_set("k", lambda: "computed", tags=["t"]),
+            await tc.aset("k", "x", tags=["t"]),
+            await tc.adelete("k"),
+        ]
+
+    assert asyncio.run(main()) == ["default", "computed", False, False]
+    with pytest.raises(TagCacheUnavailable):  # an invalidation is never silently dropped
+        asyncio.run(tc.ainvalidate_tags("t"))

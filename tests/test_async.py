@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from django_tagcache import TagCache, ainvalidate_tags, cached, tagcache
+from django_tagcache import TagCache, TagCacheUnavailable, ainvalidate_tags, cached, tagcache
 from django_tagcache.caching import flights
 from django_tagcache.caching.stores import get_async_store
 from django_tagcache.core import metrics
@@ -280,3 +280,41 @@ def test_a_purge_of_every_namespace_runs_on_the_loop(alias: str, settings: Any) 
     if alias != "locmem":
         assert "SCAN" in tally.commands  # on the loop's thread, through its connection
         assert tally.blocking == []
+
+
+@pytest.mark.cluster
+def test_the_async_api_fails_open_on_a_cluster_that_died(settings: Any) -> None:
+    """A cluster of the test's own, used on the loop, then every node killed: reads and writes
+    fail open, an invalidation raises; and a cluster never reached at all behaves the same."""
+    from tests.cluster import start_cluster
+    from tests.servers import free_port
+    from tests.test_cluster_client import use
+
+    async def down() -> list[Any]:
+        results: list[Any] = [
+            await tagcache.aget("k", "default"),
+            await tagcache.aget_or_set("k", lambda: "computed", tags=["t"]),
+            await tagcache.aset("k", 1, tags=["t"]),
+            await tagcache.adelete("k"),
+        ]
+        with pytest.raises(TagCacheUnavailable):  # an invalidation is never silently dropped
+            await tagcache.ainvalidate_tags("t")
+        return results
+
+    settings.TAGCACHE = {"CACHE": "gone", "RETRY": {"ATTEMPTS": 1}}
+    cluster = start_cluster(shards=3)
+    try:
+        use(settings, cluster.location, ignore=False)
+
+        async def used_then_killed() -> list[Any]:
+            assert await tagcache.aset("k", "v", tags=["t"])
+            assert await tagcache.aget("k") == "v"
+            for server in cluster.servers:
+                server.kill()
+            return await down()
+
+        assert run(used_then_killed()) == ["default", "computed", False, False]
+    finally:
+        cluster.stop()
+    use(settings, f"redis://127.0.0.1:{free_port()}", ignore=False)
+    assert run(down()) == ["default", "computed", False, False]

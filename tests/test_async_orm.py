@@ -145,3 +145,33 @@ def test_concurrent_async_saves_each_invalidate_once(seen: list[tuple[set[str], 
     assert sorted(len(tags) for tags, _ in seen) == sorted(len(tags_for(p)) for p in products)
     assert {frozenset(tags) for tags, _ in seen} == {frozenset(tags_for(p)) for p in products}
     assert not any(in_transaction for _, in_transaction in seen)
+
+
+def test_the_entries_go_at_the_commit_of_a_block_run_from_async_code(alias: str, settings: Any) -> None:
+    """In Redis, not only in the signal: the cached entries under the rows' tags are still there
+    while the block runs (nothing is invalidated before the commit), and gone when it returns."""
+    from django_tagcache import TagCache
+
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": alias}
+    tc = TagCache(alias)
+    category = Category.objects.create(name="a")
+    products = [Product.objects.create(name=str(n), category=category) for n in range(3)]
+    for product in products:
+        tc.set(f"card:{product.pk}", product.name, tags=[product])
+    tc.set("listing", "all", tags=[f"category:{category.pk}"])
+    during: list[list[Any]] = []
+
+    def rename_all() -> None:
+        with transaction.atomic():
+            for product in products:
+                product.name += "!"
+                product.save()
+            during.append([tc.get(f"card:{p.pk}") for p in products] + [tc.get("listing")])
+
+    async def work() -> None:
+        await sync_to_async(rename_all)()
+        await products[0].asave()  # and one more, on its own: autocommit
+
+    run(work)
+    assert during == [["0", "1", "2", "all"]]
+    assert [tc.get(f"card:{p.pk}") for p in products] + [tc.get("listing")] == [None] * 4

@@ -30,8 +30,13 @@ ALIAS = os.environ.get("TAGCACHE_TEST_ALIAS", "default")
 TAGCACHE = {"CACHE": ALIAS, "CLOCK_SKEW_MARGIN": 0}
 ROOT_URLCONF = __name__
 ALLOWED_HOSTS = ["127.0.0.1"]
-# The request's budget and read fence, then (TAGCACHE_TEST_SITE=1) the site-wide page cache.
-MIDDLEWARE = ["django_tagcache.middleware.RedisBudgetMiddleware"]
+# The request's budget and read fence (not with TAGCACHE_TEST_BARE=1), then
+# (TAGCACHE_TEST_SITE=1) the site-wide page cache.
+MIDDLEWARE = (
+    []
+    if os.environ.get("TAGCACHE_TEST_BARE") == "1"
+    else ["django_tagcache.middleware.RedisBudgetMiddleware"]
+)
 if os.environ.get("TAGCACHE_TEST_SITE") == "1":
     MIDDLEWARE += [
         "django_tagcache.middleware.UpdateTagCacheMiddleware",
@@ -95,6 +100,29 @@ async def fenced(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"fenced {read}")
 
 
+#: What :func:`value` reads, by key: 1, then 2 once the first request has "edited" it.
+VALUES: dict[str, int] = {}
+
+
+async def value(request: HttpRequest) -> HttpResponse:
+    """Reads its data (a plain number); then, the first time for its key, an editor changes it and
+    the invalidation of ``v:<key>`` completes; then it caches what it read with aget_or_set."""
+    from django_tagcache import ainvalidate_tags, tagcache
+
+    key = request.GET["k"]
+    read = VALUES.setdefault(key, 1)
+    if read == 1:
+        VALUES[key] = 2
+        await ainvalidate_tags(f"v:{key}")
+
+    def compute() -> int:
+        COMPUTED["value"] += 1
+        return read
+
+    cached = await tagcache.aget_or_set(f"value:{key}", compute, timeout=60, tags=[f"v:{key}"])
+    return HttpResponse(str(cached))
+
+
 @never_cache
 async def stats(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
@@ -124,6 +152,8 @@ def _urls() -> list[Any]:
         path("fenced/", cache_page_tagged(60)(fenced)),
         path("django/", cache_page(60, cache="builtin", key_prefix="reference")(reference)),
         path("site/", page),
+        path("value/", value),
+        path("valuepage/", cache_page_tagged(60, tags=["vpage"])(value)),
     ]
 
 

@@ -173,6 +173,17 @@ def test_cache_io_of_an_async_view_never_blocks_the_loop_nor_hops_to_a_thread(se
     assert stats(server)["sync_store_calls"] == before
 
 
+def test_an_aget_or_set_inside_an_async_page_is_fenced_and_runs_on_the_loop(server: Server) -> None:
+    """The view reads, an invalidation completes, then its aget_or_set (a tag new to the page)
+    misses: refused, page and value both; the next request stores both. The tokens of the new
+    tag, the miss and the writes all go through the loop's own connection."""
+    key = next(_unique)
+    before = stats(server)["sync_store_calls"]
+    texts = [get(server, f"/valuepage/?k={key}").text for _ in range(3)]
+    assert texts == ["1", "2", "2"]  # the third is the page stored by the second
+    assert stats(server)["sync_store_calls"] == before
+
+
 def test_the_site_wide_middleware_serves_async_views_on_the_loop() -> None:
     with serve(TAGCACHE_TEST_SITE="1") as site:
         site.alias = "default"  # type: ignore[attr-defined]
@@ -204,3 +215,4 @@ def test_an_async_view_is_served_without_redis_when_redis_is_down() -> None:
             assert "Traceback" not in server.log()
     finally:
         redis_server.stop()
+

@@ -216,3 +216,12 @@ def test_an_async_view_is_served_without_redis_when_redis_is_down() -> None:
     finally:
         redis_server.stop()
 
+
+def test_a_plain_async_view_is_fenced_without_any_middleware() -> None:
+    """No fence middleware, no cached page: the request's start still reaches the view's
+    aget_or_set under a real ASGI server, and the value read before the invalidation is refused."""
+    with serve(TAGCACHE_TEST_BARE="1") as bare:
+        texts = [get(bare, "/value/?k=bare").text for _ in range(3)]
+        assert texts == ["1", "2", "2"]  # refused, then stored and served
+        assert stats(bare)["computed"]["value"] == 2
+        assert_clean_log(bare)

@@ -144,6 +144,8 @@ def test_an_async_view_caching_with_aget_or_set_is_fenced(settings: Any, alias: 
 
 
 def test_without_the_middleware_the_async_view_stores_the_old_value(settings: Any, alias: str) -> None:
-    """Control: no fence reaches the view's context under ASGI, and the old name is stored."""
+    """Control: Django's AsyncClient serves a request outside any asgiref ThreadSensitiveContext
+    (its ASGI handler, under a server, serves each in one: see tests/test_asgi.py), so no fence
+    reaches the view's context, and the old name is stored."""
     settings.MIDDLEWARE = []
     assert _twice(settings, alias, "asgi", "async") == [b"old", b"old"]

@@ -16,12 +16,13 @@ read after the miss, which the generations cover exactly.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction
 
 from ..core import protections
 from . import namespaces
@@ -39,9 +40,30 @@ DATED_BY_SAVE = "_tagcache_dated_by_save"
 _fence: ContextVar[float | None] = ContextVar("django_tagcache_fence", default=None)
 
 
+# The start of each request Django's ASGI handler serves, by the request's asgiref
+# ThreadSensitiveContext (see request_started()); an entry goes with its request.
+_started: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def _request_context() -> Any:
+    """The ThreadSensitiveContext the current code runs in, if any.
+
+    Django's ASGIHandler serves each request inside one; the task that runs request_started's
+    sync receivers and the view's task (and the thread of a sync view) all inherit it. Read
+    defensively: without it, requests need ReadFenceMiddleware as before.
+    """
+    holder = getattr(SyncToAsync, "thread_sensitive_context", None)
+    return holder.get(None) if holder is not None else None
+
+
 def current() -> float | None:
     """The fence of the current request or :func:`fence` block, in seconds since the epoch."""
-    return _fence.get()
+    moment = _fence.get()
+    if moment is None and _started:
+        context = _request_context()
+        if context is not None:
+            return _started.get(context)
+    return moment
 
 
 @contextmanager
@@ -53,7 +75,7 @@ def fence(start: float | None = None) -> Iterator[float]:
     (seconds since the epoch) dates the block earlier than now, for data read before it opened.
     """
     start = time.time() if start is None else min(start, time.time())
-    outer = _fence.get()
+    outer = current()
     token = _fence.set(start if outer is None else min(outer, start))
     try:
         yield start
@@ -72,13 +94,18 @@ def request_started(**kwargs: Any) -> None:
     of their own: the fence set here never reaches the request. The moment is then also
     stamped on the request's ``scope``, which the request object carries, for
     :func:`of_request` (pages, fragments rendered with the request in their context, and
-    ``RedisBudgetMiddleware``, which opens the request's fence from it).
+    ``RedisBudgetMiddleware``, which opens the request's fence from it); and kept for the
+    request's ThreadSensitiveContext, which Django's ASGI handler shares with the view, so that
+    :func:`current` finds it there without any middleware.
     """
     now = time.time()
     _fence.set(now)
     scope = kwargs.get("scope")
     if isinstance(scope, dict):
         scope[STARTED] = now
+        context = _request_context()
+        if context is not None:
+            _started[context] = now
 
 
 def of_request(request: object) -> float | None:
@@ -97,9 +124,11 @@ class ReadFenceMiddleware:
     """Make the start of each request its read fence under ASGI too: list it first in ``MIDDLEWARE``.
 
     Under WSGI Django's ``request_started`` signal does it. Under ASGI Django sends that signal
-    from a task whose context the view does not share, so without this middleware (or
-    ``RedisBudgetMiddleware``, which opens the fence too) only pages and fragments rendered with
-    the request in their context have one, from the start stamped on the request's scope.
+    from a task whose context the view does not share: Django's ``ASGIHandler`` shares the
+    request's ThreadSensitiveContext with the view, where :func:`current` finds the start, but
+    a request served outside one (the test ``AsyncClient``) has a fence without this middleware
+    (or ``RedisBudgetMiddleware``) only in pages and fragments rendered with the request in
+    their context, from the start stamped on the request's scope.
     """
 
     sync_capable = True
@@ -200,7 +229,7 @@ def earliest(*moments: float | None) -> float | None:
 
 def read_fence(sources: object = None) -> float | None:
     """The fence of a write whose tag sources (and arguments) are ``sources``."""
-    return earliest(_fence.get(), loaded_at(sources) if sources is not None else None)
+    return earliest(current(), loaded_at(sources) if sources is not None else None)
 
 
 def to_us(moment: float | None) -> int:

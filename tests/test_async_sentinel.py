@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +24,12 @@ import redis
 from django_tagcache import TagCache, TagCacheUnavailable
 from tests.faults import RESILIENCE
 from tests.keyspace import Keys
-from tests.servers import RedisServer
-from tests.test_sentinel import failover_set, sentinel  # noqa: F401 - fixtures
+from tests.servers import RedisServer, find_redis_server, free_port
+from tests.test_sentinel import failover_set  # noqa: F401 - the fixture
 
 Servers = tuple[RedisServer, RedisServer, RedisServer]
+#: The master's name at this module's sentinel.
+NAME = "asynctagcache"
 
 
 def _lossy(settings: Any, replica_timeout: float) -> TagCache:
@@ -103,11 +108,30 @@ def test_ainvalidate_raises_when_the_replica_cannot_acknowledge(
     assert master.client().get(entry) is None
 
 
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A master, and a sentinel watching it under a name of this module's own (django-redis keeps
+    one connection pool per LOCATION: another module's pool must not be reused here)."""
+    binary = find_redis_server()
+    master = RedisServer.start(binary=binary)
+    config = Path(tempfile.mkdtemp(prefix="tagcache-sentinel-"), "sentinel.conf")
+    port = free_port()
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor {NAME} 127.0.0.1 {master.port} 1\n"
+        f"sentinel down-after-milliseconds {NAME} 5000\n"
+    )
+    watcher = RedisServer.start(binary=binary, port=port, config_file=str(config), extra_args=("--sentinel",))
+    try:
+        yield master, watcher
+    finally:
+        watcher.stop()
+        master.stop()
+        config.unlink(missing_ok=True)
+        os.rmdir(config.parent)
+
+
 @pytest.fixture
-def through_sentinel(
-    settings: Any,
-    sentinel: tuple[RedisServer, RedisServer],  # noqa: F811 - the fixture imported above
-) -> TagCache:
+def through_sentinel(settings: Any, sentinel: tuple[RedisServer, RedisServer]) -> TagCache:
     """The asyncio API on the "sentinel" alias: a master found through a real sentinel."""
     master, watcher = sentinel
     redis.Redis(port=master.port).flushdb()
@@ -115,7 +139,7 @@ def through_sentinel(
         **settings.CACHES,
         "sentinel": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": "redis://tagcache/0",
+            "LOCATION": f"redis://{NAME}/0",
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.SentinelClient",
                 "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
@@ -132,8 +156,7 @@ def through_sentinel(
 
 
 def test_the_async_api_round_trip_through_sentinel(
-    through_sentinel: TagCache,
-    sentinel: tuple[RedisServer, RedisServer],  # noqa: F811 - the fixture imported above
+    through_sentinel: TagCache, sentinel: tuple[RedisServer, RedisServer]
 ) -> None:
     tc, master = through_sentinel, sentinel[0]
 

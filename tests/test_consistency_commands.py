@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 from django_tagcache import cached, invalidate_tags
 from django_tagcache.caching import background, shadow
 from django_tagcache.caching.api import get_store
 from django_tagcache.core import observations, serialization, shadow_records
+from tests.testapp.models import Category, Product
 
 PRICES = {1: 10, 2: 20, 3: 30}
 
@@ -122,3 +124,42 @@ def test_the_kept_argument_sets_are_bounded(alias: str, settings: Any) -> None:
     assert len({repr(call) for _, _, call in kept}) == 2  # two distinct calls
     data = json.loads(run("tagcache_verify", "--json", "--cache", alias))
     assert (data["checked"], data["stale"]) == (2, 0)
+
+
+@cached(tags=lambda product: [product])
+def product_label(product: Product) -> str:
+    return f"{product.name} ({product.price})"
+
+
+def _behind_the_back(sql: str, *params: object) -> None:
+    """Run ``sql`` on the driver's own connection: no signal, no statement watcher sees it."""
+    connection.ensure_connection()
+    raw = connection.connection
+    placeholder = "?" if connection.vendor == "sqlite" else "%s"
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql.replace("%s", placeholder), params)
+    finally:
+        cursor.close()
+    if not connection.get_autocommit():
+        raw.commit()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verify_recomputes_from_the_row_not_from_the_instance_kept_with_the_call(settings: Any) -> None:
+    """A kept call holds the instance as it was when the entry was written: recomputed from that
+    copy, a row changed behind the cache's back gives the cached value again, and the stale entry
+    passes. The instance has to be read again."""
+    settings.TAGCACHE = {**settings.TAGCACHE, "CLOCK_SKEW_MARGIN": 0}  # the entry is written at once
+    category = Category.objects.create(name="c")
+    product = Product.objects.create(name="old", price=1, category=category)
+    assert product_label(Product.objects.get(pk=product.pk)) == "old (1)"
+    assert background.wait(30)
+    _behind_the_back(f"UPDATE {Product._meta.db_table} SET name = %s WHERE id = %s", "new", product.pk)
+    out = StringIO()
+    with pytest.raises(CommandError) as failure:
+        call_command(
+            "tagcache_verify", "--function", "tests.test_consistency_commands.product_label", stdout=out
+        )
+    assert failure.value.returncode == 4
+    assert "1 of 1 checked entries are stale" in str(failure.value)

@@ -16,6 +16,7 @@ from django_tagcache import cached, invalidate_tags
 from django_tagcache.caching import background, shadow
 from django_tagcache.caching.api import get_store
 from django_tagcache.core import observations, serialization, shadow_records
+from django_tagcache.ops.verify import reread
 from tests.testapp.models import Category, Product
 
 PRICES = {1: 10, 2: 20, 3: 30}
@@ -163,3 +164,29 @@ def test_verify_recomputes_from_the_row_not_from_the_instance_kept_with_the_call
         )
     assert failure.value.returncode == 4
     assert "1 of 1 checked entries are stale" in str(failure.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verify_counts_a_kept_call_whose_row_is_gone_as_an_error(settings: Any) -> None:
+    settings.TAGCACHE = {**settings.TAGCACHE, "CLOCK_SKEW_MARGIN": 0}
+    category = Category.objects.create(name="c")
+    product = Product.objects.create(name="old", price=1, category=category)
+    assert product_label(Product.objects.get(pk=product.pk)) == "old (1)"
+    assert background.wait(30)
+    _behind_the_back(f"DELETE FROM {Product._meta.db_table} WHERE id = %s", product.pk)
+    data = json.loads(run("tagcache_verify", "--json"))
+    [row] = [r for r in data["functions"] if r["function"].endswith(".product_label")]
+    assert (row["checked"], row["stale"], row["errors"]) == (0, 0, 1)
+
+
+@pytest.mark.django_db
+def test_reread_reads_every_instance_of_a_call_again() -> None:
+    category = Category.objects.create(name="c")
+    product = Product.objects.create(name="old", price=1, category=category)
+    Product.objects.filter(pk=product.pk).update(name="new")
+    unsaved = Product(name="draft", category=category)
+    args, kwargs = reread(((product, [product], {"x": (product,)}), {"p": product, "u": unsaved, "n": 3}))
+    assert args[0].name == args[1][0].name == args[2]["x"][0].name == kwargs["p"].name == "new"
+    assert args[0] is not product
+    assert kwargs["u"] is unsaved
+    assert kwargs["n"] == 3

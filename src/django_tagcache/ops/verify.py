@@ -6,6 +6,10 @@ each one whose entry is still cached, the function runs again (cached calls insi
 cache) and its result is compared with the entry (``audit_compare=``, ``AUDIT['COMPARE']`` or
 ``==``). A difference counts as stale when the entry is still there, unchanged, after the
 recompute; if it was invalidated or replaced meanwhile, the cache caught up (``late``).
+
+A kept call is a pickle of the call as it was made: a model instance in it holds its row as it was
+when the entry was written. Recomputed from that copy, a stale entry would agree with itself, so
+each instance is read again by primary key first (:func:`reread`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from django.db import models, router
 
 from ..caching.decorators import CachedFunction, registered
 from ..caching.namespaces import in_namespace
@@ -78,6 +84,24 @@ def verify(store: TagStore, *, limit: int | None = None, only: list[str] | None 
     return results
 
 
+def reread(value: Any) -> Any:
+    """``value`` with every saved model instance in it (nested in lists, tuples, sets and dicts) read
+    again from the database by primary key; a row that is gone raises ``DoesNotExist``."""
+    if isinstance(value, models.Model):
+        if value.pk is None:
+            return value  # never saved: there is no row to read
+        model = type(value)
+        using = value._state.db or router.db_for_read(model, instance=value)
+        return model._base_manager.using(using).get(pk=value.pk)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple takes its items one by one
+        return type(value)(*(reread(item) for item in value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(reread(item) for item in value)
+    if isinstance(value, dict):
+        return {key: reread(item) for key, item in value.items()}
+    return value
+
+
 def _check(
     store: TagStore, function: CachedFunction[Any, Any], entry: str, call: Any, result: Verified
 ) -> None:
@@ -86,8 +110,8 @@ def _check(
     if raw is None or loaded is None:
         result.expired += 1
         return
-    args, kwargs = call
     try:
+        args, kwargs = reread(call)
         with bypass():
             fresh = function.__wrapped__(*args, **kwargs)
         same = agree(function.audit_compare or conf.AUDIT.compare, loaded[0], fresh)

@@ -233,3 +233,29 @@ def test_rows_another_process_left_are_replayed_by_a_later_flush(
     Category.objects.create(name="c")
     assert rows() == []
     assert tagcache.get("page") is None
+
+
+def test_a_row_undone_by_a_savepoint_rollback_is_written_again(faulty_outbox: Faulty) -> None:
+    """A manual savepoint (``transaction.savepoint()``) keeps the commit hooks of the writes made
+    after it, so their tags are still invalidated at commit; but rolling it back also undoes the
+    outbox row those writes inserted. A later write of the same tags must write them again."""
+    tc = faulty_outbox.tc
+    cat = Category.objects.create(name="c")
+    product = Product.objects.create(name="Blue", category=cat)
+    tc.set("category page", "old", tags=[f"category:{cat.pk}"])
+    faulty_outbox.proxy.cut(refuse=True)
+    with transaction.atomic():
+        sid = transaction.savepoint()
+        product.name = "Green"
+        product.save()  # the batch's first write: its outbox row is inserted after the savepoint
+        transaction.savepoint_rollback(sid)  # the row is gone; the batch and its tags stay
+        product.name = "Red"
+        product.save()  # the same tags again
+        assert [row for row in rows() if f"category:{cat.pk}" in row.tags]
+    assert Product.objects.get().name == "Red"  # committed despite Redis
+    assert [row for row in rows() if f"category:{cat.pk}" in row.tags]
+    faulty_outbox.proxy.heal()
+    time.sleep(RESET)
+    call_command("tagcache_drain")
+    assert tc.get("category page") is None
+    assert rows() == []

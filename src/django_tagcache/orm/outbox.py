@@ -7,6 +7,12 @@ after the commit, or Redis cannot be reached, the row survives and ``tagcache_dr
 successful invalidation in any process (see :func:`replay_due`), replays it. Replaying is
 idempotent: invalidating a tag twice removes nothing the first time did not, so concurrent drains
 are safe.
+
+A savepoint rollback can undo a batch's row while the batch keeps its tags: a manual savepoint
+(``transaction.savepoint()``) keeps the commit hooks of the writes made after it. Django replaces
+its list of commit hooks on every savepoint rollback, so a recorder that sees another list than at
+its last write records the batch's whole set again, in a new row (a row written twice is replayed
+twice: harmless).
 """
 
 from __future__ import annotations
@@ -56,16 +62,25 @@ class PendingInvalidation(models.Model):
 class Recorder:
     """The outbox rows of one batch of tags (one savepoint level of one transaction)."""
 
-    __slots__ = ("current", "ids", "recorded", "using")
+    __slots__ = ("current", "hooks", "ids", "recorded", "using")
 
     def __init__(self, using: str) -> None:
         self.using = using
         self.ids: list[int] = []
         self.current: PendingInvalidation | None = None
         self.recorded: set[str] = set()
+        # Django's list of commit hooks at the last write: replaced by every savepoint rollback.
+        self.hooks: object = None
 
     def record(self, tags: set[str]) -> None:
-        """Make the rows hold ``tags`` (the batch's whole set); writes only when it grew."""
+        """Make the rows hold ``tags`` (the batch's whole set); writes only when it grew, or when a
+        savepoint rolled back since the last write (it may have undone the rows)."""
+        hooks = transaction.get_connection(self.using).run_on_commit
+        if hooks is not self.hooks:
+            self.hooks = hooks
+            if self.recorded:
+                self.recorded = set()
+                self.current = None  # maybe gone: new rows for the whole set
         new = tags - self.recorded
         if not new:
             return

@@ -74,6 +74,18 @@ def page_view(request: HttpRequest, alias: str, pk: int) -> HttpResponse:
     return _decorated[alias](request, pk=pk)
 
 
+def jinja2_fragment_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """A Jinja2 template rendered with the request in its context, as Django's Jinja2 backend does."""
+    name = _read_then_edit(pk)
+    template = _jinja2().from_string('{% tagcache 600, "jn", tags=tags %}{{ n }}{% endtagcache %}')
+    return HttpResponse(template.render(n=name, tags=f"shop.product:{pk}", request=request))
+
+
+def _jinja2() -> Any:
+    jinja2 = pytest.importorskip("jinja2")
+    return jinja2.Environment(extensions=["django_tagcache.jinja2.TagCacheExtension"], autoescape=True)
+
+
 async def async_value_view(request: HttpRequest, pk: int) -> HttpResponse:
     """An async view caching a plain value with aget_or_set: only the request's fence can refuse."""
     name = await sync_to_async(_read_then_edit)(pk)
@@ -83,6 +95,7 @@ async def async_value_view(request: HttpRequest, pk: int) -> HttpResponse:
 urlpatterns = [
     path("async/<int:pk>/", async_value_view),
     path("fragment/<int:pk>/", fragment_view),
+    path("jinja2/<int:pk>/", jinja2_fragment_view),
     path("plain/<int:pk>/", plain_fragment_view),
     path("page/<str:alias>/<int:pk>/", page_view),
 ]
@@ -116,6 +129,15 @@ def test_a_fragment_never_stores_a_value_read_before_an_edit_in_the_same_request
 ) -> None:
     settings.MIDDLEWARE = []
     assert _twice(settings, alias, handler, "fragment") == [b"old", b"new"]
+
+
+@pytest.mark.parametrize("handler", ["wsgi", "asgi"])
+def test_a_jinja2_fragment_never_stores_a_value_read_before_an_edit_in_the_same_request(
+    settings: Any, alias: str, handler: str
+) -> None:
+    """As the Django tag: the request in the template's context bounds the fence by its start."""
+    settings.MIDDLEWARE = []
+    assert _twice(settings, alias, handler, "jinja2") == [b"old", b"new"]
 
 
 @pytest.mark.parametrize("handler", ["wsgi", "asgi"])

@@ -23,6 +23,7 @@ from .fragments import default_alias, fragment_key, fragment_tags, render_fragme
 
 if TYPE_CHECKING:
     from jinja2.parser import Parser
+    from jinja2.runtime import Context
 
 _KEYWORDS = ("tags", "using")
 
@@ -62,11 +63,19 @@ class TagCacheExtension(Extension):
             nodes.List(vary_on),
             keywords.get("tags", nodes.Const(None)),
             keywords.get("using", nodes.Const(None)),
+            nodes.ContextReference(),
         ]
         return nodes.CallBlock(self.call_method("_render", args), [], [], body).set_lineno(lineno)
 
     def _render(
-        self, timeout: Any, name: Any, vary_on: list[Any], tags: Any, using: Any, caller: Callable[[], str]
+        self,
+        timeout: Any,
+        name: Any,
+        vary_on: list[Any],
+        tags: Any,
+        using: Any,
+        context: Context,
+        caller: Callable[[], str],
     ) -> Markup:
         if timeout is not None:
             timeout = int(timeout)
@@ -81,6 +90,8 @@ class TagCacheExtension(Extension):
             timeout=timeout,
             tags=lambda: fragment_tags(tags),
             render=caller,
-            sources=lambda: tags,
+            # The request (Django's Jinja2 backend puts it in the context) bounds the read fence
+            # by its start, as it does for the Django tag.
+            sources=lambda: (tags, context.get("request")),
         )
         return Markup(text)

@@ -129,6 +129,18 @@ def test_invalidate_a_model_its_rows_or_all_their_tags(tc: TagCache, alias: str)
     assert data["tags"] == [f"shop.place:{place.pk}", f"shop.restaurant:{place.pk}"]
 
 
+def test_invalidate_the_rows_of_a_parent_reaches_its_childrens_entries(tc: TagCache, alias: str) -> None:
+    """A parent's row is its child's row too (same primary key): saving it invalidates the child's
+    instance tag, and so must purging the instance tags of that row."""
+    restaurant = Restaurant.objects.create(name="r", city="x", cuisine="y")
+    tc.set("restaurant card", "r in x", tags=[restaurant])  # its instance tag: shop.restaurant:<pk>
+    data = run_json(
+        "tagcache_invalidate", "--model", "shop.Place", "--pk", str(restaurant.pk), "--cache", alias
+    )
+    assert data["tags"] == [f"shop.place:{restaurant.pk}", f"shop.restaurant:{restaurant.pk}"]
+    assert tc.get("restaurant card") is None
+
+
 def test_invalidate_dry_run_changes_nothing(tc: TagCache, alias: str) -> None:
     tc.set("a", 1, tags=["red"])
     out = run("tagcache_invalidate", "red", "--dry-run", "--cache", alias)

@@ -99,7 +99,10 @@ class Command(TagCacheCommand):
         except ValidationError as exc:
             raise CommandError(f"Bad --pk for {model._meta.label}: {'; '.join(exc.messages)}") from exc
         if not all_tags:
-            return [f"{config.label}:{pk}" for pk in pks for config in chain]
+            # A row is also the row of the model's registered multi-table children (the same
+            # primary key): a save of it invalidates their instance tags too, and so does this.
+            configs = [*chain, *registry.descendants(model)]
+            return [f"{config.label}:{pk}" for pk in pks for config in configs]
         return self.row_tags(model, pks)
 
     def row_tags(self, model: type[models.Model], pks: list[Any]) -> list[str]:

@@ -108,8 +108,9 @@ class TagCache:
             alias = self._alias or conf.CACHE
             store = flow.store(alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
-            # The near cache (L1, and the request's L0) serves blocking reads only (docs/api.md).
-            use = None if flow.asynchronous else l1.wanted(alias, store, near, None)
+            # L1 and L0 are keyed by the blocking store, whichever transport reads Redis.
+            own = get_store(alias) if flow.asynchronous else store
+            use = l1.wanted(alias, own, near, None)
             raw = use.cache.get(entry) if use is not None else None
             if raw is not None:  # an L1 hit: no Redis call to time or trace
                 loaded = serialization.loads(raw)
@@ -117,10 +118,7 @@ class TagCache:
                     metrics.incr_many(_NEAR_HIT)
                     return loaded[0]
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
-            if flow.asynchronous:
-                raw = await timed("read", lambda: store.get(entry))
-            else:
-                raw = await timed("read", lambda: l1.fetch(store, entry, use))
+            raw = await timed("read", lambda: l1.fetch(own, entry, use, io=store))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
@@ -139,8 +137,8 @@ class TagCache:
     ) -> Any:
         """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
 
-        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md);
-        ``aget`` reads Redis, not the near cache.
+        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md),
+        for ``aget`` as for ``get``.
         """
         value = await self._read_steps(flow, key, version, near)
         return default if value is _MISSING else value
@@ -337,7 +335,7 @@ class TagCache:
                 )
             finally:
                 # Even a failed call may have removed entries: drop this process's copies either way.
-                l1.invalidated(self.alias)
+                await l1.invalidated(self.alias, flow.asynchronous)
         except RETRYABLE as exc:
             metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")

@@ -14,6 +14,7 @@ The L1 itself and its invalidation channel are Redis-side (:mod:`django_tagcache
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from redis.cluster import RedisCluster
 
 from ..conf import conf
 from ..core import metrics
+from ..core.bridge import settle
 from ..core.nearcache import NearCache
 from ..core.tracking import TrackingChannel
 from . import bubbling, requestcache, scopes, staleness
@@ -69,6 +71,11 @@ class Near:
         """Return once every push for writes finished before now is applied (or L1 was flushed)."""
         for channel in self.channels:
             channel.barrier()
+
+    async def abarrier(self) -> None:
+        """:meth:`barrier` for an event loop: awaits the replies of every channel at once, without
+        holding the loop's thread (the tracking threads wake it)."""
+        await asyncio.gather(*(channel.abarrier() for channel in self.channels))
 
     def close(self) -> None:
         for channel in self.channels:
@@ -260,11 +267,18 @@ def wanted(
     return near if near.allows(tags()) else None
 
 
-def fetch(
-    store: TagStore, entry: str, near: Near | None, keep: Callable[[bytes], bool] | None = None
+async def fetch(
+    store: TagStore,
+    entry: str,
+    near: Near | None,
+    keep: Callable[[bytes], bool] | None = None,
+    io: Any = None,
 ) -> bytes | None:
     """The payload of ``entry``: from L0, else L1 (``near``), else Redis, filling L1 and L0.
 
+    ``store`` is the alias' blocking store (L0 is keyed by it); ``io`` the store the Redis read
+    goes through, if another (the asyncio store of an ``a*`` call): the same rules either way,
+    and a blocking read never suspends (run it with ``run_sync`` or await it on the blocking flow).
     ``keep`` may refuse a payload for L1 (a rendered entry whose own tags do not allow it).
     Redis errors propagate.
     """
@@ -272,8 +286,9 @@ def fetch(
     if payload is not None:
         metrics.incr("request_hits")
         return payload
+    reader: Any = store if io is None else io
     if near is None or not near.covers(entry):
-        payload = store.get(entry)
+        payload = cast("bytes | None", await settle(reader.get(entry)))
     else:
         payload = near.cache.get(entry)
         if payload is not None:
@@ -283,8 +298,8 @@ def fetch(
         metrics.incr("near_misses")
         ticket = near.cache.begin(entry)  # before the read is sent: see core/nearcache.py
         try:
-            payload, ttl_ms = store.get_with_ttl(entry)
-        except BaseException:
+            payload, ttl_ms = await settle(reader.get_with_ttl(entry))
+        except BaseException:  # a cancelled await too: the ticket must not stay registered
             near.cache.abandon(ticket)
             raise
         # PTTL: -1 no expiry (max_ttl applies), -2 gone meanwhile (not kept).
@@ -309,12 +324,19 @@ def wrote(alias: str, store: TagStore, entry: str, payload: bytes | None = None)
         requestcache.put(store, entry, payload)
 
 
-def invalidated(alias: str) -> None:
-    """This process invalidated tags on ``alias``: drop what it holds before the call returns."""
+async def invalidated(alias: str, asynchronous: bool = False) -> None:
+    """This process invalidated tags on ``alias``: drop what it holds before the call returns.
+
+    ``asynchronous``: the caller is an event loop, which awaits the confirmation rather than
+    block on it (the blocking flow's coroutine never suspends).
+    """
     requestcache.clear()
     near = existing(alias)
     if near is not None:
-        near.barrier()
+        if asynchronous:
+            await near.abarrier()
+        else:
+            near.barrier()
 
 
 def describe(alias: str) -> dict[str, Any]:

@@ -69,12 +69,11 @@ async def steps(
     if shadow.bypassing():  # the auditor recomputes: the truth, not another cached value
         return await flow.call(compute)
     try:
-        if flow.asynchronous:  # the near cache serves blocking reads only (docs/api.md)
-            raw = await timed("read", lambda: store.get(entry))
-        else:
-            # The near cache needs the tags first: critical ones bypass it.
-            use = l1.wanted(alias, store, near, tags) if alias else None
-            raw = await timed("read", lambda: l1.fetch(store, entry, use))
+        # L1 and L0 are keyed by the blocking store, whichever transport reads Redis. The near
+        # cache needs the tags first: critical ones bypass it.
+        own = get_store(alias) if flow.asynchronous and alias else store
+        use = l1.wanted(alias, own, near, tags) if alias else None
+        raw = await timed("read", lambda: l1.fetch(own, entry, use, io=store))
     except RETRYABLE as exc:
         fail_open("read", exc)
         return await served_without_cache(flow, compute)

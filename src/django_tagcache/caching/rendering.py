@@ -55,7 +55,7 @@ def read_entry(
             loaded = serialization.loads_rendered(payload)
             return loaded is not None and near_cache.allows(loaded[1])
 
-    return served(alias, entry, l1.fetch(store, entry, use, keep))
+    return served(alias, entry, run_sync(l1.fetch(store, entry, use, keep)))
 
 
 def served(alias: str, entry: str, raw: bytes | None) -> tuple[Any, tuple[str, ...], tuple[str, ...]] | None:

@@ -61,6 +61,18 @@ class AsyncTagStore(TagSteps):
         """The raw payload of an entry, or None: one GET."""
         return await self._acall(lambda: self.client.get(entry))  # type: ignore[no-any-return]
 
+    async def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
+        """The raw payload of an entry and its PTTL in ms (-1: no expiry, -2: absent): one round trip."""
+
+        def read() -> Awaitable[list[Any]]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(entry)
+            pipe.pttl(entry)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        payload, ttl = await self._acall(read)
+        return payload, int(ttl)
+
     write = awaiting(TagSteps._write)
     prepare_miss = awaiting(TagSteps._prepare_miss)
     finish_miss = awaiting(TagSteps._finish_miss)
@@ -84,3 +96,8 @@ class AsyncClusterTagStore(ClusterSteps, AsyncTagStore):
     async def get(self, entry: str) -> bytes | None:
         """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
         return live(await self._acall(lambda: self.runner.execute(self.runner.slot(entry), "GET", entry)))
+
+    async def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
+        """:meth:`get` and the entry's PTTL, in one round trip to its primary."""
+        payload, ttl = await super().get_with_ttl(entry)
+        return (None, -2) if live(payload) is None else (payload, ttl)

@@ -23,7 +23,9 @@ down (L1 flushed, nothing served from it) until it is subscribed to a primary ag
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -51,6 +53,14 @@ class _Sent:
     sent: float
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
+    #: Called (on the reader's thread) once it is answered or lost: wakes an event loop that waits.
+    wake: Callable[[], object] | None = None
+
+    def finish(self, ok: bool) -> None:
+        self.ok = ok
+        self.done.set()
+        if self.wake is not None:
+            self.wake()
 
 
 class TrackingChannel:
@@ -103,13 +113,33 @@ class TrackingChannel:
     def barrier(self, timeout: float | None = None) -> bool:
         """Return once every push Redis queued before now has been applied; False (after a flush) if
         that cannot be known within ``timeout`` (default ``reply_timeout``)."""
-        self._send(("ROLE",), "role")
-        sent = self._send(("PING", "tagcache-barrier"), "barrier")
-        if (
-            sent is not None
-            and sent.done.wait(self.reply_timeout if timeout is None else timeout)
-            and sent.ok
-        ):
+        sent = self._send_barrier()
+        if sent is not None:
+            sent.done.wait(self.reply_timeout if timeout is None else timeout)
+        return self._barrier_passed(sent)
+
+    async def abarrier(self, timeout: float | None = None) -> bool:
+        """:meth:`barrier` for an event loop: the reader thread wakes the loop when the reply is
+        read; the loop's thread is never blocked."""
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits any more
+                loop.call_soon_threadsafe(answered.set)
+
+        sent = self._send_barrier(wake)
+        if sent is not None:
+            with contextlib.suppress(asyncio.TimeoutError):  # not answered: _barrier_passed flushes
+                await asyncio.wait_for(answered.wait(), self.reply_timeout if timeout is None else timeout)
+        return self._barrier_passed(sent)
+
+    def _send_barrier(self, wake: Callable[[], object] | None = None) -> _Sent | None:
+        self._send(("ROLE",), "role")  # first: a demoted node must not pass the barrier
+        return self._send(("PING", "tagcache-barrier"), "barrier", wake)
+
+    def _barrier_passed(self, sent: _Sent | None) -> bool:
+        if sent is not None and sent.done.is_set() and sent.ok:
             return True
         self.near.flush()  # not known: forget everything rather than serve what a push may void
         return False
@@ -194,8 +224,7 @@ class TrackingChannel:
             if "on" not in flags or "bcast" not in flags:
                 raise redis.ConnectionError(f"tracking is off on the server (flags {flags})")
             self.near.confirm(self.channel, sent.sent)
-        sent.ok = True
-        sent.done.set()
+        sent.finish(True)
 
     def _check_role(self, reply: Any) -> None:
         role = _text(reply[0]) if isinstance(reply, (list, tuple)) and reply else ""
@@ -209,12 +238,12 @@ class TrackingChannel:
         self.near.invalidate(None if keys is None else [_text(key) for key in keys])
         return _PUSH
 
-    def _send(self, args: Sequence[Any], kind: str) -> _Sent | None:
+    def _send(self, args: Sequence[Any], kind: str, wake: Callable[[], object] | None = None) -> _Sent | None:
         with self._lock:
             conn: Any = self._conn
             if conn is None:
                 return None
-            sent = _Sent(kind, time.monotonic())
+            sent = _Sent(kind, time.monotonic(), wake=wake)
             try:
                 conn.send_packed_command(conn.pack_command(*args), check_health=False)
             except (redis.RedisError, OSError):
@@ -230,7 +259,7 @@ class TrackingChannel:
             self._in_flight.clear()
         self.connected.clear()
         for sent in waiting:
-            sent.done.set()  # not ok: the barrier flushes
+            sent.finish(False)  # the barrier flushes
         if conn is not None:
             conn.disconnect()
 

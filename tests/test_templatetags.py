@@ -388,7 +388,7 @@ def test_jinja2_escapes_once(alias: str) -> None:
 
 def test_jinja2_rejects_unknown_keywords(alias: str) -> None:
     jinja2 = pytest.importorskip("jinja2")
-    with pytest.raises(jinja2.TemplateSyntaxError, match="tags= and using="):
+    with pytest.raises(jinja2.TemplateSyntaxError, match="tags=, using= and near="):
         _jinja('{% tagcache 600, "j", colour="red" %}x{% endtagcache %}')
 
 

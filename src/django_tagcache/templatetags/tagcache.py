@@ -5,6 +5,7 @@
     {% load tagcache %}
     {% tagcache 600 "product-card" product.pk tags=product %} ... {% endtagcache %}
     {% tagcache 600 sidebar request.user.pk tags="category:7 promo" using="other" %} ... {% endtagcache %}
+    {% tagcache 600 menu tags="catalog:menu" near=True %} ... {% endtagcache %}
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..web.fragments import FRAGMENTS_ALIAS, default_alias, fragment_key, fragme
 
 register = Library()
 
-_KEYWORDS = ("tags=", "using=")
+_KEYWORDS = ("tags=", "using=", "near=")
 
 
 class TagCacheNode(Node):
@@ -34,6 +35,7 @@ class TagCacheNode(Node):
         vary_on: list[FilterExpression],
         tags: FilterExpression | None,
         cache_name: FilterExpression | None,
+        near: FilterExpression | None = None,
     ) -> None:
         self.nodelist = nodelist
         self.expire_time_var = expire_time_var
@@ -41,6 +43,7 @@ class TagCacheNode(Node):
         self.vary_on = vary_on
         self.tags = tags
         self.cache_name = cache_name
+        self.near = near
 
     def render(self, context: Context) -> SafeString:
         # Timeout and cache name are resolved, and rejected, exactly as Django's {% cache %} does.
@@ -74,6 +77,7 @@ class TagCacheNode(Node):
             render=lambda: self.nodelist.render(context),
             # The request (if the context has it) bounds the read fence by its start.
             sources=lambda: (tag_value(), getattr(context, "request", None)),
+            near=self._near(context),
         )
         return mark_safe(text)
 
@@ -114,6 +118,15 @@ class TagCacheNode(Node):
             ) from exc
         return expression.resolve(context) if expression.filters else value
 
+    def _near(self, context: Context) -> bool | None:
+        """``near=``: True or False (a literal or a variable), like ``get_or_set``'s; absent: None."""
+        if self.near is None:
+            return None
+        value = self._resolve_strictly(self.near, context, "near=")
+        if not isinstance(value, bool):
+            raise TemplateSyntaxError(f'"tagcache" tag got near={value!r}: it takes True or False')
+        return value
+
     def _tag_value(self, context: Context) -> Any:
         if self.tags is None:
             return None
@@ -135,11 +148,13 @@ def do_tagcache(parser: Parser, token: Token) -> TagCacheNode:
     Usage::
 
         {% load tagcache %}
-        {% tagcache timeout name [vary_on ...] [tags=...] [using="alias"] %} ... {% endtagcache %}
+        {% tagcache timeout name [vary_on ...] [tags=...] [using="alias"] [near=True|False] %}
+        ... {% endtagcache %}
 
     The same arguments as Django's ``{% cache %}`` (``timeout`` in seconds or None; ``name`` is
     literal, surrounding quotes are dropped), plus ``tags=``: a space-separated string, a list,
     or any tag source. The fragment is also tagged with everything used while it renders.
+    ``near=`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this fragment.
     """
     nodelist = parser.parse(("endtagcache",))
     parser.delete_first_token()
@@ -162,4 +177,5 @@ def do_tagcache(parser: Parser, token: Token) -> TagCacheNode:
         [parser.compile_filter(t) for t in tokens[3:]],
         keywords.get("tags"),
         keywords.get("using"),
+        keywords.get("near"),
     )

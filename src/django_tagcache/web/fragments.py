@@ -90,6 +90,7 @@ def render_fragment(
     tags: Callable[[], tuple[str, ...]],
     render: Callable[[], str],
     sources: Callable[[], object] | None = None,
+    near: bool | None = None,
 ) -> str:
     """The text cached under ``key``; on a miss, ``render()`` it and cache it under its tags.
 
@@ -101,11 +102,12 @@ def render_fragment(
     miss, or after its read fence: the moment it started rendering, or earlier, the start of the
     request or :func:`~django_tagcache.caching.fences.fence` block, or the load time of a model instance
     among ``sources()`` (the raw ``tags=`` value). A hit is one GET; ``tags`` and ``sources``
-    are only called on a miss.
+    are only called on a miss. ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this
+    fragment, as for ``get_or_set`` (docs/near-cache.md).
     """
     entry = get_store(alias).keys.entry(key)
     try:
-        hit = read_entry(alias, entry)
+        hit = read_entry(alias, entry, near)
     except RETRYABLE as exc:
         fail_open("read", exc)
         bubbling.note_tags(tags())

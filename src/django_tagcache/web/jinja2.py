@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from jinja2.parser import Parser
     from jinja2.runtime import Context
 
-_KEYWORDS = ("tags", "using")
+_KEYWORDS = ("tags", "using", "near")
 
 
 class TagCacheExtension(Extension):
-    """The ``{% tagcache timeout, name[, vary_on...][, tags=...][, using=...] %}`` block."""
+    """The ``{% tagcache timeout, name[, vary_on...][, tags=...][, using=...][, near=...] %}`` block."""
 
     tags = {"tagcache"}  # noqa: RUF012 - how jinja2.ext.Extension declares it
 
@@ -45,7 +45,7 @@ class TagCacheExtension(Extension):
                 keyword = next(parser.stream)
                 if keyword.value not in _KEYWORDS or keyword.value in keywords:
                     raise TemplateSyntaxError(
-                        f"tagcache takes tags= and using= once each, not {keyword.value}=",
+                        f"tagcache takes tags=, using= and near= once each, not {keyword.value}=",
                         keyword.lineno,
                         parser.name,
                         parser.filename,
@@ -53,7 +53,7 @@ class TagCacheExtension(Extension):
                 parser.stream.expect("assign")
                 keywords[keyword.value] = parser.parse_expression()
             elif keywords:
-                parser.fail("tagcache: vary-on values come before tags= and using=", lineno)
+                parser.fail("tagcache: vary-on values come before tags=, using= and near=", lineno)
             else:
                 vary_on.append(parser.parse_expression())
         body = parser.parse_statements(("name:endtagcache",), drop_needle=True)
@@ -63,6 +63,7 @@ class TagCacheExtension(Extension):
             nodes.List(vary_on),
             keywords.get("tags", nodes.Const(None)),
             keywords.get("using", nodes.Const(None)),
+            keywords.get("near", nodes.Const(None)),
             nodes.ContextReference(),
         ]
         return nodes.CallBlock(self.call_method("_render", args), [], [], body).set_lineno(lineno)
@@ -74,6 +75,7 @@ class TagCacheExtension(Extension):
         vary_on: list[Any],
         tags: Any,
         using: Any,
+        near: Any,
         context: Context,
         caller: Callable[[], str],
     ) -> Markup:
@@ -84,6 +86,8 @@ class TagCacheExtension(Extension):
                 # Rendered as "", it would give every caller the entry of the first one.
                 name = value._undefined_name
                 raise TemplateRuntimeError(f"tagcache got an undefined vary-on value: {name!r}")
+        if near is not None and not isinstance(near, bool):
+            raise TemplateRuntimeError(f"tagcache got near={near!r}: it takes True or False")
         text = render_fragment(
             alias=using or default_alias(),
             key=fragment_key(str(name), vary_on),
@@ -93,5 +97,6 @@ class TagCacheExtension(Extension):
             # The request (Django's Jinja2 backend puts it in the context) bounds the read fence
             # by its start, as it does for the Django tag.
             sources=lambda: (tags, context.get("request")),
+            near=near,
         )
         return Markup(text)

@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ..conf import conf
 from ..core.timebudget import Budget, close_budget, current_budget, open_budget, replace_budget
-from . import fences
+from . import fences, requestcache
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponseBase
@@ -92,6 +92,7 @@ class RedisBudgetMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        # The request's read fence too, from its start: request_started cannot set it here.
-        with redis_budget(), fences.fence(fences.of_request(request)):
+        # The request's read fence too, from its start: request_started cannot set it here; and
+        # the request's L0, which that fence covers.
+        with redis_budget(), fences.fence(fences.of_request(request)), requestcache.request_scope():
             return await respond(request)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import SyncToAsync, iscoroutinefunction, markcoroutinefunction
 
 from ..core import protections
-from . import namespaces
+from . import namespaces, requestcache
 from .loadtimes import read_since
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ class ReadFenceMiddleware:
             return self.get_response(request)
 
     async def _acall(self, request: Any) -> Any:
-        with fence(of_request(request)):  # from the request's start, if stamped
+        # From the request's start, if stamped; and the request's L0, which that fence covers.
+        with fence(of_request(request)), requestcache.request_scope():
             return await self.get_response(request)
 
 

@@ -527,3 +527,43 @@ class TestOnRedisCluster:
         assert rebuilt is not None
         assert rebuilt is not cl1
         wait_serving(rebuilt)
+
+
+def calls_of(func: Callable[[], object]) -> list[str]:
+    """Every Python and builtin function ``func()`` calls, in order (``sys.setprofile``): the
+    work of a call counted, not timed."""
+    import sys
+
+    seen: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            seen.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}")
+        elif event == "c_call":
+            seen.append(f"builtin:{getattr(arg, '__qualname__', arg)}")
+
+    sys.setprofile(profile)
+    try:
+        func()
+    finally:
+        sys.setprofile(None)
+    return seen[1:-1]  # not func itself, nor the setprofile(None) that ends the count
+
+
+def test_an_l1_hit_of_get_is_a_few_dozen_calls(l1: near.Near, settings: Any) -> None:
+    """The hot path of ``tagcache.get(key, near=True)`` on an L1 hit, counted: the key, the
+    decision, one locked lookup, the unpickle, two counters. 55 calls before it was trimmed
+    (the blocking face and its extra coroutine, ``Counter.update``'s ABC check, ``typing.cast``
+    in each settings read); 45 after."""
+    settings.TAGCACHE = {**settings.TAGCACHE, "STALENESS": {**STALENESS, "DEFAULT": "important"}}
+    found = near.near_for("default", get_store("default"))
+    assert found is not None
+    wait_serving(found)
+    tagcache.set("k", {"a": 1}, tags=["warm:1"])
+    warm(found, "k", lambda: tagcache.get("k", near=True))
+    tagcache.get("k", near=True)  # every lazy thing on the path is built
+    calls = calls_of(lambda: tagcache.get("k", near=True))
+    assert metrics.snapshot()["near_hits"] >= 2
+    assert "nearcache.py:get" in calls
+    assert not [call for call in calls if "redis" in call or "connection" in call.lower()]
+    assert len(calls) <= 45, "\n".join(calls)

@@ -202,10 +202,11 @@ class Settings:
 
     @property
     def _raw(self) -> dict[str, Any]:
-        value = getattr(settings, "TAGCACHE", {})
+        # Annotated rather than cast(): typing.cast is a call, and this runs on every read.
+        value: dict[str, Any] = getattr(settings, "TAGCACHE", {})
         if not isinstance(value, dict):
             raise ImproperlyConfigured("settings.TAGCACHE must be a dict.")
-        return cast("dict[str, Any]", value)
+        return value
 
     def _get(self, name: str) -> Any:
         return self._raw.get(name, DEFAULTS[name])

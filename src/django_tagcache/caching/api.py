@@ -143,7 +143,16 @@ class TagCache:
         value = await self._read_steps(flow, key, version, near)
         return default if value is _MISSING else value
 
-    get = blocking(_get_steps)
+    def get(self, key: str, default: Any = None, version: int | None = None, near: bool | None = None) -> Any:
+        """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
+
+        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md).
+        The steps of :meth:`aget`, run at once; written out rather than ``blocking(_get_steps)``
+        because a near-cache hit, a few microseconds, is this call's hot path.
+        """
+        value = run_sync(self._read_steps(BLOCKING, key, version, near))
+        return default if value is _MISSING else value
+
     aget = awaited(_get_steps)
 
     async def _set_steps(

@@ -2,7 +2,8 @@
 
     python -m benchmarks.near_cache [--rounds 5000] [--repeat 11] [--samples 200] [--ops 20000]
 
-Bars: an L1 hit <= 0.1x a django-redis ``cache.get`` hit (target p50 <= 5 us); from
+Bars: an L1 hit <= 0.1x a django-redis ``cache.get`` hit (target p50 <= 5 us, timed over
+batches of 100 calls: see :func:`timing_rows`); from
 ``invalidate_tags()`` returning in one process to the entry being gone from another process's
 L1, p99 <= 10 ms. The zipfian mix (1,000 keys, s = 1.1, 1% writes that invalidate) reports the
 hit rates of L1 and of Redis and the mean time per operation against the same mix without L1.
@@ -14,6 +15,7 @@ import argparse
 import random
 import statistics
 import time
+from collections.abc import Callable
 
 from benchmarks._setup import configure_django, paired, redis_url, result
 
@@ -50,14 +52,57 @@ def hit_rows(rounds: int, repeat: int) -> None:
     name = "near cache: L1 hit (tagcache.get) vs django-redis cache.get hit"
     print(f"{name}: {ours_us:.2f} us vs {theirs_us:.1f} us, ratio {ratio:.3f} (bar <= 0.10)")
     result(name, ours_us, theirs_us, ratio, "<= 0.10")
+    timing_rows(lambda: tagcache.get("card"), rounds)
+
+
+def timing_rows(hit: Callable[[], object], rounds: int, batch: int = 100) -> None:
+    """The p50/p99 of an L1 hit, timed two ways, and what the timing itself costs.
+
+    One call (a few microseconds) is close to what ``perf_counter_ns()`` resolves and costs, so
+    the honest figure is the batch one: ``rounds`` samples, each the mean of ``batch`` calls
+    timed together (p50/p99 over the samples), next to an empty loop of the same shape, which is
+    what the loop and the timer add to each call of a batch. The single-call p50/p99 are given
+    too, with the cost of the timer read twice back to back, which each of them includes.
+    """
+    timer = time.perf_counter_ns
+
+    def per_call(func: Callable[[], object]) -> list[float]:
+        means = []
+        for _ in range(rounds):
+            started = timer()
+            for _ in range(batch):
+                func()
+            means.append((timer() - started) / batch / 1000)
+        return means
+
+    means = per_call(hit)
+    empty = per_call(_nothing)
+    p50, p99, loop = statistics.median(means), percentile(means, 0.99), statistics.median(empty)
+    print(
+        f"near cache: L1 hit, batches of {batch}: p50 {p50:.2f} us, p99 {p99:.2f} us per call "
+        f"(the loop and an empty call add {loop:.3f} us of it; target p50 <= 5)"
+    )
+    result(f"near cache: L1 hit p50 (mean of {batch}-call batches)", p50, None, None, "<= 5 us")
+    result(f"near cache: L1 hit p99 (mean of {batch}-call batches)", p99, None, None, "")
     singles = []
+    reads = []
     for _ in range(rounds):
-        started = time.perf_counter_ns()
-        tagcache.get("card")
-        singles.append((time.perf_counter_ns() - started) / 1000)
-    p50 = statistics.median(singles)
-    print(f"near cache: L1 hit p50 {p50:.2f} us, p99 {percentile(singles, 0.99):.2f} us (target p50 <= 5)")
-    result("near cache: L1 hit p50 (one call)", p50, None, None, "<= 5 us")
+        started = timer()
+        hit()
+        singles.append((timer() - started) / 1000)
+        started = timer()
+        reads.append((timer() - started) / 1000)
+    p50, p99, cost = statistics.median(singles), percentile(singles, 0.99), statistics.median(reads)
+    print(
+        f"near cache: L1 hit, one call timed alone: p50 {p50:.2f} us, p99 {p99:.2f} us "
+        f"(of which the timer, read twice: {cost:.3f} us)"
+    )
+    result("near cache: L1 hit p50 (one call)", p50, None, None, "")
+    result("near cache: timer cost (perf_counter_ns twice)", cost, None, None, "")
+
+
+def _nothing() -> None:
+    return None
 
 
 def latency_rows(url: str, samples: int) -> None:

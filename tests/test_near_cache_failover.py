@@ -1,4 +1,6 @@
-"""L1 on Redis Cluster after a failover: the old primary, demoted, keeps the tracking connection.
+"""L1 after real failovers: a Redis Cluster ``CLUSTER FAILOVER`` and a ``SENTINEL FAILOVER``.
+
+On Redis Cluster the old primary, demoted, keeps the tracking connection.
 
 CLUSTER FAILOVER turns the old primary into a replica without closing its clients, and a process
 whose reads are L1 hits sends nothing that would teach its cluster client the new map, so the
@@ -22,7 +24,10 @@ from django_tagcache import TagCache
 from django_tagcache.caching import near
 from django_tagcache.caching.api import get_store
 from tests.cluster import LocalCluster
-from tests.test_near_cache import near_on_cluster, warm
+from tests.servers import RedisServer
+from tests.test_near_cache import near_on_cluster, wait_serving, warm
+from tests.test_sentinel import _fail_over
+from tests.test_sentinel import failover_set as failover_set  # a fixture, used by name
 
 
 @pytest.fixture
@@ -97,3 +102,63 @@ def test_after_a_failover_l1_does_not_serve_what_the_new_primary_deleted(
     # Without the ROLE check: the deleted entry's payload, served while the replica answers.
     assert not (serving and held is not None)
     assert tc.get("k") is None
+
+
+def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed(
+    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
+) -> None:
+    """A real ``SENTINEL FAILOVER``: the replica is promoted, then Sentinel reconfigures the old
+    master as its replica (and closes its clients). Another process overwrites and deletes
+    entries on the new master right after the promotion. Once the old master is demoted and L1
+    confirms a heartbeat sent after that, it holds neither old value.
+
+    Between the promotion and the demotion the old master still answers as a master, to L1's
+    channel as to the process's pooled connections: both read it, and neither sees the writes
+    made on the new master (docs/near-cache.md, "Failovers").
+    """
+    old_master, replica, watcher = failover_set
+    settings.TAGCACHE = {
+        **settings.TAGCACHE,
+        "CACHE": "lossy",
+        "NEAR_CACHE": {"ALIASES": ["lossy"], "HEARTBEAT": 0.02, "MAX_LAG": 0.5},
+        "STALENESS": {"TAGS": {"warm:": "important"}, "DEFAULT": "critical"},
+    }
+    tc = TagCache("lossy")
+    store = get_store("lossy")
+    found = near.near_for("lossy", store)
+    assert found is not None
+    try:
+        assert found.channels[0].connected.wait(10)
+        wait_serving(found)
+        for key in ("kept", "overwritten", "deleted"):
+
+            def read(key: str = key) -> object:
+                return tc.get_or_set(key, lambda: f"old {key}", tags=[f"warm:{key}"])
+
+            warm(found, key, read, "lossy")
+        _fail_over(watcher, replica)
+        new_master = redis.Redis(port=replica.port)
+        new_master.set(store.keys.entry("overwritten"), b"written by another program")
+        new_master.delete(store.keys.entry("deleted"))
+        # Sentinel demotes the old master once it has seen it report as a master for a while
+        # (after its next INFO, 10 s apart, and 8 s more): a bounded poll of that condition.
+        for _ in range(1200):
+            if old_master.client().info("replication")["role"] == "slave":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("Sentinel never reconfigured the old master")
+        demoted_at = time.monotonic()
+        for _ in range(1000):  # a heartbeat sent after the demotion is confirmed
+            if found.cache._confirmed.get(0, 0.0) > demoted_at and found.cache.serving():
+                break
+            found.channels[0].connected.wait(0.01)
+            found.barrier()
+        else:
+            raise AssertionError("L1 never served again after the failover")
+        assert found.channels[0].sessions >= 2  # its connection to the old master was closed
+        for key in ("overwritten", "deleted"):
+            assert found.cache.get(store.keys.entry(key)) is None
+        assert tc.get_or_set("deleted", lambda: "new", tags=["warm:deleted"]) == "new"
+    finally:
+        near.reset()

@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.signals import request_finished, request_started
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
@@ -59,8 +59,23 @@ class Shop:
     promo: str = "p0"
     #: Whether actors make real requests through Django's handlers (WSGI and ASGI).
     web: bool = False
-    #: Whether stale copies of soft purges may exist: then none outlives its budget (ms).
+    #: Whether stale copies of soft purges may exist: then none outlives its budget (ms), and
+    #: every listing served was true in the database at most that long before.
     stale_budget_ms: int = 0
+    #: Whether readers may run transactions that read one snapshot (REPEATABLE READ): PostgreSQL
+    #: and MariaDB. Not SQLite: the test database is one in-memory database in shared-cache mode,
+    #: where a transaction reads the latest commit (no snapshot) and its table locks would make
+    #: the writers fail.
+    snapshots: bool = False
+    #: The scheduler's clock (seconds) of the current history.
+    clock: Callable[[], float] = lambda: 0.0
+    #: Each category's listings in the database this history, as [listing, since, until], on
+    #: the scheduler's clock (until None: still current).
+    versions: dict[int, list[list[Any]]] = field(default_factory=dict)
+    #: The listings readers were served this history: (what, category, listing, when).
+    served: list[tuple[str, int, str, float]] = field(default_factory=list)
+    #: Scheduler.writes when the listings were last read from the database.
+    _writes_seen: int = -1
 
     @property
     def tc(self) -> TagCache:
@@ -84,7 +99,9 @@ class Shop:
         return int(Product.objects.aggregate(total=Sum("price"))["total"] or 0)
 
     def cached_listing(self, cat: int) -> str:
-        return str(self.tc.get_or_set(f"list:{cat}", lambda: self.listing(cat), tags=[f"category:{cat}"]))
+        listing = str(self.tc.get_or_set(f"list:{cat}", lambda: self.listing(cat), tags=[f"category:{cat}"]))
+        self.serve("list", cat, listing)
+        return listing
 
     def cached_labels(self, product: Product) -> str:
         return str(
@@ -93,11 +110,60 @@ class Shop:
 
     def cached_nest(self, cat: int) -> str:
         """A get_or_set whose compute calls another: the outer value contains the inner one."""
-        return str(
+        nest = str(
             self.tc.get_or_set(
                 f"nest:{cat}", lambda: "<" + self.cached_listing(cat) + ">", tags=[f"category:{cat}"]
             )
         )
+        self.serve("nest", cat, nest[1:-1])
+        return nest
+
+    # --- what was served, and when the database held it ----------------------------------------------
+
+    def serve(self, what: str, cat: int, listing: str) -> None:
+        """Note that a reader was served ``listing`` as category ``cat``'s, now."""
+        if self.stale_budget_ms:
+            self.served.append((what, cat, listing, self.clock()))
+
+    def start_history(self, scheduler: Scheduler) -> None:
+        self.clock = lambda: scheduler.clock
+        self.versions, self.served, self._writes_seen = {}, [], -1
+
+    def observe(self, scheduler: Scheduler) -> None:
+        """Before each step of a history (every actor waits at a point, no write transaction is
+        open): if an actor wrote since the last look, note the listings the database holds now."""
+        if scheduler.writes == self._writes_seen:
+            return
+        self._writes_seen = scheduler.writes
+        now, names = scheduler.clock, dict[int, list[str]]()
+        for cat, name in Product.objects.values_list("category_id", "name"):
+            names.setdefault(cat, []).append(name)
+        for cat in self.categories():
+            listing, known = ",".join(sorted(names.get(cat, []))), self.versions.setdefault(cat, [])
+            if not known or known[-1][0] != listing:
+                if known:
+                    known[-1][2] = now
+                known.append([listing, now, None])
+
+    def served_outside_budget(self) -> list[str]:
+        """Listings served that the database did not hold at any moment within the budget before.
+
+        A hit, a fresh compute and a soft purge's stale copy alike: each must be a listing the
+        database held at some moment no more than ``stale_budget_ms`` before it was served.
+        """
+        budget, found = self.stale_budget_ms / 1000, []
+        for what, cat, listing, when in self.served:
+            held = [(since, until) for value, since, until in self.versions.get(cat, []) if value == listing]
+            if not any(since <= when and (until is None or until >= when - budget) for since, until in held):
+                history = ", ".join(
+                    f"{v!r} from {s:.2f} s to " + ("now" if u is None else f"{u:.2f} s")
+                    for v, s, u in self.versions.get(cat, [])
+                )
+                found.append(
+                    f"{what}:{cat} served {listing!r} at {when:.2f} s, which the database did not hold "
+                    f"within {budget:g} s before (listings: {history})"
+                )
+        return found
 
     def cached_promo(self) -> str:
         return str(self.tc.get_or_set("promo", lambda: self.promo, tags=["promo"]))
@@ -105,12 +171,15 @@ class Shop:
     def expected(self) -> dict[str, Any]:
         """Every key this shop caches -> its value recomputed now (None: must not be cached)."""
         store, wanted = get_store(self.alias), dict[str, Any]()
-        rows = {pk: (name, cat) for pk, name, cat in Product.objects.values_list("pk", "name", "category_id")}
+        rows = {
+            pk: (name, cat, price)
+            for pk, name, cat, price in Product.objects.values_list("pk", "name", "category_id", "price")
+        }
         labels: dict[int, list[str]] = {pk: [] for pk in rows}
         for pk, name in Product.labels.through.objects.values_list("product_id", "label__name"):
             labels[pk].append(name)
         for cat in self.categories():
-            listing = ",".join(sorted(name for name, in_cat in rows.values() if in_cat == cat))
+            listing = ",".join(sorted(row[0] for row in rows.values() if row[1] == cat))
             wanted[f"list:{cat}"] = listing
             wanted[f"nest:{cat}"] = f"<{listing}>"
             wanted[store.keys.entry(fragment_key("shelf", [cat]))] = f"[{listing}]"
@@ -119,6 +188,7 @@ class Shop:
             names = ",".join(sorted(labels.get(pk, [])))
             wanted[f"labels:{pk}"] = None if row is None else names
             wanted[title.cache_key(Product(pk=pk))] = None if row is None else row[0]
+            wanted[summary.cache_key(Product(pk=pk))] = None if row is None else f"{row[0]}:{row[2]}"
             wanted[store.keys.entry(fragment_key("card", [pk]))] = (
                 None if row is None else f"{row[0]}|{names}"
             )
@@ -158,6 +228,7 @@ class Shop:
                     found.append(f"site page {pk}: served {served!r}, database {wanted!r}")
         if self.stale_budget_ms:
             found += self.stale_copies_over_budget()
+            found += self.served_outside_budget()
         return found
 
     def stale_copies_over_budget(self) -> list[str]:
@@ -168,6 +239,14 @@ class Shop:
             if left == -1 or left > self.stale_budget_ms:
                 found.append(f"{key!r}: a stale copy kept for {left} ms, over {self.stale_budget_ms}")
         return found
+
+    def drop_stale_copies(self) -> None:
+        """Delete the soft purges' copies, so that every copy served in a history was made in it
+        (and its age is measured on that history's clock)."""
+        store = get_store(self.alias)
+        keys = list(store.client.scan_iter(match="*:stale", count=1000))
+        if keys:
+            store.client.delete(*keys)
 
     def fill(self) -> None:
         """Keep FILLERS entries under each category tag, so that its invalidations drain in chunks."""
@@ -180,6 +259,12 @@ class Shop:
 @cached(timeout=600, tags=lambda product: [product])
 def title(product: Product) -> str:
     return product.name  # from the instance the caller loaded, maybe before a commit
+
+
+# Tagged with the model too: an update() of the prices invalidates the model tag only.
+@cached(timeout=600, tags=lambda product: [product, Product])
+def summary(product: Product) -> str:
+    return f"{product.name}:{product.price}"  # the values the caller's instance holds
 
 
 # Tagged with the model too: a page of a missing row must go when a row takes its primary key.
@@ -217,7 +302,7 @@ def _load(pk: int, point: Callable[[], None]) -> Product | None:
 
 
 def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], object]]]:
-    """A random set of 2 to 6 actors over the shop's rows."""
+    """A random set of 2 to 8 actors over the shop's rows."""
     rng, point = shop.rng, scheduler.point
     all_cats, all_pks = shop.categories(), shop.products()
     shop.touched = set(all_pks)
@@ -267,7 +352,8 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
         cat = rng.choice(cats) if cat is None else cat
 
         def body() -> None:
-            SHELF.render(Context({"cat": cat, "names": lambda: shop.cached_listing(cat)}))
+            shelf = SHELF.render(Context({"cat": cat, "names": lambda: shop.cached_listing(cat)}))
+            shop.serve("shelf", cat, shelf[1:-1])
 
         return body
 
@@ -316,6 +402,107 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
 
         return body
 
+    def writer_twice() -> Callable[[], object]:
+        """A transaction that saves a row, writes that row once more another way (an update(), a
+        second instance's save, a delete and a new row), then caches from the instance it saved."""
+        pk, (first, second) = rng.choice(pks), rng.sample(shop.names, 2)
+        how = rng.choice(["update", "instance", "delete"])
+
+        def body() -> None:
+            product = _load(pk, point)
+            if product is None:
+                return
+            with transaction.atomic():
+                product.name = first
+                product.save()  # a row deleted meanwhile is inserted again
+                if how == "update":
+                    Product.objects.filter(pk=pk).update(price=F("price") + 10)
+                elif how == "instance":
+                    other = Product.objects.get(pk=pk)
+                    other.name = second
+                    other.save()
+                else:  # another row takes its place, so that the shop keeps its size
+                    Product.objects.filter(pk=pk).delete()
+                    Product.objects.create(name=second, category_id=product.category_id)
+            title(product)
+            summary(product)
+
+        return body
+
+    def writer_typed() -> Callable[[], object]:
+        """A price assigned as the text or number a form or an API gave, which the column stores
+        as an integer; then the saver caches from its instance."""
+        pk, kind = rng.choice(pks), rng.choice(["text", "float"])
+
+        def body() -> None:
+            product = _load(pk, point)
+            if product is None:
+                return
+            price = product.price + 1
+            product.price = f"0{price}" if kind == "text" else price + 0.5  # stored as price
+            try:
+                product.save(update_fields=["price"])
+            except DatabaseError as exc:  # a row deleted meanwhile
+                if "did not affect any rows" not in str(exc):
+                    raise
+                return
+            summary(product)
+
+        return body
+
+    def reader_snapshot(pk: int | None = None) -> Callable[[], object]:
+        """A transaction at REPEATABLE READ (as a view under ATOMIC_REQUESTS on such a database):
+        its first query takes the snapshot every later read sees; a row loaded later is as old."""
+        pk = rng.choice(pks) if pk is None else pk
+
+        def body() -> None:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                Category.objects.count()  # the snapshot is taken here
+                point()  # another actor may commit and invalidate now
+                product = Product.objects.filter(pk=pk).first()
+                if product is not None:
+                    title(product)
+                    summary(product)
+
+        return body
+
+    def soft_purge(cat: int) -> list[Callable[[], object]]:
+        """An edit soft-purges the listings of ``cat`` its reader just cached; then one reader
+        recomputes the listing slowly, holding its lock, while the others ask for it: they are
+        served the stale copies (or wait, or compute the nested listing from one)."""
+        edit, done = writer("rename", focus_pk), [False]
+
+        def editor() -> None:
+            shop.cached_listing(cat)
+            shop.cached_nest(cat)
+            edit()
+            done[0] = True
+
+        def after_edit(read: Callable[[], object]) -> Callable[[], object]:
+            def body() -> None:
+                while not done[0]:
+                    scheduler.step_aside()
+                read()
+
+            return body
+
+        def slow() -> str:
+            scheduler.step_aside()  # a long query: the others miss while this one holds the lock
+            return shop.listing(cat)
+
+        def slow_reader() -> None:
+            shop.serve("list", cat, str(shop.tc.get_or_set(f"list:{cat}", slow, tags=[f"category:{cat}"])))
+
+        return [
+            editor,
+            after_edit(slow_reader),
+            after_edit(reader_listing(cat)),
+            after_edit(reader_nested(cat)),
+            after_edit(reader_shelf(cat)),
+        ]
+
     def writer_labels() -> Callable[[], object]:
         pk, label = rng.choice(pks), rng.choice(list(Label.objects.values_list("pk", flat=True)))
         add = rng.random() < 0.5
@@ -344,8 +531,8 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
 
         return body
 
-    def reader_nested() -> Callable[[], object]:
-        cat = rng.choice(cats)
+    def reader_nested(cat: int | None = None) -> Callable[[], object]:
+        cat = rng.choice(cats) if cat is None else cat
         return lambda: shop.cached_nest(cat)
 
     def reader_promo() -> Callable[[], object]:
@@ -398,7 +585,11 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
         ("invalidate", invalidator),
         ("nested", reader_nested),
         ("reuse", lambda: writer(rng.choice(["rename", "reprice"]), reuse=True)),
+        ("twice", writer_twice),
+        ("typed", writer_typed),
     ]
+    if shop.snapshots:
+        menu += [("snapshot", reader_snapshot)]
     if len(shop.tenants) > 1:
         menu += [("promo", reader_promo), ("purge", purger)]
     if shop.web:
@@ -432,6 +623,13 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
     if len(shop.tenants) > 1:
         # Readers of the banner in several namespaces, one of them first there, and the purge.
         groups.append(("tenants", lambda: [reader_promo(), reader_promo(), purger()]))
+    if shop.stale_budget_ms:
+        groups.append(("soft", lambda: soft_purge(home)))
+    if shop.snapshots:
+        # A transaction that took its snapshot, an editor of the row it loads later, a reader.
+        groups.append(
+            ("snapshot", lambda: [reader_snapshot(focus_pk), writer("rename", focus_pk), reader_title()])
+        )
     if shop.web:
         groups.append(("requests", lambda: [web_reader(), writer("rename", focus_pk), web_reader()]))
     chosen = [(name, make()) for name, make in (rng.choice(menu) for _ in range(rng.randint(1, 3)))]

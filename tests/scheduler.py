@@ -46,9 +46,20 @@ class Stuck(AssertionError):
 class Scheduler:
     """Runs actors one at a time and picks the next one at every point."""
 
-    def __init__(self, rng: random.Random, *, select_points: bool = False) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        select_points: bool = False,
+        on_step: Callable[[Scheduler], None] | None = None,
+    ) -> None:
         self.rng = rng
         self.steps = 0
+        #: Statements other than SELECT the actors ran so far (writes, savepoints, SET ...).
+        self.writes = 0
+        #: Called in the scheduler's thread before each choice, while every actor waits at a
+        #: point or is done (no write transaction is open then: none spans a point).
+        self.on_step = on_step
         #: Also switch right after each SELECT of the shop's products runs, before its rows are
         #: built into instances (outside atomic blocks, where no lock is held).
         self.select_points = select_points
@@ -76,6 +87,16 @@ class Scheduler:
             if not self._cv.wait_for(lambda: self._turn is me, timeout=STUCK_AFTER):
                 raise Stuck(f"{me.name} was never scheduled again")
 
+    def step_aside(self) -> None:
+        """Let every other actor that waits go first: a change point of PCT that the running actor
+        takes itself, standing for a long computation or a wait for another actor's work."""
+        me = threading.current_thread()
+        if me not in self._actors:
+            return
+        with self._cv:
+            self._priority[me] = min(self._priority.values()) - 1
+        self.point()
+
     def run(self, actors: list[tuple[str, Callable[[], object]]]) -> None:
         """Run ``actors`` (name, body) to the end, interleaved; re-raises the first error of one."""
         threads = [threading.Thread(target=self._body, args=(body,), name=name) for name, body in actors]
@@ -93,6 +114,8 @@ class Scheduler:
                     raise Stuck(f"an actor blocked outside the scheduler after {self.steps} steps")
                 if not self._waiting:
                     break
+                if self.on_step is not None:
+                    self.on_step(self)
                 chosen = max(self._waiting, key=lambda t: self._priority[t])
                 if self.steps in self._changes:
                     self._priority[chosen] = min(self._priority.values()) - 1
@@ -110,10 +133,7 @@ class Scheduler:
         me = threading.current_thread()
         try:
             self.point()  # wait for a first turn
-            if self.select_points:
-                with connections["default"].execute_wrapper(self._after_select):
-                    body()
-            else:
+            with connections["default"].execute_wrapper(self._after_statement):
                 body()
         except BaseException as exc:  # handed to run(), which raises it in the test
             self.errors.append(exc)
@@ -124,12 +144,19 @@ class Scheduler:
                 self._turn = None
                 self._cv.notify_all()
 
-    def _after_select(self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        """An execute wrapper: a point between a SELECT's snapshot and the instances built from it."""
+    def _after_statement(
+        self, execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
+        """An execute wrapper: counts the writes, and takes a point between a SELECT's snapshot and
+        the instances built from it (with ``select_points``)."""
         result = execute(sql, params, many, context)
+        select = sql.lstrip()[:6].upper() == "SELECT"
+        if not select:
+            self.writes += 1
         connection = context["connection"]
         if (
-            sql.lstrip()[:6].upper() == "SELECT"
+            self.select_points
+            and select
             and "shop_product" in sql
             and "FOR UPDATE" not in sql.upper()
             and not connection.in_atomic_block

@@ -4,7 +4,8 @@ Each history runs 2 to 8 actors (tests/interleaving.py) on real Redis (or the in
 and the real database, switching between them at every store round trip, after every row load
 and, in most configurations, right after each SELECT of the shop's rows runs (before its rows are
 built into instances), as a seeded random generator decides. After each, every cached value must
-equal a recompute from the database.
+equal a recompute from the database, and where soft purges run, every listing a reader was served
+must be one the database held at most the staleness budget earlier (on the scheduler's clock).
 
 The configurations (:data:`CONFIGS`) share the budget: ``TAGCACHE_HARNESS_HISTORIES`` sets how
 many histories run in all (2,000 by default; 100,000 is the long mode) and

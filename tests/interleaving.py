@@ -62,8 +62,8 @@ class Shop:
     #: Whether stale copies of soft purges may exist: then none outlives its budget (ms), and
     #: every listing served was true in the database at most that long before.
     stale_budget_ms: int = 0
-    #: Whether readers may run transactions that read one snapshot (REPEATABLE READ): PostgreSQL
-    #: and MariaDB. Not SQLite: the test database is one in-memory database in shared-cache mode,
+    #: Whether readers may run transactions that read one snapshot (REPEATABLE READ): on
+    #: PostgreSQL. Not SQLite: the test database is one in-memory database in shared-cache mode,
     #: where a transaction reads the latest commit (no snapshot) and its table locks would make
     #: the writers fail.
     snapshots: bool = False

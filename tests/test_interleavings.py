@@ -142,13 +142,15 @@ def run(config: Config, count: int, seed: int, first: int = 0) -> Outcome:
 
 
 def snapshot_transactions() -> bool:
-    """Whether the database can run the actors whose transactions read one snapshot.
+    """Whether the database can run the actors whose transactions read one snapshot: PostgreSQL.
 
-    PostgreSQL and MariaDB/MySQL. Not the default SQLite test database: one in-memory database
-    in shared-cache mode, where every connection reads the latest commit (there is no snapshot to
-    read from), and a reader's open transaction locks the tables it read against the writers.
+    Not the default SQLite test database: one in-memory database in shared-cache mode, where
+    every connection reads the latest commit (there is no snapshot to read from), and a reader's
+    open transaction locks the tables it read against the writers. Nor MariaDB, where the
+    harness does not run today: an actor waits on a row lock that a paused one holds, outside
+    the scheduler's points.
     """
-    return connection.vendor in ("postgresql", "mysql")
+    return connection.vendor == "postgresql"
 
 
 def configure(settings: Any, name: str) -> Config:
@@ -193,8 +195,8 @@ MUTATIONS = {
     "own_save_check": "server",
     "own_save_alone": "locmem",
     "own_save_values": "locmem",
-    # Reachable on PostgreSQL and MariaDB only (see snapshot_transactions()); on SQLite the
-    # targeted tests of tests/test_snapshot_loads.py switch it off instead.
+    # Reachable on PostgreSQL only (see snapshot_transactions()); on SQLite the targeted tests
+    # of tests/test_snapshot_loads.py switch it off instead.
     "snapshot_floor": "locmem",
     "computing": "locks",
 }
@@ -221,7 +223,7 @@ def test_with_one_protection_off_a_stale_value_is_found(settings: Any, protectio
         pytest.skip(
             f"{protection}: the SQLite test database has no snapshots to read from (shared-cache "
             "in-memory database); tests/test_snapshot_loads.py switches it off. Run with a "
-            "PostgreSQL or MariaDB DATABASE_URL."
+            "PostgreSQL DATABASE_URL."
         )
     config = configure(settings, MUTATIONS[protection])
     with protections.switched_off(protection):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import dj_database_url
 
@@ -52,10 +53,18 @@ def _database(url: str) -> dict[str, object]:
     return dict(dj_database_url.parse(url))
 
 
+_SQLITE_FILE = os.path.join(tempfile.gettempdir(), f"tagcache-tests-{os.getpid()}.sqlite3")
 DATABASES = {
     "default": _database(os.environ.get("DATABASE_URL", "")),
     # A second database, for tests of per-alias batching.
     "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    # SQLite in a file, for tests of two editors' connections: they lock and see each other's
+    # commits as two processes would (in-memory test databases share one cache, locked per table).
+    "sqlitefile": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _SQLITE_FILE,
+        "TEST": {"NAME": _SQLITE_FILE},
+    },
 }
 _COUNTING = CountingConnection
 CACHES = {

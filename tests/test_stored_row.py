@@ -29,12 +29,22 @@ from tests.testapp.models import Category, Product
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlitefile"])
 
 
-@pytest.fixture(params=["default", "sqlitefile"])
-def db(request: pytest.FixtureRequest) -> str:
-    """The database alias the editors use."""
+@pytest.fixture(params=["default", "sqlitefile", "sqlitefile-wal"])
+def db(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database alias the editors use: SQLite in its default journal mode and in WAL mode
+    (where a reader does not keep a writer from committing: a transaction that read before
+    another's commit then fails to write, unless it took the write lock first)."""
     if request.param == "default" and connections["default"].vendor == "sqlite":
         pytest.skip("the default database is SQLite in memory: the file database stands for SQLite")
-    return str(request.param)
+    if request.param != "sqlitefile-wal":
+        yield str(request.param)
+        return
+    with connections["sqlitefile"].cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode = WAL")  # a property of the file, kept by later connections
+    yield "sqlitefile"
+    connections.close_all()
+    with connections["sqlitefile"].cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode = DELETE")
 
 
 def _fail_instead_of_waiting(using: str) -> None:
@@ -50,9 +60,10 @@ def _fail_instead_of_waiting(using: str) -> None:
 
 
 @contextmanager
-def _before_its_update(using: str, work: Callable[[], None]) -> Iterator[list[str]]:
-    """Run ``work`` once, when this thread's connection is about to run an UPDATE of a product."""
-    table = Product._meta.db_table
+def _before_its_update(using: str, work: Callable[[], None], table: str = "") -> Iterator[list[str]]:
+    """Run ``work`` once, when this thread's connection is about to run an UPDATE of ``table``
+    (of the products by default)."""
+    table = table or Product._meta.db_table
     ran: list[str] = []
 
     def hook(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
@@ -80,6 +91,14 @@ def _no_stale_listing(tc: TagCache, categories: list[Category], using: str) -> N
 
 
 def test_an_autocommit_save_invalidates_what_a_save_committed_before_its_update(db: str) -> None:
+    _two_editors(db, manual=False)
+
+
+def test_a_save_in_a_manual_transaction_invalidates_what_a_save_committed_before_its_update(db: str) -> None:
+    _two_editors(db, manual=True)  # autocommit off, outside atomic(): the save's read is in it
+
+
+def _two_editors(db: str, *, manual: bool) -> None:
     tc = TagCache("default")
     a, b, c = (Category.objects.using(db).create(name=name) for name in "abc")
     pk = Product.objects.using(db).create(name="p", category=a).pk
@@ -99,8 +118,20 @@ def test_an_autocommit_save_invalidates_what_a_save_committed_before_its_update(
         assert _listing(tc, b, db) == ["p"]
 
     second.category = c  # still believes the row is in a
-    with _before_its_update(db, lambda: in_another_thread(editor_one)) as ran:
-        second.save()
+    connection = connections[db]
+    if manual:
+        connection.set_autocommit(False)
+    try:
+        with _before_its_update(db, lambda: in_another_thread(editor_one)) as ran:
+            second.save()
+    except BaseException:
+        if manual:
+            connection.rollback()
+            connection.set_autocommit(True)
+        raise
+    if manual:
+        connection.commit()
+        connection.set_autocommit(True)  # Django runs the transaction's commit hooks here
     assert ran, "the hook never ran: no UPDATE of the product"
     assert not connections[db].in_atomic_block
     assert connections[db].get_autocommit()
@@ -129,9 +160,10 @@ def test_an_autocommit_save_reads_the_row_locked_with_its_update_and_commits(db:
     connection = connections[db]
     with CaptureQueriesContext(connection) as queries:
         product.save()
-    statements = [query["sql"].lstrip()[:6].upper() for query in queries.captured_queries]
-    assert statements == ["SELECT", "UPDATE"]
-    locked = "FOR UPDATE" in queries.captured_queries[0]["sql"].upper()
+    # Django lists its own BEGIN and COMMIT (not SQLite's BEGIN IMMEDIATE, sent to the driver).
+    sqls = [query["sql"] for query in queries.captured_queries if query["sql"] not in ("BEGIN", "COMMIT")]
+    assert [sql.lstrip()[:6].upper() for sql in sqls] == ["SELECT", "UPDATE"]
+    locked = "FOR UPDATE" in sqls[0].upper()
     assert locked == connection.features.has_select_for_update
     assert connection.get_autocommit()
     assert not connection.in_atomic_block

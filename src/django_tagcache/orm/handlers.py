@@ -67,12 +67,23 @@ def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any
     fences.mark_loaded(instance)  # what is cached from it may be no fresher than this moment
 
 
-def _before_values(model: type[models.Model], instance: models.Model, using: str) -> dict[str, Any] | None:
-    """Values of the row as stored before this save, or None for a row that does not exist yet."""
+def _before_values(
+    model: type[models.Model], instance: models.Model, using: str, deferred: bool
+) -> dict[str, Any] | None:
+    """Values of the row as stored before this save, or None for a row that does not exist yet.
+
+    ``deferred``: the save's first statement reads the stored row (:func:`_stored_tags`), so
+    these are what the instance believes, read from nowhere.
+    """
+    names = registry.snapshot_names(model)
+    if deferred:
+        snapshot: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
+        if not instance._state.adding and all(name in snapshot for name in names):
+            return snapshot
+        return None
     if protections.on("stored_row"):
         return _stored_row(model, instance, using)
-    names = registry.snapshot_names(model)
-    snapshot: dict[str, Any] = instance.__dict__.get(SNAPSHOT, {})
+    snapshot = instance.__dict__.get(SNAPSHOT, {})
     pk = snapshot.get("pk") if not instance._state.adding else instance.pk
     if pk is None:
         return None
@@ -96,7 +107,8 @@ def _stored_row(model: type[models.Model], instance: models.Model, using: str) -
     The instance's own snapshot can be stale (another editor saved the row since it was loaded)
     or name another row (its primary key was changed), and its tags would then miss the ones the
     row really leaves. Inside a transaction the row is locked (SELECT ... FOR UPDATE where the
-    database has it), so no concurrent save can slip between this read and the write.
+    database has it), so no concurrent save can slip between this read and the write. Outside
+    one, the read waits for the save's first statement (:func:`_stored_tags`).
     """
     if instance.pk is None:
         return None
@@ -110,10 +122,33 @@ def _stored_row(model: type[models.Model], instance: models.Model, using: str) -
     return storedrow.read(model, instance.pk, names, using, lock=lock)
 
 
+def _stored_tags(instance: models.Model, using: str) -> set[str]:
+    """The tags of the row a save begun outside a transaction overwrites, read locked right
+    before its first statement, in one transaction with it (sqlwatch)."""
+    model = type(instance)
+    names = registry.snapshot_names(model)
+    lock = connections[using].features.has_select_for_update
+    row = storedrow.read(model, instance.pk, names, using, lock=lock)
+    return registry.tags(model, row) if row is not None else set()
+
+
+def _reads_with_its_write(model: type[models.Model], instance: models.Model, using: str) -> bool:
+    """Whether the save reads the row it overwrites with its first statement, in one transaction
+    with it: a save begun outside a transaction, of a row that may exist, with tags read from
+    more than its primary key."""
+    return (
+        instance.pk is not None
+        and not connections[using].in_atomic_block
+        and registry.snapshot_names(model) != ("pk",)
+        and protections.on("stored_row")
+    )
+
+
 def _pre_save(
     sender: type[models.Model], instance: models.Model, raw: bool, using: str, **kwargs: Any
 ) -> None:
-    before = _before_values(sender, instance, using)
+    deferred = _reads_with_its_write(sender, instance, using)
+    before = _before_values(sender, instance, using, deferred)
     tags = registry.tags(sender, before) if before is not None else set()
     expected = values_of(instance, registry.snapshot_names(sender))
     if expected != before:  # most saves leave the tag fields alone: then the tags are the same
@@ -122,7 +157,7 @@ def _pre_save(
     instance.__dict__[BEFORE] = (before, expected, tags)
     # Should another app's post_save receiver raise before ours runs, these tags are still
     # invalidated: with the transaction, or, outside one, when sqlwatch forgets the save.
-    sqlwatch.saving(instance, sender, using, tags)
+    sqlwatch.saving(instance, sender, using, tags, _stored_tags if deferred else None)
 
 
 def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import Model
 
-from . import manual, transaction
+from . import manual, storedrow, transaction
 from .dml import written_tables
 from .flushing import flush
 from .registry import registry, throughs
@@ -56,6 +56,9 @@ class _Saving:
     fallback: set[str]
     # The saved instance, as the writer of its own statements in a transaction's batch.
     ref: Any = None
+    # Reads the tags of the row the save overwrites, run with its first own write (see
+    # _first_write): set by a save that began outside a transaction, cleared once run.
+    before: Callable[[Any, str], set[str]] | None = None
     held: set[str] = field(default_factory=set)
     wrote: bool = False
 
@@ -76,13 +79,23 @@ def _tables(model: type[models.Model]) -> frozenset[str]:
     return frozenset(m._meta.db_table for m in (concrete, *concrete._meta.get_parent_list()))
 
 
-def saving(instance: models.Model, model: type[models.Model], using: str, fallback: set[str] = _NONE) -> None:
+def saving(
+    instance: models.Model,
+    model: type[models.Model],
+    using: str,
+    fallback: set[str] = _NONE,
+    before: Callable[[Any, str], set[str]] | None = None,
+) -> None:
     """A save of ``instance`` starts: hold back the tags of its own statements.
 
     ``fallback``: the tags to invalidate if the save writes but its post_save never reaches
     :func:`saved`: inside a transaction they join its batch with the save's first statement;
     outside one, they are flushed when the save is forgotten (:func:`reset`, or the next save of
     the same instance).
+
+    ``before(instance, using)``: for a save that begins outside any transaction, reads the tags
+    of the row it overwrites; it runs right before the save's first own statement, in one
+    transaction with it (see :func:`_first_write`), and its tags join those the save invalidates.
     """
     stack = _stack()
     # An instance's save never runs inside its own: an entry of it is left by a save that raised.
@@ -92,6 +105,8 @@ def saving(instance: models.Model, model: type[models.Model], using: str, fallba
     entry = _Saving(
         id(instance), _tables(model), using, outer, _save_frame(), fallback, weakref.ref(instance)
     )
+    if outer:
+        entry.before = before
     stack.append(entry)
 
 
@@ -201,6 +216,10 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
     connection = context["connection"]
     top = _top(stack) if stack else None
     saving = top if top is not None and top.holds(table, connection.alias) else None
+    if saving is not None and saving.before is not None and _own_statement(saving):
+        read, saving.before = saving.before, None
+        if sql[:1] not in ("I", "i"):  # an INSERT overwrites no row (one that exists makes it fail)
+            return _first_write(saving, read, labels, execute, sql, params, many, context)
     try:
         result = execute(sql, params, many, context)
     except Exception:
@@ -219,6 +238,38 @@ def watch(execute: Callable[..., Any], sql: str, params: Any, many: bool, contex
         if _own_statement(top):
             writer = top.ref  # its own row's write: not another change of the row (ownsaves.alone)
     transaction.add(labels, connection.alias, writer=writer)
+    return result
+
+
+def _first_write(
+    entry: _Saving,
+    read: Callable[[Any, str], set[str]],
+    labels: frozenset[str],
+    execute: Callable[..., Any],
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    """Run the first own statement of a save begun outside a transaction, after reading the row
+    it overwrites, both in one transaction: no other save can commit between the read and the
+    write, so the tags the row leaves are those of the row the database really overwrites.
+
+    Outside a transaction, the read and the UPDATE are two transactions of their own, and a save
+    committed between them would be missed. Inside the block Django opens to save a multi-table
+    child with its parents, the read joins that block and its lock lasts until it commits.
+    """
+    instance = entry.ref()
+    try:
+        with storedrow.exclusively(context["connection"]):
+            tags = read(instance, entry.using) if instance is not None else _NONE
+            result = execute(sql, params, many, context)
+    except Exception:
+        _drop(entry)  # the save raises: nothing was written, nothing read counts
+        raise
+    entry.held |= labels | tags
+    entry.fallback = entry.fallback | tags
+    entry.wrote = True
     return result
 
 

@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tagcache import TagCache
 from django_tagcache.core import protections
 from tests.dbthreads import in_another_thread
-from tests.testapp.models import Category, Product
+from tests.testapp.models import Category, Placement, Product, Shelf
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sqlitefile"])
 
@@ -140,6 +140,46 @@ def _two_editors(db: str, *, manual: bool) -> None:
     in_another_thread(lambda: _move(pk, b, db))  # editor 1 saves again, now after editor 2
     assert _listing(tc, b, db) == ["p"]
     _no_stale_listing(tc, [a, b, c], db)
+
+
+def _on_shelf(tc: TagCache, shelf: Shelf, using: str) -> list[str]:
+    return tc.get_or_set(  # type: ignore[no-any-return]
+        f"shelf:{shelf.pk}",
+        lambda: sorted(Product.objects.using(using).filter(shelves=shelf).values_list("name", flat=True)),
+        tags=[f"shelf:{shelf.pk}"],
+    )
+
+
+def test_an_autocommit_save_of_a_through_row_invalidates_the_rows_it_linked_before_its_write(
+    db: str,
+) -> None:
+    tc = TagCache("default")
+    top, bottom = Shelf.objects.using(db).create(name="top"), Shelf.objects.using(db).create(name="bottom")
+    product = Product.objects.using(db).create(name="p", category=Category.objects.using(db).create(name="c"))
+    pk = Placement.objects.using(db).create(shelf=top, product=product).pk
+    mine = Placement.objects.using(db).get(pk=pk)
+    outcome: list[str] = []
+
+    def editor_one() -> None:
+        _fail_instead_of_waiting(db)
+        other = Placement.objects.using(db).get(pk=pk)
+        other.shelf = bottom
+        try:
+            other.save()
+        except OperationalError:
+            outcome.append("waits")
+            return
+        outcome.append("saved")
+        assert _on_shelf(tc, bottom, db) == ["p"]
+
+    mine.position = 5  # puts it back on the top shelf, as loaded: the bottom one loses it
+    with _before_its_update(db, lambda: in_another_thread(editor_one), Placement._meta.db_table) as ran:
+        mine.save()
+    assert ran, "the hook never ran: no UPDATE of the placement"
+    for shelf in (top, bottom):
+        truth = sorted(Product.objects.using(db).filter(shelves=shelf).values_list("name", flat=True))
+        assert tc.get(f"shelf:{shelf.pk}", default=truth) == truth, f"stale listing of shelf {shelf.name}"
+    assert outcome == ["waits"]
 
 
 def _move(pk: int, category: Category, using: str) -> None:

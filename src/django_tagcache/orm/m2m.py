@@ -134,11 +134,19 @@ def _post_init(sender: type[models.Model], instance: models.Model, **kwargs: Any
 
 
 def _stored(instance: models.Model, using: str) -> dict[str, Any] | None:
-    """The link values of the row as stored (the instance may be out of date): one query."""
+    """The link values of the row as stored (the instance may be out of date): one query.
+
+    Inside a transaction the row is locked where the database can; a save outside one reads
+    it with its UPDATE instead (:func:`_stored_tags`).
+    """
     if instance.pk is None or instance._state.adding or not protections.on("stored_row"):
         return None
     connection = connections[using]
     lock = connection.in_atomic_block and connection.features.has_select_for_update
+    return _read(instance, using, lock=lock)
+
+
+def _read(instance: models.Model, using: str, *, lock: bool) -> dict[str, Any] | None:
     names = ("pk", *(field.attname for field in _links(type(instance))))
     row = storedrow.read(type(instance), instance.pk, names, using, lock=lock)
     if row is not None:
@@ -146,9 +154,22 @@ def _stored(instance: models.Model, using: str) -> dict[str, Any] | None:
     return row
 
 
+def _stored_tags(instance: models.Model, using: str) -> set[str]:
+    """The tags of the rows the stored row linked, where it linked others than the instance
+    does: read locked right before the UPDATE of a save begun outside a transaction, in one
+    transaction with it (sqlwatch)."""
+    stored = _read(instance, using, lock=connections[using].features.has_select_for_update)
+    if not stored or stored == _values(instance):
+        return set()
+    return _linked_tags(instance, stored, using)
+
+
 def _pre_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:
-    instance.__dict__[STORED] = _stored(instance, using)
-    sqlwatch.saving(instance, sender, using)
+    if instance._state.adding or connections[using].in_atomic_block or not protections.on("stored_row"):
+        instance.__dict__[STORED] = _stored(instance, using)
+        sqlwatch.saving(instance, sender, using)
+    else:  # outside a transaction: the stored row is read with the UPDATE, in one with it
+        sqlwatch.saving(instance, sender, using, before=_stored_tags)
 
 
 def _post_save(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any) -> None:

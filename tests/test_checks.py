@@ -150,3 +150,26 @@ def test_a_setting_that_would_break_at_run_time_is_a_check_error(
     messages = check_settings()
     assert ids(messages) == ["django_tagcache.E001"]
     assert words in messages[0].msg
+
+
+def test_fragments_in_an_alias_that_model_writes_do_not_reach_are_a_warning(settings: Any) -> None:
+    from django_tagcache.checks import check_invalidated_aliases
+
+    assert check_invalidated_aliases() == []
+    settings.CACHES = {**settings.CACHES, "template_fragments": settings.CACHES["builtin"]}
+    [warning] = check_invalidated_aliases()
+    assert warning.id == "django_tagcache.W005"
+    assert "'template_fragments'" in warning.msg
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": "template_fragments"}
+    assert check_invalidated_aliases() == []  # the alias model writes reach
+
+
+def test_pages_in_an_alias_that_model_writes_do_not_reach_are_a_warning(settings: Any) -> None:
+    from django_tagcache.checks import check_invalidated_aliases
+
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django_tagcache.middleware.TagCacheMiddleware"]
+    assert check_invalidated_aliases() == []  # pages go to TAGCACHE["CACHE"]
+    settings.CACHE_MIDDLEWARE_ALIAS = "builtin"
+    [warning] = check_invalidated_aliases()
+    assert warning.id == "django_tagcache.W005"
+    assert "CACHE_MIDDLEWARE_ALIAS" in warning.msg

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import InvalidCacheBackendError, caches
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -24,6 +24,7 @@ def register_checks() -> None:
     # Asks Redis, so it runs where database checks run: `manage.py check --database default`, migrate.
     register(check_eviction_policy, Tags.database)
     register(check_admin_order, Tags.admin)
+    register(check_invalidated_aliases, Tags.caches)
     # A deployment check, as Django's own DEBUG-based ones: the test runner sets DEBUG = False
     # before it runs the checks, and tests are where the in-process store belongs.
     register(deploy_checks.check_in_process_store, Tags.caches, deploy=True)
@@ -211,3 +212,51 @@ def check_admin_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             id="django_tagcache.W004",
         )
     ]
+
+
+_MIDDLEWARE = (
+    "django_tagcache.middleware.TagCacheMiddleware",
+    "django_tagcache.web.middleware.TagCacheMiddleware",
+)
+
+
+def check_invalidated_aliases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W005: fragments or pages are cached by default in an alias that model writes do not reach.
+
+    Model writes (and the outbox, and the commands without ``--cache``) invalidate the entries of
+    ``TAGCACHE['CACHE']`` only. ``{% tagcache %}`` without ``using=`` prefers a
+    ``template_fragments`` cache, as Django's ``{% cache %}`` does, and ``TagCacheMiddleware`` a
+    ``CACHE_MIDDLEWARE_ALIAS`` set in the settings: entries there would outlive every save.
+    """
+    try:
+        main = conf.CACHE
+    except ImproperlyConfigured:
+        return []  # E001 says why
+    found: list[tuple[str, str]] = []
+    fragments = "template_fragments"
+    if fragments in settings.CACHES and fragments != main and _supported(fragments):
+        found.append((fragments, "{% tagcache %} without using= caches fragments in it"))
+    if any(path in _MIDDLEWARE for path in getattr(settings, "MIDDLEWARE", None) or ()):
+        overridden = cast("Any", settings).is_overridden("CACHE_MIDDLEWARE_ALIAS")
+        pages = str(settings.CACHE_MIDDLEWARE_ALIAS)
+        if overridden and pages != main and pages in settings.CACHES:
+            found.append((pages, "TagCacheMiddleware caches pages in it (CACHE_MIDDLEWARE_ALIAS)"))
+    return [
+        Warning(
+            f"The cache alias {alias!r} is not TAGCACHE['CACHE'] ({main!r}), and {why}: model writes "
+            "invalidate the entries of TAGCACHE['CACHE'] only, so those entries are not removed when "
+            "the rows they show change.",
+            hint=f"Set TAGCACHE['CACHE'] = {alias!r} if it should hold every tagged entry, or cache them "
+            f"in {main!r} (using= on the tag, cache_alias= on the middleware), or invalidate {alias!r} "
+            "yourself with TagCache(alias).invalidate_tags().",
+            id="django_tagcache.W005",
+        )
+        for alias, why in found
+    ]
+
+
+def _supported(alias: str) -> bool:
+    try:
+        return backend_kind(caches[alias]) is not None
+    except (InvalidCacheBackendError, ImproperlyConfigured, ImportError):  # the fragment tag names it
+        return False

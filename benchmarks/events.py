@@ -50,7 +50,8 @@ def fill(source: Any, count: int, stream: str) -> None:
             stream,
             {
                 "v": "1", "service": "producer", "region": "r", "epoch": "1", "seq": seq,
-                "ts": int(time.time() * 1e6), "ns": "", "source": "orm", "tags": json.dumps(tags),
+                "ts": int(time.time() * 1e6), "ns": "", "source": "orm",
+                "tags": json.dumps(tags, separators=(",", ":")),  # as producers write it
             },
         )  # fmt: skip
         if seq % 5000 == 0:
@@ -149,6 +150,13 @@ def lag(source_url: str, rate: float, seconds: float) -> list[float]:
     return lags
 
 
+def reply_parser() -> str:
+    """Which parser redis-py reads replies with: hiredis' (C) when installed, else its own."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return "hiredis" if HIREDIS_AVAILABLE else "redis-py's own (pure Python)"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -171,6 +179,7 @@ def main() -> None:
     with redis_url() as source_url:
         own = RedisServer.start()  # the consumer's cache Redis: another server
         print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
+        print(f"  reply parser: {reply_parser()} (the 'hiredis' extra installs hiredis')")
         try:
             configure_django(own.url)
             rates, floors = throughput(source_url, args.events, args.repeat, args.batch)

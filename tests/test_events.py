@@ -21,11 +21,11 @@ from django_tagcache.caching.api import get_store
 from django_tagcache.caching.namespaces import in_namespace
 from django_tagcache.conf import conf
 from django_tagcache.core import metrics
-from django_tagcache.core.events import BadEvent, decode
+from django_tagcache.core.events import BadEvent, Decoder, decode
 from django_tagcache.core.protocol import plan_invalidate
 from django_tagcache.events.consumer import Consumer
 from django_tagcache.events.lag import group_status
-from tests.counting import count
+from tests.counting import CountingConnection, count
 
 STREAM = "svc:events"
 
@@ -172,6 +172,73 @@ def test_decode_reads_bytes_as_redis_gives_them() -> None:
     assert (event.producer, event.seq, event.tags) == ("s@r#1", 3, ("a",))
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"tags": '["a","b"]'},
+        {"tags": '["a", "b"]'},
+        {"tags": '[ "a","b"]'},
+        {"tags": '["a" ,"b"]'},
+        {"tags": '["a\\"b"]'},  # an escaped quote inside a tag
+        {"tags": '["a\\u0062"]'},  # an escape: "ab"
+        {"tags": '["a,\\"b"]'},
+        {"tags": '["a","b", "c"]'},
+        {"tags": '[""]'},
+        {"tags": '["]'},
+        {"tags": '["a"'},
+        {"tags": '["\u00e9t\u00e9", "\u2603"]'},
+        {"tags": '["a"]x'},
+        {"tags": '["a"],["b"]'},
+        {"tags": '["a","b"]'.replace("b", "\x01")},
+        {"seq": "007"},
+        {"seq": "0"},
+        {"seq": "00"},
+        {"seq": "1" * 19},
+        {"seq": "1" * 20},
+        {"seq": "+1"},
+        {"seq": " 1"},
+        {"seq": "\u0661"},  # ARABIC-INDIC DIGIT ONE: a digit to str.isdigit, not to the format
+        {"ts": ""},
+        {"epoch": "x"},
+        {"ns": "t1"},
+        {"ns": "a b"},
+        {"service": "a@b"},
+        {"region": "x" * 65},
+        {"service": "s\n"},
+        {"source": "s" * 300},
+        {"v": "1.0"},
+        {"extra": "ignored"},
+    ],
+)
+def test_the_fast_decoder_reads_exactly_what_decode_reads(change: dict[str, str]) -> None:
+    # The consumer decodes with Decoder, which skips the JSON parser and the per-field checks
+    # where it can; it must accept the same events as decode(), and refuse the others alike.
+    fields = {k.encode(): v.encode("utf-8", "surrogatepass") for k, v in {**GOOD, **change}.items()}
+    decoder = Decoder()
+    for _twice in range(2):  # the second time from what the decoder remembers
+        try:
+            expected: Any = decode(fields)
+        except BadEvent as exc:
+            expected = str(exc)
+        try:
+            got: Any = decoder(fields)
+        except BadEvent as exc:
+            got = str(exc)
+        assert got == expected
+        if not isinstance(got, str):
+            assert (got.producer, got.tags) == (expected.producer, expected.tags)
+
+
+def test_the_fast_decoder_reads_fields_missing_or_not_bytes_through_decode() -> None:
+    decoder = Decoder()
+    assert decoder(dict(GOOD)) == decode(GOOD)  # str fields, as from a client decoding replies
+    with pytest.raises(BadEvent, match="missing field"):
+        decoder({k.encode(): v.encode() for k, v in GOOD.items() if k != "source"})
+    with pytest.raises(BadEvent, match="not UTF-8"):
+        decoder({**{k.encode(): v.encode() for k, v in GOOD.items()}, b"tags": b'["\xff"]'})
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 
@@ -313,6 +380,57 @@ def test_a_poison_event_is_dead_lettered_with_its_reason_and_the_rest_applied(
     assert dead[b"dead_id"] == bad_id
     status = group_status(Consumer(name="c1").stream)
     assert (status["dead_lettered"], status["pending"], status["dead_letter_length"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"v": "9"}, {"tags": "not json"}, {"tags": json.dumps(["a", "has space"])}, {"service": "a b"}],
+)
+def test_a_poison_event_in_a_batch_of_good_ones_is_dead_lettered_and_the_others_applied_once(
+    consuming: Any, change: dict[str, Any], invalidated: list[set[str]]
+) -> None:
+    for key, tag in (("ka", "a"), ("kb", "b"), ("kc", "c")):
+        tagcache.set(key, 1, tags=[tag])
+    publish(consuming, ["a"], 1)
+    bad_id = publish(consuming, ["c"], 2, **change)
+    publish(consuming, ["b"], 3)
+    consumer = Consumer(name="c1")
+    assert consumer.poll() == 3  # the three in one batch
+    consumer.run(until_idle=True)
+    # The good events in one application (not one at a time, not twice), none of the poison one.
+    assert invalidated == [{"a", "b"}]
+    assert (tagcache.get("ka"), tagcache.get("kb"), tagcache.get("kc")) == (None, None, 1)
+    ((_id, dead),) = consuming.xrange(STREAM + ":dead")
+    assert dead[b"dead_id"] == bad_id
+    assert dead[b"dead_reason"].startswith(b"bad event: ")
+    status = group_status(consumer.stream)
+    assert (status["applied"], status["duplicates"], status["dead_lettered"], status["pending"]) == (
+        2,
+        0,
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize("size", [1, 500])
+def test_a_batch_costs_the_same_few_round_trips_whatever_its_size(consuming: Any, size: int) -> None:
+    # Each event names two tags of its own: 1,000 tags for 500 events, five script calls of 200.
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BATCH=500, CLAIM_IDLE=60)):
+        source = redis.Redis.from_url(settings.REDIS_URL, connection_class=CountingConnection)
+        consumer = Consumer(name="c1", client=source)
+        publish(consuming, ["warm"], 1)
+        consumer.run(until_idle=True)  # own pending, the first claim, the scripts loaded
+        pipe = consuming.pipeline(transaction=False)
+        for n in range(size):
+            publish(pipe, [f"a{n}", f"b{n}"], n + 2)
+        pipe.execute()
+        with count() as tally:
+            assert consumer.poll() == size
+    # Source: XREADGROUP; then XACK with the counters, one transaction. This service's Redis:
+    # the marks read in one script call, the invalidation's script calls pipelined, the marks raised.
+    assert tally.round_trips == 5, tally.commands
+    assert tally.commands.count("XREADGROUP") == tally.commands.count("XACK") == 1
+    assert group_status(consumer.stream)["applied"] == size + 1
 
 
 def test_an_event_failing_to_apply_is_retried_then_dead_lettered(

@@ -11,7 +11,7 @@ normalisation new kinds of source with :func:`register_resolver`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from ..conf import conf
@@ -66,6 +66,18 @@ def validate_tag(tag: object) -> str:
             f"Cache tag {tag!r} contains {bad.group()!r}: tags cannot hold whitespace or control characters."
         )
     return tag
+
+
+def all_valid(tags: Collection[str]) -> bool:
+    """Whether every string of ``tags`` is a valid tag: :func:`validate_tag` for many tags at once,
+    without saying which one is not (ask :func:`validate_tag` for that)."""
+    if not tags:
+        return True
+    return (
+        min(map(len, tags)) > 0
+        and max(map(len, tags)) <= conf.MAX_TAG_LENGTH
+        and not _FORBIDDEN.search("".join(tags))
+    )
 
 
 def _resolve(source: object) -> Iterable[str] | None:

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from ..caching.api import TagCache
 from ..caching.budget import redis_budget
 from ..caching.exceptions import TagCacheUnavailable
-from ..caching.tags import normalize_tags
+from ..caching.tags import all_valid, normalize_tags
 from ..conf import EventSource, EventsSettings, conf
 from ..core import metrics
-from ..core.events import BadEvent, Event, decode
+from ..core.events import BadEvent, Decoder, Event
 from ..core.retry import RETRYABLE
 from .apply import apply_events
 from .streams import SourceStream
@@ -74,6 +74,7 @@ class Consumer:
         self._next_claim = 0.0
         self._backoff = 0.0
         self._ready = 0.0  # rate limit: when the next batch may start (monotonic clock)
+        self._decoder = Decoder()
         #: Called after each batch with (entries handled); for tests and embedding code.
         self.after_batch: Callable[[int], None] | None = None
 
@@ -145,16 +146,7 @@ class Consumer:
 
     def _handle(self, entries: list[Entry]) -> bool:
         """Apply and acknowledge ``entries``; False if this service's Redis failed (retry them)."""
-        good: list[tuple[str, Event]] = []
-        for entry_id, fields in entries:
-            try:
-                event = decode(fields)
-                tags = normalize_tags(list(event.tags))
-            except (BadEvent, TypeError, ValueError) as exc:
-                self.stream.dead_letter(self.name, entry_id, fields, f"bad event: {exc}", attempts=1)
-                metrics.incr("events_dead_lettered")
-                continue
-            good.append((entry_id, _with_tags(event, tags)))
+        good = self._decode(entries)
         if not good:
             return True
         try:
@@ -169,6 +161,33 @@ class Consumer:
         self.stream.acknowledge([entry_id for entry_id, _event in good], outcome)
         metrics.incr_many({"events_applied": outcome.applied, "events_duplicate": outcome.duplicates})
         return True
+
+    def _decode(self, entries: list[Entry]) -> list[tuple[str, Event]]:
+        """The valid events of ``entries``; the others are dead-lettered, each with its reason.
+
+        Every tag of the batch is checked at once; only a batch holding a bad tag is checked event
+        by event, to find which events to refuse (an event is refused whole, never in part).
+        """
+        good: list[tuple[str, Event]] = []
+        bad: list[tuple[str, dict[Any, Any], str]] = []
+        decoder = self._decoder
+        for entry_id, fields in entries:
+            try:
+                good.append((entry_id, decoder(fields)))
+            except (BadEvent, TypeError, ValueError) as exc:
+                bad.append((entry_id, fields, f"bad event: {exc}"))
+        if not all_valid({tag for _id, event in good for tag in event.tags}):
+            checked = []
+            for entry_id, event in good:
+                try:
+                    checked.append((entry_id, replace(event, tags=normalize_tags(list(event.tags)))))
+                except (TypeError, ValueError) as exc:
+                    bad.append((entry_id, dict(entries)[entry_id], f"bad event: {exc}"))
+            good = checked
+        for entry_id, fields, reason in bad:
+            self.stream.dead_letter(self.name, entry_id, fields, reason, attempts=1)
+            metrics.incr("events_dead_lettered")
+        return good
 
     def _one_by_one(self, good: list[tuple[str, Event]]) -> bool:
         for entry_id, event in good:
@@ -215,10 +234,6 @@ class Consumer:
         self._ready = max(self._ready, now - 1.0) + handled / rate
         if self._ready > now:
             self._stop.wait(self._ready - now)
-
-
-def _with_tags(event: Event, tags: tuple[str, ...]) -> Event:
-    return replace(event, tags=tags)
 
 
 def _settings() -> EventsSettings:

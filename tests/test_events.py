@@ -592,6 +592,71 @@ def test_the_command_applies_until_idle(consuming: Any) -> None:
     assert tagcache.get("k") is None
 
 
+def replay(*args: str) -> str:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("tagcache_consume", "--replay-dead-letters", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_dead_letters_are_replayed_once_their_cause_is_fixed(
+    consuming: Any, invalidated: list[set[str]]
+) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    publish(consuming, ["a"], 1, v="2")  # a version this consumer cannot read (yet)
+    publish(consuming, ["b"], 2, tags="not json")
+    consume()
+    assert len(consuming.xrange(STREAM + ":dead")) == 2
+    ((dead_id, _fields), _other) = consuming.xrange(STREAM + ":dead")
+
+    # A dry run lists, and changes nothing.
+    out = replay("--reason", "unknown format version", "--dry-run")
+    assert f"{dead_id.decode()}: entry " in out
+    assert 'seq 1, tags ["a"]' in out
+    assert "Would replay 1 dead-lettered event(s)" in out
+    assert consuming.xlen(STREAM + ":dead") == 2
+    assert consuming.xlen(STREAM) == 2
+
+    # The cause fixed (here: the dead letter's version is one the consumer reads), replay by reason.
+    consuming.xadd(STREAM + ":dead", {"v": "1", "dead_reason": "x"}, id="*")  # not selected below
+    fixed = {**consuming.xrange(STREAM + ":dead")[0][1], b"v": b"1"}
+    consuming.xdel(STREAM + ":dead", dead_id)
+    dead_id = consuming.xadd(STREAM + ":dead", fixed)
+    assert "Replayed 1 dead-lettered event(s)" in replay("--reason", "unknown format version")
+    assert dead_id not in [entry_id for entry_id, _f in consuming.xrange(STREAM + ":dead")]
+    appended = stream_events(consuming)[-1]
+    assert not any(name.startswith("dead_") for name in appended)
+    assert (appended["seq"], json.loads(appended["tags"]), appended["v"]) == ("1", ["a"], "1")
+    invalidated.clear()
+    consume()
+    assert tagcache.get("k") is None
+    assert invalidated == [{"a"}]
+    # The unfixed one is dead-lettered again, with its reason: never lost, never applied half.
+    replay("--to-id", consuming.xrange(STREAM + ":dead")[0][0].decode())
+    consume()
+    reasons = [fields[b"dead_reason"] for _id, fields in consuming.xrange(STREAM + ":dead")]
+    assert reasons[0] == b"x"
+    assert b"not JSON" in reasons[-1]
+    assert len(reasons) == 2
+
+
+def test_replaying_selects_by_id_range_and_refuses_bad_options(consuming: Any) -> None:
+    from django.core.management import CommandError, call_command
+
+    ids = [consuming.xadd(STREAM + ":dead", {"v": "1", "dead_reason": f"r{n}"}) for n in range(5)]
+    out = replay("--from-id", ids[1].decode(), "--to-id", ids[3].decode(), "--dry-run")
+    assert [line.split(":")[0] for line in out.splitlines()[:-1]] == [i.decode() for i in ids[1:4]]
+    assert "Would replay 3" in out
+    with pytest.raises(CommandError, match="--dry-run only go with --replay-dead-letters"):
+        call_command("tagcache_consume", "--dry-run")
+    with pytest.raises(CommandError, match="Could not read the dead-letter stream"):
+        replay("--from-id", "not-an-id")
+    assert consuming.xlen(STREAM + ":dead") == 5
+
+
 def test_a_rate_limit_paces_the_batches(consuming: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
     for seq in range(1, 11):

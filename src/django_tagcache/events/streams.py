@@ -9,7 +9,7 @@ receives, plus ``dead_reason``, ``dead_id``, ``dead_group``, ``dead_consumer`` a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -141,6 +141,35 @@ class SourceStream:
         pipe.hdel(self.attempts, entry_id, entry_id + ":reason")
         pipe.hincrby(self.consumed, "dead_lettered", 1)
         pipe.execute()
+
+    def dead_letters(self, first: str = "-", last: str = "+", page: int = 100) -> Iterator[Entry]:
+        """The entries of the dead-letter stream with ids from ``first`` to ``last``, in order."""
+        start = first
+        while True:
+            found: Any = self.client.xrange(self.source.dead_letter, start, last, count=page)
+            for entry_id, fields in found:
+                yield text(entry_id), fields
+            if len(found) < page:
+                return
+            start = "(" + text(found[-1][0])
+
+    def replay(self, dead_id: str, fields: dict[Any, Any]) -> str:
+        """Append a dead-lettered event to the stream again, as it first was; then drop it from the
+        dead-letter stream. Returns the new entry's id.
+
+        One transaction on one server. On a cluster the two streams may live in different slots:
+        the append comes first, so a crash in between replays the event twice (applying an event
+        again is harmless), never zero times.
+        """
+        original = {k: v for k, v in fields.items() if not text(k).startswith("dead_")}
+        pipe = self.client.pipeline(transaction=not self.source.cluster)
+        pipe.xadd(self.source.stream, original, maxlen=self.settings.maxlen, approximate=True)
+        if self.source.cluster:
+            new_id = text(pipe.execute()[0])
+            self.client.xdel(self.source.dead_letter, dead_id)
+            return new_id
+        pipe.xdel(self.source.dead_letter, dead_id)
+        return text(pipe.execute()[0])
 
     def count(self, **amounts: int) -> None:
         pipe = self.client.pipeline(transaction=False)

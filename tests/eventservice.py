@@ -8,9 +8,10 @@
 Settings come from the environment, as a deployment's would: EVENTS_DB (the SQLite file both
 services read; only the producer writes), EVENTS_REDIS (this service's own Redis), EVENTS_ROLE
 (``producer`` publishes to EVENTS_STREAM; ``consumer`` reads EVENTS_SOURCE_URL's EVENTS_STREAM),
-and the consumer's knobs EVENTS_BATCH, EVENTS_CLAIM_IDLE, EVENTS_BLOCK. EVENTS_HANG_AT=N makes the
-consumer stop for good (without acknowledging) in its N-th acknowledgement, after applying the
-batch, having created the file EVENTS_HANG_MARK: the tests SIGKILL it there, mid-batch.
+and the consumer's knobs EVENTS_BATCH, EVENTS_CLAIM_IDLE, EVENTS_BLOCK, EVENTS_DEAD_CONSUMER_IDLE.
+EVENTS_HANG_AT=N makes the consumer stop for good (without acknowledging) in its N-th
+acknowledgement, after applying the batch, having created the file EVENTS_HANG_MARK: the tests
+SIGKILL it there, mid-batch.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def settings_for(role: str) -> dict[str, Any]:
             "CLAIM_IDLE": float(env.get("EVENTS_CLAIM_IDLE", "0.5")),
             "BLOCK": float(env.get("EVENTS_BLOCK", "0.1")),
             "RATE_LIMIT": float(env.get("EVENTS_RATE_LIMIT", "0")),
+            "DEAD_CONSUMER_IDLE": float(env.get("EVENTS_DEAD_CONSUMER_IDLE", "3600")),
         }
     return {
         "INSTALLED_APPS": [

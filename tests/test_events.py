@@ -7,6 +7,7 @@ services in separate processes, each with its own Redis.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -253,6 +254,11 @@ def test_the_fast_decoder_reads_fields_missing_or_not_bytes_through_decode() -> 
         ({"SERVICE": "s", "RATE_LIMIT": -1}, "RATE_LIMIT"),
         ({"SERVICE": "s", "CLAIM_IDLE": 0}, "CLAIM_IDLE"),
         ({"SERVICE": "s", "BLOCK": 61}, "at most 60 seconds"),
+        (
+            {"SERVICE": "s", "BLOCK": 2, "DEAD_CONSUMER_IDLE": 2},
+            "DEAD_CONSUMER_IDLE'] must be longer than BLOCK",
+        ),
+        ({"SERVICE": "s", "DEAD_CONSUMER_IDLE": 0}, "DEAD_CONSUMER_IDLE"),
         ({"SERVICE": "s", "SOURCES": {"x": {}}}, "must be a dict with 'URL'"),
         ({"SERVICE": "s", "SOURCES": {"x": {"URL": "http://x"}}}, "redis://"),
         (
@@ -470,6 +476,57 @@ def test_pending_events_of_a_dead_consumer_are_claimed(consuming: Any) -> None:
         deadline_polls += 1
     assert tagcache.get("k") is None
     assert group_status(survivor.stream)["pending"] == 0
+
+
+def consumer_names(client: Any) -> list[str]:
+    return [info["name"].decode() for info in client.xinfo_consumers(STREAM, "shop")]
+
+
+def test_a_dead_consumer_is_removed_after_its_pending_events_are_taken_over(
+    consuming: Any, invalidated: list[set[str]]
+) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    for seq in range(1, 4):
+        publish(consuming, ["a"], seq)
+    # CLAIM_IDLE an hour: nothing is taken over by XAUTOCLAIM, only by removing the dead consumer.
+    with override_settings(
+        TAGCACHE=events_settings(PUBLISH=False, BLOCK=0.05, CLAIM_IDLE=3600, DEAD_CONSUMER_IDLE=0.2)
+    ):
+        dead = Consumer(name="dead")
+        assert len(dead.stream.read("dead", 10, block_ms=1)) == 3  # never acknowledged
+        survivor = Consumer(name="survivor")
+        polls = 0
+        while "dead" in consumer_names(consuming) and polls < 500:
+            survivor.poll()
+            polls += 1
+        survivor.run(until_idle=True)
+    assert consumer_names(consuming) == ["survivor"]
+    assert tagcache.get("k") is None
+    assert invalidated == [{"a"}]
+    status = group_status(survivor.stream)
+    assert (status["pending"], status["applied"], status["dead_lettered"]) == (0, 3, 0)
+
+
+def test_a_consumer_is_removed_only_once_it_holds_no_pending_entry(consuming: Any) -> None:
+    for seq in range(1, 4):
+        publish(consuming, ["a"], seq)
+    with override_settings(
+        TAGCACHE=events_settings(PUBLISH=False, BLOCK=0.05, CLAIM_IDLE=3600, DEAD_CONSUMER_IDLE=0.1)
+    ):
+        stream = Consumer(name="heir").stream
+        stream.read("dead", 10, block_ms=1)
+        publish(consuming, ["b"], 4)
+        ((entry_id, _fields),) = stream.read("done", 10, block_ms=1)
+        consuming.xack(STREAM, "shop", entry_id)  # "done" holds no pending entry
+        time.sleep(0.15)  # idle past DEAD_CONSUMER_IDLE; the script checks it on the server's clock
+        # One entry claimed per call: "dead" keeps the other two, so it stays in the group.
+        assert stream.remove_idle_consumers("heir", 1) == (1, ["done"])
+        assert consumer_names(consuming) == ["dead", "heir"]
+        assert stream.remove_idle_consumers("heir", 1) == (1, [])
+        assert stream.remove_idle_consumers("heir", 1) == (1, ["dead"])
+    assert consumer_names(consuming) == ["heir"]
+    pending = consuming.xpending_range(STREAM, "shop", "-", "+", 10)
+    assert [p["consumer"] for p in pending] == [b"heir"] * 3
 
 
 def test_applying_does_not_announce_again(events: Any) -> None:

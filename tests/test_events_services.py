@@ -369,3 +369,38 @@ def test_a_poison_event(world: World) -> None:
     ]
     for process in world.running():
         assert world.stop_consumer(process) == 0  # SIGTERM: a clean exit
+
+
+def test_a_dead_consumer_is_removed_after_its_events_are_taken_over(world: World, tmp_path: Path) -> None:
+    mark = tmp_path / "hung"
+
+    def consumers() -> list[str]:
+        return [info["name"].decode() for info in world.source.xinfo_consumers(STREAM, "storefront")]
+
+    def body() -> dict[str, Any]:
+        for process in world.running():
+            assert world.stop_consumer(process) == 0
+        world.populate()
+        world.produce("--updates", "100")
+        doomed = world.start_consumer(
+            "doomed", EVENTS_HANG_AT="1", EVENTS_HANG_MARK=str(mark), EVENTS_BATCH="40"
+        )
+        wait_for("the consumer to apply a batch it has not acknowledged", mark.exists)
+        world.ended.add(doomed.pid)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        pending = world.status()["pending"]
+        assert pending == 40
+        # An heir that never takes entries over by CLAIM_IDLE (an hour): only the removal of the
+        # dead consumer, which claims its entries first, can bring them back.
+        world.start_consumer("heir", EVENTS_CLAIM_IDLE="3600", EVENTS_DEAD_CONSUMER_IDLE="0.5")
+        wait_for("the dead consumer to be removed", lambda: "doomed" not in consumers())
+        return {"pending_at_kill": pending, "consumers": consumers()}
+
+    row = run_scenario(world, "dead consumer removed", body)
+    assert (row["lost"], row["stale"]) == (0, 0)
+    assert row["applied"] + row["duplicates"] == 100
+    assert "doomed" not in row["consumers"]
+    assert "heir" in row["consumers"]
+    for process in world.running():
+        assert world.stop_consumer(process) == 0

@@ -527,6 +527,7 @@ EVENTS_DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 5,
     "CLAIM_IDLE": 30,
     "BLOCK": 1.0,
+    "DEAD_CONSUMER_IDLE": 3600,
 }
 SOURCE_KEYS = ("URL", "STREAM", "CLUSTER", "DEAD_LETTER")
 
@@ -556,6 +557,7 @@ class EventsSettings:
     max_attempts: int
     claim_idle: float
     block: float
+    dead_consumer_idle: float = 3600.0
 
 
 def _event_name(value: object, name: str) -> str:
@@ -602,6 +604,14 @@ def _events(given: object) -> EventsSettings | None:
     rate = seconds(merged["RATE_LIMIT"], "TAGCACHE['EVENTS']['RATE_LIMIT'] (events per second, 0: no limit)")
     claim_idle = seconds(merged["CLAIM_IDLE"], "TAGCACHE['EVENTS']['CLAIM_IDLE']", strict=True)
     block = seconds(merged["BLOCK"], "TAGCACHE['EVENTS']['BLOCK']", strict=True)
+    dead_consumer_idle = seconds(
+        merged["DEAD_CONSUMER_IDLE"], "TAGCACHE['EVENTS']['DEAD_CONSUMER_IDLE']", strict=True
+    )
+    if dead_consumer_idle <= block:
+        raise ImproperlyConfigured(
+            "TAGCACHE['EVENTS']['DEAD_CONSUMER_IDLE'] must be longer than BLOCK (a consumer waiting "
+            f"on a read looks idle that long), not {dead_consumer_idle!r}."
+        )
     if block > 60:
         raise ImproperlyConfigured(f"TAGCACHE['EVENTS']['BLOCK'] must be at most 60 seconds, not {block!r}.")
     sources = merged["SOURCES"]
@@ -642,6 +652,7 @@ def _events(given: object) -> EventsSettings | None:
         max_attempts=integers["MAX_ATTEMPTS"],
         claim_idle=claim_idle,
         block=block,
+        dead_consumer_idle=dead_consumer_idle,
     )
 
 

@@ -72,6 +72,7 @@ class Consumer:
         self._stop = threading.Event()
         self._own_pending = True  # after a start, or a failure: reread this consumer's own entries
         self._next_claim = 0.0
+        self._next_sweep = 0.0  # when to look for dead consumers to remove (monotonic clock)
         self._backoff = 0.0
         self._ready = 0.0  # rate limit: when the next batch may start (monotonic clock)
         self._decoder = Decoder()
@@ -139,6 +140,20 @@ class Consumer:
                 self.stream.count(trimmed=len(trimmed))
             if claimed:
                 return claimed
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.settings.dead_consumer_idle / 2
+            taken, removed = self.stream.remove_idle_consumers(self.name, batch)
+            if removed:
+                logger.warning(
+                    "django-tagcache: removed consumer(s) %s of %s, idle for over %g s (their "
+                    "pending events were taken over first)",
+                    ", ".join(repr(name) for name in removed),
+                    self.source.name,
+                    self.settings.dead_consumer_idle,
+                )
+            if taken:  # now this consumer's own pending entries
+                self._own_pending = True
+                return self._read()
         block_ms = 0 if self._stop.is_set() else int(self.settings.block * 1000)
         return self.stream.read(self.name, batch, block_ms=max(1, block_ms))
 

@@ -16,6 +16,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from ..core.protocol import text
+from ..core.scripts import source as script_source
 
 if TYPE_CHECKING:
     from ..conf import EventSource, EventsSettings
@@ -49,6 +50,7 @@ class SourceStream:
         self.attempts = "{" + source.stream + "}:attempts:" + self.group
         self._has_group = False
         self._claim_from = "0-0"
+        self._remove_consumer: Any = None  # lua/event_consumers.lua, registered on first use
 
     def ensure_group(self) -> None:
         """Create the consumer group (from the stream's start: a backlog only re-invalidates)."""
@@ -97,6 +99,28 @@ class SourceStream:
         entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if fields]
         trimmed = [text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else ())]
         return entries, trimmed
+
+    def remove_idle_consumers(self, consumer: str, count: int) -> tuple[int, list[str]]:
+        """Remove from the group the consumers idle for over ``DEAD_CONSUMER_IDLE``, each once
+        ``consumer`` has claimed its pending entries (a consumer still holding some stays: see
+        ``lua/event_consumers.lua``). Returns (entries claimed, consumers removed)."""
+        self.ensure_group()
+        idle_ms = int(self.settings.dead_consumer_idle * 1000)
+        infos: Any = self.client.xinfo_consumers(self.source.stream, self.group)
+        claimed, removed = 0, []
+        for info in infos:
+            name = info["name"]
+            if text(name) == consumer or int(info["idle"]) < idle_ms:
+                continue
+            if self._remove_consumer is None:
+                self._remove_consumer = self.client.register_script(script_source("event_consumers"))
+            reply = self._remove_consumer(
+                keys=[self.source.stream], args=[self.group, name, consumer, idle_ms, count]
+            )
+            claimed += int(reply[0])
+            if int(reply[1]):
+                removed.append(text(name))
+        return claimed, removed
 
     def acknowledge(self, ids: Sequence[str], outcome: Outcome) -> None:
         """Acknowledge applied entries and count them, in one round trip (one transaction on one server)."""

@@ -3,11 +3,15 @@
     python -m tests.eventservice produce --create 50        make sellers 1..50 (one commit each)
     python -m tests.eventservice produce --updates 200 [--rate 500] [--seed 1]
                                                             rename sellers, one transaction each
+    python -m tests.eventservice produce --updates 1 --die-before-append MARK
+                                                            SIGKILLed between invalidation and events
+    python -m tests.eventservice drain                      manage.py tagcache_drain
     python -m tests.eventservice consume [--name C]         manage.py tagcache_consume
 
 Settings come from the environment, as a deployment's would: EVENTS_DB (the SQLite file both
 services read; only the producer writes), EVENTS_REDIS (this service's own Redis), EVENTS_ROLE
 (``producer`` publishes to EVENTS_STREAM; ``consumer`` reads EVENTS_SOURCE_URL's EVENTS_STREAM),
+EVENTS_CLUSTER (EVENTS_REDIS is a Redis Cluster), EVENTS_OUTBOX (TAGCACHE["OUTBOX"] on),
 and the consumer's knobs EVENTS_BATCH, EVENTS_CLAIM_IDLE, EVENTS_BLOCK, EVENTS_DEAD_CONSUMER_IDLE.
 EVENTS_HANG_AT=N makes the consumer stop for good (without acknowledging) in its N-th
 acknowledgement, after applying the batch, having created the file EVENTS_HANG_MARK: the tests
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -47,6 +52,9 @@ def settings_for(role: str) -> dict[str, Any]:
             "RATE_LIMIT": float(env.get("EVENTS_RATE_LIMIT", "0")),
             "DEAD_CONSUMER_IDLE": float(env.get("EVENTS_DEAD_CONSUMER_IDLE", "3600")),
         }
+    options: dict[str, Any] = {"SOCKET_TIMEOUT": 1.0, "SOCKET_CONNECT_TIMEOUT": 1.0}
+    if env.get("EVENTS_CLUSTER"):  # EVENTS_REDIS names the nodes of a Redis Cluster
+        options["CLIENT_CLASS"] = "django_tagcache.cluster.RedisClusterClient"
     return {
         "INSTALLED_APPS": [
             "django.contrib.auth",
@@ -59,11 +67,15 @@ def settings_for(role: str) -> dict[str, Any]:
             "default": {
                 "BACKEND": "django_redis.cache.RedisCache",
                 "LOCATION": env["EVENTS_REDIS"],
-                "OPTIONS": {"SOCKET_TIMEOUT": 1.0, "SOCKET_CONNECT_TIMEOUT": 1.0},
+                "OPTIONS": options,
             }
         },
         # A short circuit-breaker reset: the tests stop this service's Redis for a while.
-        "TAGCACHE": {"EVENTS": events, "CIRCUIT_BREAKER": {"RESET_TIMEOUT": 0.2}},
+        "TAGCACHE": {
+            "EVENTS": events,
+            "CIRCUIT_BREAKER": {"RESET_TIMEOUT": 0.2},
+            "OUTBOX": bool(env.get("EVENTS_OUTBOX")),
+        },
         "USE_TZ": True,
     }
 
@@ -81,6 +93,9 @@ def produce(args: argparse.Namespace) -> None:
     from django.db import transaction
 
     from tests.testapp.models import Seller
+
+    if args.die_before_append:
+        die_before_append(args.die_before_append)
 
     if args.create:
         call_command("migrate", run_syncdb=True, verbosity=0)
@@ -101,6 +116,28 @@ def produce(args: argparse.Namespace) -> None:
             version = int(seller.name.rsplit("-v", 1)[1]) + 1
             seller.name = f"seller-{pk}-v{version}"
             seller.save()
+
+
+def die_before_append(mark: str) -> None:
+    """On a Redis Cluster: SIGKILL this process once an invalidation completed, right before its
+    events are appended (another call there: docs/events.md), having created the file ``mark``."""
+    from django_tagcache.core.cluster_scripts import ClusterScriptRunner
+
+    real: Any = ClusterScriptRunner.__dict__["run"]  # a descriptor: bound to each runner below
+
+    def run(self: ClusterScriptRunner, calls: Any) -> Any:
+        if any(name == "cluster_event" for name, _keys, _args in calls):
+            Path(mark).write_text("invalidated, events not appended")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real.__get__(self, ClusterScriptRunner)(calls)
+
+    ClusterScriptRunner.run = run  # type: ignore[assignment]
+
+
+def drain(args: argparse.Namespace) -> None:
+    from django.core.management import call_command
+
+    call_command("tagcache_drain")
 
 
 def consume(args: argparse.Namespace) -> None:
@@ -133,11 +170,13 @@ def main(argv: list[str]) -> None:
     p.add_argument("--updates", type=int, default=0)
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--die-before-append", metavar="MARK", default="")
+    sub.add_parser("drain")
     c = sub.add_parser("consume")
     c.add_argument("--name", default=None)
     args = parser.parse_args(argv)
-    setup("producer" if args.command == "produce" else "consumer")
-    (produce if args.command == "produce" else consume)(args)
+    setup("consumer" if args.command == "consume" else "producer")
+    {"produce": produce, "drain": drain, "consume": consume}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +98,48 @@ def test_a_consumer_applies_to_a_cluster_and_reads_a_stream_on_a_cluster(
         client.xadd(STREAM, fields)
         worker.run(until_idle=True)
         assert group_status(worker.stream)["duplicates"] == 1
+
+
+def test_a_producer_killed_between_the_invalidation_and_its_event_leaves_it_to_the_outbox(
+    redis_cluster: Any, tmp_path: Path
+) -> None:
+    # docs/events.md, "On Redis Cluster": the events are appended in a call of their own, after
+    # the tags'. A producer (a real process, with the outbox on) is SIGKILLed exactly there; the
+    # outbox row of its commit survives, and tagcache_drain replays the invalidation and the event.
+    caches: Any = settings.CACHES
+    env = {
+        **os.environ,
+        "EVENTS_DB": str(tmp_path / "catalog.sqlite3"),
+        "EVENTS_REDIS": caches["cluster"]["LOCATION"],
+        "EVENTS_CLUSTER": "1",
+        "EVENTS_OUTBOX": "1",
+        "EVENTS_STREAM": STREAM,
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    def service(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tests.eventservice", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=120)
+
+    def outbox_rows() -> list[str]:
+        with sqlite3.connect(env["EVENTS_DB"]) as db:
+            return [tags for (tags,) in db.execute("SELECT tags FROM django_tagcache_pendinginvalidation")]
+
+    created = service("produce", "--create", "1")
+    assert created.returncode == 0, created.stderr[-3000:]
+    client: Any = get_store("cluster").client
+    client.delete(STREAM)
+    mark = tmp_path / "killed"
+    killed = service("produce", "--updates", "1", "--die-before-append", str(mark))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert mark.exists()  # killed where meant: the invalidation done, its event not appended
+    assert client.xlen(STREAM) == 0
+    (pending,) = outbox_rows()
+    assert "shop.seller:1" in pending
+
+    drained = service("drain")
+    assert drained.returncode == 0, drained.stderr[-3000:]
+    assert outbox_rows() == []
+    (event,) = published(client)
+    assert event["source"] == "outbox"
+    assert "shop.seller:1" in json.loads(event["tags"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from typing import Any
 
 import pytest
@@ -57,10 +58,15 @@ def test_async_writes_are_read_by_the_blocking_api(tc: TagCache) -> None:
 def stampede(tc: TagCache, callers: int) -> tuple[int, list[Any]]:
     """``callers`` tasks of one loop miss one cold key at once; (computations, results)."""
     computed = []
+    misses = metrics.snapshot()["misses"]
 
     async def compute() -> str:
         computed.append(1)
-        await asyncio.sleep(0.05)  # long enough for every task to miss
+        # Until every task has read and missed (and so joined the flight): a sleep of a fixed
+        # length would not be long enough on a loaded machine.
+        deadline = time.monotonic() + 30
+        while metrics.snapshot()["misses"] - misses < callers and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
         return "value"
 
     async def main() -> list[Any]:
@@ -131,7 +137,8 @@ def test_a_cancelled_waiter_leaves_the_computation_alone(tc: TagCache, keys: Key
             return "value"
 
         leader = asyncio.ensure_future(tc.aget_or_set("k", compute, tags=["t"]))
-        await asyncio.sleep(0.01)
+        while not computed:  # the leader computes (a fixed sleep may end before it does)
+            await asyncio.sleep(0.001)
         waiter = asyncio.ensure_future(tc.aget_or_set("k", compute, tags=["t"]))
         await asyncio.sleep(0.01)
         waiter.cancel()

@@ -30,11 +30,13 @@ from django_tagcache.core import metrics, protections
 from tests.interleaving import Shop, actors, populate
 from tests.scheduler import Scheduler, hooked, virtual_time
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 HISTORIES = int(os.environ.get("TAGCACHE_HARNESS_HISTORIES", "2000"))
 SEED = int(os.environ.get("TAGCACHE_HARNESS_SEED", "1129"))
 FIRST = int(os.environ.get("TAGCACHE_HARNESS_FIRST", "0"))
+if HISTORIES > 2000:  # the long mode runs for hours: no per-test timeout
+    pytestmark.append(pytest.mark.timeout(0))
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ def test_no_event_and_no_extra_argument_when_events_are_off() -> None:
     store = get_store()
     assert store.events is None
     _keys, args = plan_invalidate(store.keys, store.options, ["a"])
-    assert len(args) == 3 + 2  # chunk size, generation TTL, token, budget, drain guard: nothing more
+    # chunk size, generation TTL, drain guard, token, no staleness budgets: nothing more
+    assert len(args) == 5
 
 
 def test_an_event_that_cannot_be_appended_stops_the_invalidation_too(events: Any) -> None:

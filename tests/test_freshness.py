@@ -97,7 +97,7 @@ def _first_step_of_a_chunked_invalidation(alias: str, tags: list[str]) -> Callab
 
         return finish
     keys, args = plan_invalidate(store.keys, store.options, tags)
-    _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
+    _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args), len(keys))
     assert pending, "the tag must be too big for one call"
 
     def rest() -> None:

@@ -80,7 +80,7 @@ def test_an_interrupted_big_invalidation_is_finished_by_the_next_one(tc: TagCach
         removed, pending = 0, [(d.aside, d.drains) for d in drains]
     else:
         keys, args = plan_invalidate(store.keys, options, ["big"])
-        removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
+        removed, pending = parse_invalidate(store.scripts("invalidate", keys, args), len(keys))
     assert removed == 0
     assert len(pending) == 1
     assert tc.get("e0") == 0  # not drained yet: the work is recorded, not lost
@@ -102,7 +102,7 @@ def test_an_interrupted_drain_is_found_among_other_tags(tc: TagCache, raw: redis
     tc.set("other", 0, tags=["a"])
     options = store.options.__class__(**{**store.options.__dict__, "chunk_size": 10})
     keys, args = plan_invalidate(store.keys, options, ["big"])
-    _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args))
+    _removed, pending = parse_invalidate(store.scripts("invalidate", keys, args), len(keys))
     assert tc.get("e0") == 0  # set aside, not drained: as a caller that died would leave it
     assert tc.invalidate_tags("a", "big", "c") == 31
     assert all(tc.get(f"e{i}") is None for i in range(30))

@@ -47,14 +47,16 @@ def wanted() -> bool:
 
 
 def _micros(value: object) -> int | None:
+    if type(value) is int:  # what the scripts return: 0 for none
+        return value or None
     if isinstance(value, bytes):
         value = value.decode()
-    return int(value) if value not in (None, "", b"") else None  # type: ignore[call-overload]
+    return int(value) or None if value not in (None, "", b"") else None  # type: ignore[call-overload]
 
 
 def record(tags: Sequence[str], pairs: Sequence[object]) -> None:
     """Note the completions of ``tags``: ``pairs`` is (done, previous) per tag, flat, as the
-    scripts return them ('' or None for none)."""
+    scripts return them (0, '' or None for none)."""
     found = _collector.get()
     if found is None:
         return

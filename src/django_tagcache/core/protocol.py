@@ -41,6 +41,12 @@ def new_token() -> str:
     return os.urandom(16).hex()
 
 
+def new_call_token() -> str:
+    """The random base of the tokens of one invalidate.lua call: 28 hex digits, to which the script
+    appends each tag's number in 4, giving every tag a token of the usual 32."""
+    return os.urandom(14).hex()
+
+
 def new_tokens(count: int) -> list[str]:
     """``count`` generation tokens from one read of the system's random source."""
     pool = os.urandom(16 * count).hex()
@@ -150,32 +156,36 @@ def plan_invalidate(
     """Keys and arguments of invalidate.lua; ``stale_ms`` gives each tag's staleness budget (default 0).
 
     ``event``, from :func:`~django_tagcache.core.events.event_args`, makes the same call append the
-    event that announces this invalidation; empty, the script does nothing more.
+    event that announces this invalidation; empty, the script does nothing more. The arguments
+    stay few whatever the number of tags: one random token for the call (each tag's is derived
+    from it), and budgets only when one of them is not 0.
     """
-    keys = scheme.tags(tags)
-    budgets = list(stale_ms) if stale_ms is not None else [0] * len(tags)
-    return keys, [
+    budgets: Sequence[int] = stale_ms if stale_ms is not None and any(stale_ms) else ()
+    return scheme.tags(tags), [
         options.chunk_size,
         options.generation_ttl_ms,
-        *new_tokens(len(tags)),
-        *budgets,
         options.drain_guard_ttl_ms,
+        new_call_token(),
+        len(budgets),
+        *budgets,
         *event,
     ]
 
 
-def parse_invalidate(reply: Sequence[Any]) -> tuple[int, list[tuple[str, str]]]:
-    """(entries removed, [(renamed index, pending set), ...] still to drain).
+def parse_invalidate(reply: Sequence[Any], ntags: int) -> tuple[int, list[tuple[str, str]]]:
+    """(entries removed, [(renamed index, pending set), ...] still to drain) of a call on ``ntags`` tags.
 
-    The reply's second element, each tag's completion times, is read by :func:`completions_of`.
+    The completion times of each tag that follow the count are read by :func:`completions_of`.
     """
     removed = int(reply[0])
-    rest = [text(item) for item in reply[2:]]
+    if len(reply) == 1 + 2 * ntags:
+        return removed, []  # nothing to drain: the common case
+    rest = [text(item) for item in reply[1 + 2 * ntags :]]
     pending = sorted(set(zip(rest[0::2], rest[1::2], strict=True)))
     return removed, pending
 
 
-def completions_of(reply: Sequence[Any]) -> Sequence[Any]:
+def completions_of(reply: Sequence[Any], ntags: int) -> Sequence[Any]:
     """(done, previous) completion times of each tag of an invalidate.lua reply, flat (see
     :mod:`~django_tagcache.core.completions`)."""
-    return reply[1]  # type: ignore[no-any-return]
+    return reply[1 : 1 + 2 * ntags]

@@ -252,10 +252,11 @@ class TagSteps:
         removed = 0
         by_pending: dict[str, int] = {}
         for (keys, _args), reply, first in zip(calls, replies, range(0, len(tags), step), strict=True):
-            count, pending = parse_invalidate(reply)
+            count = len(keys)
+            removed_here, pending = parse_invalidate(reply, count)
             if completions.wanted():
-                completions.record(tags[first : first + step], completions_of(reply))
-            removed += count
+                completions.record(tags[first : first + step], completions_of(reply, count))
+            removed += removed_here
             by_pending.update(
                 (base + ":p", budget) for base, budget in zip(keys, budgets[first:], strict=False)
             )

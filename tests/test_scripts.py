@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis
 
@@ -107,3 +109,38 @@ def test_an_interrupted_drain_is_found_among_other_tags(tc: TagCache, raw: redis
     assert tc.invalidate_tags("a", "big", "c") == 31
     assert all(tc.get(f"e{i}") is None for i in range(30))
     assert raw.exists(pending[0][1]) == 0
+
+
+@pytest.mark.parametrize("count", [1, 3, 150])
+def test_an_invalidation_sends_few_arguments_and_reads_a_flat_reply_of_integers(
+    mode_tc: TagCache, raw: redis.Redis, count: int
+) -> None:
+    """Every model write sends this call: its arguments do not grow with its tags (one random
+    token for the call, no staleness budgets while they are all 0), and its reply is one flat
+    array of integers (entries removed, then each tag's completion and the one it replaced)."""
+    from django_tagcache.core.protocol import text
+    from django_tagcache.core.store import parse_invalidate, plan_invalidate
+
+    store = mode_tc.store
+    if isinstance(store, ClusterTagStore):
+        pytest.skip("the cluster has scripts of its own")
+    tags = [f"t{i}" for i in range(count)]
+    mode_tc.set("e", 1, tags=tags[:1])
+    mode_tc.invalidate_tags(*tags)  # every tag has completed an invalidation before
+    mode_tc.set("f", 1, tags=tags[-1:])
+    keys, args = plan_invalidate(store.keys, store.options, tags)
+    assert len(keys) == count
+    assert len(args) == 5  # chunk size, generation TTL, drain guard, one token, no budgets
+    before = [raw.get(base + ":g") for base in keys]
+    reply = store.scripts("invalidate", keys, args)
+    assert len(reply) == 1 + 2 * count
+    assert all(type(item) is int for item in reply)
+    assert parse_invalidate(reply, count) == (1, [])
+    done, previous = reply[1::2], reply[2::2]
+    assert len(set(done)) == 1  # one call, one moment
+    assert all(0 < p < d for p, d in zip(previous, done, strict=True))
+    # Each tag got a token of its own, new and never seen before, of the usual 32 hex digits.
+    after = [raw.get(base + ":g") for base in keys]
+    assert len(set(after)) == count
+    assert not set(after) & set(before)
+    assert all(re.fullmatch(r"[0-9a-f]{32}@[0-9]+", text(value or b"")) for value in after)

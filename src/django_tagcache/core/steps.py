@@ -230,39 +230,69 @@ class TagSteps:
 
     async def _invalidate_here(self, tags: Sequence[str], origin: str | None = None) -> int:
         """:meth:`invalidate` on this store's own client, without waiting for replicas."""
+        calls, budgets = self._plan_invalidation(tags, origin)
+        if len(calls) == 1:
+            replies = [await self._io(lambda: self.scripts("invalidate", *calls[0]))]
+        else:
+            replies = await self._io(lambda: self.scripts.pipelined("invalidate", calls))
+        removed, drains = self._read_invalidation(tags, calls, budgets, replies)
+        for aside, pending_set, stale_ms in drains:
+            removed += await self._drain(aside, pending_set, stale_ms)
+        return removed
+
+    def _plan_invalidation(
+        self, tags: Sequence[str], origin: str | None
+    ) -> tuple[list[tuple[list[str], list[Any]]], list[int] | None]:
+        """The script calls of :meth:`_invalidate_here` (no I/O), and each tag's staleness budget
+        (None: every tag's is 0)."""
         step = self.TAGS_PER_CALL
-        budgets = [self.staleness(tag) for tag in tags] if self.staleness is not None else [0] * len(tags)
-        events, namespace = self.events, self.keys.namespace()
-        calls = [
+        staleness = self.staleness
+        budgets = [staleness(tag) for tag in tags] if staleness is not None else None
+        if budgets is not None and not any(budgets):
+            budgets = None
+        events = self.events if origin is not None else None
+        namespace = self.keys.namespace() if events is not None else None
+        return [
             plan_invalidate(
                 self.keys,
                 self.options,
                 tags[first : first + step],
-                budgets[first : first + step],
+                None if budgets is None else budgets[first : first + step],
                 ()
                 if events is None or origin is None
                 else event_args(events, namespace, origin, tags[first : first + step]),
             )
             for first in range(0, len(tags), step)
-        ]
-        if len(calls) == 1:
-            replies = [await self._io(lambda: self.scripts("invalidate", *calls[0]))]
-        else:
-            replies = await self._io(lambda: self.scripts.pipelined("invalidate", calls))
+        ], budgets
+
+    def _read_invalidation(
+        self,
+        tags: Sequence[str],
+        calls: Sequence[tuple[list[str], list[Any]]],
+        budgets: Sequence[int] | None,
+        replies: Sequence[Any],
+    ) -> tuple[int, list[tuple[str, str, int]]]:
+        """Read the replies of :meth:`_plan_invalidation`'s calls (no I/O): the entries removed, and
+        the indexes set aside that are still to drain, each with its pending set and staleness
+        budget. Reports each tag's completion times to whoever collects them (completions.py)."""
+        step = self.TAGS_PER_CALL
         removed = 0
-        by_pending: dict[str, int] = {}
+        drains: list[tuple[str, str, int]] = []
+        wanted = completions.wanted()
         for (keys, _args), reply, first in zip(calls, replies, range(0, len(tags), step), strict=True):
             count = len(keys)
             removed_here, pending = parse_invalidate(reply, count)
-            if completions.wanted():
+            if wanted:
                 completions.record(tags[first : first + step], completions_of(reply, count))
             removed += removed_here
-            by_pending.update(
-                (base + ":p", budget) for base, budget in zip(keys, budgets[first:], strict=False)
-            )
-            for aside, pending_set in pending:
-                removed += await self._drain(aside, pending_set, by_pending.get(pending_set, 0))
-        return removed
+            if pending:
+                by_pending = dict.fromkeys((base + ":p" for base in keys), 0)
+                if budgets is not None:
+                    by_pending.update(zip((base + ":p" for base in keys), budgets[first:], strict=False))
+                drains += [
+                    (aside, pending_set, by_pending.get(pending_set, 0)) for aside, pending_set in pending
+                ]
+        return removed, drains
 
     async def _drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
         """Delete (or soften, see ``stale_ms``) the entries of an index renamed aside, chunk by chunk."""

@@ -18,7 +18,7 @@ them on a blocking redis-py client (:class:`~.aio_store.AsyncTagStore` on ``redi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .bridge import blocking, run_sync
@@ -79,7 +79,9 @@ class TagStore(TagSteps):
         return run_sync(self._guarded(func))  # type: ignore[no-any-return]
 
     async def _io(self, func: Callable[[], Any]) -> Any:
-        return self._call(func)  # blocking: the step's coroutine never suspends (see bridge.py)
+        # Through _call, the one place every Redis call of this store passes (the tests' scheduler
+        # switches threads there). Blocking: the step's coroutine never suspends (see bridge.py).
+        return self._call(func)
 
     def _sleep(self, budget: Budget) -> Callable[[float], Awaitable[None]]:
         return blocking_sleep(budget)
@@ -108,6 +110,34 @@ class TagStore(TagSteps):
     generations = blocking(TagSteps._generations)
     vouching_generations = blocking(TagSteps._vouching_generations)
     delete = blocking(TagSteps._delete)
-    invalidate = blocking(TagSteps._invalidate)
+
+    def invalidate(self, tags: Sequence[str], origin: str | None = None) -> int:
+        """Blocking :meth:`~.steps.TagSteps._invalidate`.
+
+        Every model write runs this, mostly with a few tags: then it is one script call, sent
+        straight from here (the same planning, guarding and reading as the steps, without
+        running them as a coroutine). Anything else runs the steps.
+        """
+        if not tags or len(tags) > self.TAGS_PER_CALL or not self._direct_invalidation:
+            return run_sync(self._invalidate(tags, origin))
+        calls, budgets = self._plan_invalidation(tags, origin)
+        keys, args = calls[0]
+        reply = self._call(lambda: self.scripts("invalidate", keys, args))
+        removed, drains = self._read_invalidation(tags, calls, budgets, (reply,))
+        for aside, pending_set, stale_ms in drains:
+            removed += self.drain(aside, pending_set, stale_ms)
+        return removed
+
+    @property
+    def _direct_invalidation(self) -> bool:
+        """Whether :meth:`invalidate` may send its one script call itself: a single server, no
+        replicas to wait for, and the steps of this class, not a subclass's own."""
+        return (
+            self.standalone
+            and not self.options.invalidation_replicas
+            and type(self)._invalidate is TagSteps._invalidate
+            and type(self)._invalidate_here is TagSteps._invalidate_here
+        )
+
     invalidate_here = blocking(TagSteps._invalidate_here)
     drain = blocking(TagSteps._drain)

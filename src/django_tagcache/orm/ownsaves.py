@@ -112,6 +112,49 @@ def _stored_as_is(field: Any, value: Any) -> bool:
     return True
 
 
+# Django's own field classes whose value of exactly one type reads back unchanged: for an int
+# in an integer column or a str in a text column, ``to_python(get_prep_value(value))`` is the
+# value itself, so :func:`_stored_as_is` needs no call. Exact classes only: a subclass may
+# convert, and then takes the full check.
+_INTEGER_FIELDS = (
+    "AutoField",
+    "BigAutoField",
+    "SmallAutoField",
+    "IntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+)
+_TEXT_FIELDS = ("CharField", "TextField", "SlugField")
+
+# Model -> (attname, field, the type whose values need no check or None), per concrete field.
+_plans: weakref.WeakKeyDictionary[type[Any], tuple[tuple[str, Any, type | None], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plain_type(field: Any) -> type | None:
+    """The type whose values ``field`` stores as they are held, known without a call (see above)."""
+    from django.db import models
+
+    if field.many_to_one and type(field) is models.ForeignKey:
+        field = field.target_field
+    kind = type(field)
+    if kind in tuple(getattr(models, name) for name in _INTEGER_FIELDS):
+        return int
+    if kind in tuple(getattr(models, name) for name in _TEXT_FIELDS):
+        return str
+    return None
+
+
+def _plan(model: type[Any]) -> tuple[tuple[str, Any, type | None], ...]:
+    plan = _plans.get(model)
+    if plan is None:
+        plan = _plans[model] = tuple(
+            (field.attname, field, _plain_type(field)) for field in model._meta.concrete_fields
+        )
+    return plan
+
+
 def holds_as_stored(instance: models.Model) -> bool:
     """Whether every concrete field value ``instance`` holds is the value the database stores.
 
@@ -120,9 +163,11 @@ def holds_as_stored(instance: models.Model) -> bool:
     if not protections.on("own_save_values"):
         return True
     held = instance.__dict__
-    for field in instance._meta.concrete_fields:
-        if field.attname in held and not _stored_as_is(field, held[field.attname]):
-            return False
+    for attname, field, plain in _plan(type(instance)):
+        if attname in held:
+            value = held[attname]
+            if type(value) is not plain and not _stored_as_is(field, value):
+                return False
     return True
 
 

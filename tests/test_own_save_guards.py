@@ -128,3 +128,43 @@ def test_which_values_are_stored_as_held(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a naive datetime while USE_TZ is on
         assert _stored_as_is(field, value) is held
+
+
+class _Shouting(models.CharField):  # type: ignore[type-arg]
+    """A text field that converts on the way in: its values are not stored as held."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        return None if value is None else str(value).upper()
+
+
+@pytest.mark.parametrize(
+    ("field", "plain"),
+    [
+        (models.IntegerField(), int),
+        (models.BigAutoField(primary_key=True), int),
+        (models.CharField(max_length=5), str),
+        (models.TextField(), str),
+        (models.PositiveIntegerField(), None),  # not in the short list: full check
+        (models.BooleanField(), None),
+        (_Shouting(max_length=5), None),  # a subclass may convert: full check
+    ],
+)
+def test_the_values_that_skip_the_conversion_calls_are_those_the_full_check_holds(
+    field: models.Field[Any, Any], plain: type | None
+) -> None:
+    """The fast path of holds_as_stored() must agree with the full check wherever it applies."""
+    from django_tagcache.orm.ownsaves import _plain_type, _stored_as_is
+
+    assert _plain_type(field) is plain
+    if plain is not None:
+        for value in [0, 7, -3, 2**40] if plain is int else ["", "abc", "Ünï", "07"]:
+            assert _stored_as_is(field, value)
+    assert not _stored_as_is(_Shouting(max_length=5), "abc")
+
+
+def test_a_foreign_key_skips_the_conversion_calls_as_its_target_field_does() -> None:
+    from django_tagcache.orm.ownsaves import _plain_type
+
+    assert _plain_type(Product._meta.get_field("category")) is int
+    assert _plain_type(Product._meta.get_field("name")) is str
+    assert _plain_type(Product._meta.get_field("price")) is int

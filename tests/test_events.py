@@ -7,6 +7,7 @@ services in separate processes, each with its own Redis.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -528,6 +529,59 @@ def test_a_consumer_is_removed_only_once_it_holds_no_pending_entry(consuming: An
     assert consumer_names(consuming) == ["heir"]
     pending = consuming.xpending_range(STREAM, "shop", "-", "+", 10)
     assert [p["consumer"] for p in pending] == [b"heir"] * 3
+
+
+def delete_while_blocked(client: Any, deleted: str) -> threading.Thread:
+    """Delete the stream (or its group) once the consumer is blocked in XREADGROUP, then publish."""
+
+    def delete() -> None:
+        while int(client.info("clients")["blocked_clients"]) == 0:
+            time.sleep(0.001)
+        delete_and_publish(client, deleted)
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    return thread
+
+
+def delete_and_publish(client: Any, deleted: str) -> None:
+    if deleted == "stream":
+        client.delete(STREAM)
+    else:
+        client.xgroup_destroy(STREAM, "shop")
+    publish(client, ["b"], 2)  # appended before the consumer notices: it must not be skipped
+
+
+@pytest.mark.parametrize("deleted", ["stream", "group"])
+@pytest.mark.parametrize("path", ["own", "claim", "sweep", "read", "blocked"])
+def test_a_deleted_stream_or_group_is_recreated_and_nothing_appended_since_is_lost(
+    consuming: Any, caplog: pytest.LogCaptureFixture, deleted: str, path: str
+) -> None:
+    tagcache.set("k", 1, tags=["a"])
+    tagcache.set("later", 1, tags=["b"])
+    publish(consuming, ["a"], 1)
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BLOCK=30 if path == "blocked" else 0.05)):
+        consumer = Consumer(name="c1")
+        assert consumer.poll() == 1
+        assert tagcache.get("k") is None
+        # Steer the next poll to the command that meets the missing group first.
+        consumer._own_pending = path == "own"
+        consumer._next_claim = 0.0 if path == "claim" else float("inf")
+        consumer._next_sweep = 0.0 if path == "sweep" else float("inf")
+        if path == "blocked":
+            thread = delete_while_blocked(redis.Redis.from_url(settings.REDIS_URL), deleted)
+            consumer.poll()
+            thread.join()
+        else:
+            delete_and_publish(consuming, deleted)
+            consumer.poll()
+        polls = 0
+        while tagcache.get("later") is not None and polls < 10:
+            consumer.poll()
+            polls += 1
+        assert tagcache.get("later") is None
+    assert any("recreated" in record.getMessage() for record in caplog.records)
+    assert group_status(consumer.stream)["pending"] == 0
 
 
 def test_applying_does_not_announce_again(events: Any) -> None:

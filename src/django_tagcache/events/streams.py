@@ -9,6 +9,7 @@ receives, plus ``dead_reason``, ``dead_id``, ``dead_group``, ``dead_consumer`` a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from .apply import Outcome
 
 Entry = tuple[str, dict[Any, Any]]
+logger = logging.getLogger("django_tagcache.events")
+#: How Redis says that a stream or its consumer group is gone: NOGROUP for a command naming the
+#: group, UNBLOCKED for an XREADGROUP blocked when the stream was deleted, and XINFO's reply.
+_GONE = ("NOGROUP", "UNBLOCKED", "no such key")
 
 
 def connect(source: EventSource, settings: EventsSettings) -> redis.Redis:
@@ -49,11 +54,18 @@ class SourceStream:
         self.consumed = "{" + source.stream + "}:consumed:" + self.group
         self.attempts = "{" + source.stream + "}:attempts:" + self.group
         self._has_group = False
+        self._lost_group = False  # the group was there and is gone: say so when recreating it
         self._claim_from = "0-0"
         self._remove_consumer: Any = None  # lua/event_consumers.lua, registered on first use
 
     def ensure_group(self) -> None:
-        """Create the consumer group (from the stream's start: a backlog only re-invalidates)."""
+        """Create the consumer group, from the stream's start (``0``), if it does not exist.
+
+        From the start rather than from ``$``, also when the group or the stream was deleted
+        while consuming: a new stream holds only what was appended since its deletion, all of it
+        still to apply, and ``$`` would skip those entries; a stream kept whose group was
+        destroyed is read again, where the marks find each event already applied (a duplicate).
+        """
         if self._has_group:
             return
         try:
@@ -61,7 +73,26 @@ class SourceStream:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        else:
+            if self._lost_group:
+                logger.warning(
+                    "django-tagcache: the consumer group %r of stream %r was gone (the stream or "
+                    "the group was deleted); recreated it, reading the stream from its start",
+                    self.group,
+                    self.source.stream,
+                )
         self._has_group = True
+        self._lost_group = False
+
+    def _group_gone(self, exc: ResponseError) -> bool:
+        """Whether ``exc`` says the stream or the group is gone; if so, have it recreated."""
+        message = str(exc)
+        if not message.startswith(_GONE):
+            return False
+        self._has_group = False
+        self._lost_group = True
+        self._claim_from = "0-0"
+        return True
 
     def read(
         self, consumer: str, count: int, *, own: bool = False, block_ms: int | None = None
@@ -77,9 +108,8 @@ class SourceStream:
                 block=None if own else block_ms,
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not self._group_gone(exc):
                 raise
-            self._has_group = False  # the stream was deleted: start over
             return []
         entries = [(text(entry_id), fields) for _stream, items in reply or () for entry_id, fields in items]
         trimmed = [entry_id for entry_id, fields in entries if not fields]
@@ -92,9 +122,14 @@ class SourceStream:
         """Take over entries others left pending over ``CLAIM_IDLE``: (entries, trimmed ids)."""
         self.ensure_group()
         idle_ms = int(self.settings.claim_idle * 1000)
-        reply: Any = self.client.xautoclaim(
-            self.source.stream, self.group, consumer, idle_ms, start_id=self._claim_from, count=count
-        )
+        try:
+            reply: Any = self.client.xautoclaim(
+                self.source.stream, self.group, consumer, idle_ms, start_id=self._claim_from, count=count
+            )
+        except ResponseError as exc:
+            if not self._group_gone(exc):
+                raise
+            return [], []
         self._claim_from = text(reply[0])
         entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if fields]
         trimmed = [text(entry_id) for entry_id in (reply[2] if len(reply) > 2 else ())]
@@ -106,20 +141,24 @@ class SourceStream:
         ``lua/event_consumers.lua``). Returns (entries claimed, consumers removed)."""
         self.ensure_group()
         idle_ms = int(self.settings.dead_consumer_idle * 1000)
-        infos: Any = self.client.xinfo_consumers(self.source.stream, self.group)
         claimed, removed = 0, []
-        for info in infos:
-            name = info["name"]
-            if text(name) == consumer or int(info["idle"]) < idle_ms:
-                continue
-            if self._remove_consumer is None:
-                self._remove_consumer = self.client.register_script(script_source("event_consumers"))
-            reply = self._remove_consumer(
-                keys=[self.source.stream], args=[self.group, name, consumer, idle_ms, count]
-            )
-            claimed += int(reply[0])
-            if int(reply[1]):
-                removed.append(text(name))
+        try:
+            infos: Any = self.client.xinfo_consumers(self.source.stream, self.group)
+            for info in infos:
+                name = info["name"]
+                if text(name) == consumer or int(info["idle"]) < idle_ms:
+                    continue
+                if self._remove_consumer is None:
+                    self._remove_consumer = self.client.register_script(script_source("event_consumers"))
+                reply = self._remove_consumer(
+                    keys=[self.source.stream], args=[self.group, name, consumer, idle_ms, count]
+                )
+                claimed += int(reply[0])
+                if int(reply[1]):
+                    removed.append(text(name))
+        except ResponseError as exc:
+            if not self._group_gone(exc):
+                raise
         return claimed, removed
 
     def acknowledge(self, ids: Sequence[str], outcome: Outcome) -> None:

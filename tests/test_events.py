@@ -170,6 +170,26 @@ def test_decode_refuses_bad_events_saying_why(change: dict[str, str | None], rea
         decode(fields)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("service", "s\n"),
+        ("region", "r\n"),
+        ("ns", "t1\n"),
+        ("epoch", "1\n"),
+        ("seq", "3\n"),
+        ("ts", "5\n"),
+    ],
+)
+def test_a_name_or_number_with_a_trailing_newline_is_refused(field: str, value: str) -> None:
+    # A "$"-anchored pattern matches before a final newline: the whole value must match.
+    fields = {**GOOD, field: value}
+    with pytest.raises(BadEvent, match=f"'{field}'"):
+        decode(fields)
+    with pytest.raises(BadEvent, match=f"'{field}'"):
+        Decoder()({k.encode(): v.encode() for k, v in fields.items()})
+
+
 def test_decode_reads_bytes_as_redis_gives_them() -> None:
     event = decode({k.encode(): v.encode() for k, v in GOOD.items()})
     assert (event.producer, event.seq, event.tags) == ("s@r#1", 3, ("a",))
@@ -252,6 +272,11 @@ def test_the_fast_decoder_reads_fields_missing_or_not_bytes_through_decode() -> 
         ({"SERVICE": "a b"}, "'SERVICE'] must be 1-64"),
         ({"SERVICE": "s", "MAXLEN": 0}, "'MAXLEN'] must be an integer >= 1"),
         ({"SERVICE": "s", "STREAM": "{x}"}, "without spaces or braces"),
+        ({"SERVICE": "s\n"}, "'SERVICE'] must be 1-64"),
+        ({"SERVICE": "s", "REGION": "r\n"}, "'REGION'] must be 1-64"),
+        ({"SERVICE": "s", "GROUP": "g\n"}, "'GROUP'] must be 1-64"),
+        ({"SERVICE": "s", "STREAM": "x\n"}, "without spaces or braces"),
+        ({"SERVICE": "s", "SOURCES": {"x\n": {"URL": "redis://h"}}}, "'SOURCES'] must be 1-64"),
         ({"SERVICE": "s", "BATCH": True}, "'BATCH'] must be an integer"),
         ({"SERVICE": "s", "RATE_LIMIT": -1}, "RATE_LIMIT"),
         ({"SERVICE": "s", "CLAIM_IDLE": 0}, "CLAIM_IDLE"),
@@ -693,6 +718,16 @@ def test_the_command_refuses_what_it_cannot_consume() -> None:
         pytest.raises(CommandError, match="Unknown event source"),
     ):
         call_command("tagcache_consume", "--source", "nope", "--until-idle")
+
+
+@pytest.mark.parametrize("name", ["c1\n", "", "a b", "x" * 201])
+def test_a_consumer_name_must_be_one_printable_word(consuming: Any, name: str) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(ValueError, match="consumer name"):
+        Consumer(name=name)
+    with pytest.raises(CommandError, match="consumer name"):
+        call_command("tagcache_consume", "--until-idle", "--name", name, verbosity=0)
 
 
 def test_the_command_applies_until_idle(consuming: Any) -> None:

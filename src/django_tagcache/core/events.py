@@ -28,8 +28,9 @@ from typing import Any
 VERSION = "1"
 #: Fields every version-1 event carries.
 FIELDS = ("v", "service", "region", "epoch", "seq", "ts", "ns", "source", "tags")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_DIGITS = re.compile(r"^[0-9]{1,19}$")
+# Used with fullmatch only: "$" would also match before a final newline ("svc\n").
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 #: Most tags one event may carry (an invalidation call sends at most 200; leave room for others).
 MAX_TAGS = 10_000
 
@@ -124,19 +125,19 @@ def decode(fields: Mapping[Any, Any]) -> Event:
     if missing:
         raise BadEvent(f"missing field(s): {', '.join(missing)}")
     for name in ("service", "region"):
-        if not _NAME.match(data[name]):
+        if not _NAME.fullmatch(data[name]):
             raise BadEvent(
                 f"field {name!r} must be 1-64 letters, digits, '_', '.' or '-', not {data[name]!r}"
             )
     numbers = {}
     for name in ("epoch", "seq", "ts"):
-        if not _DIGITS.match(data[name]):
+        if not _DIGITS.fullmatch(data[name]):
             raise BadEvent(f"field {name!r} must be a non-negative integer, not {data[name]!r}")
         numbers[name] = int(data[name])
     if numbers["seq"] < 1:
         raise BadEvent("field 'seq' must be 1 or more")
     namespace = data["ns"] or None
-    if namespace is not None and not _NAME.match(namespace):
+    if namespace is not None and not _NAME.fullmatch(namespace):
         raise BadEvent(f"field 'ns' is not a valid namespace: {namespace!r}")
     try:
         tags = json.loads(data["tags"])
@@ -209,7 +210,7 @@ class Decoder:
 
     def _producer(self, who: tuple[bytes, bytes, bytes]) -> tuple[str, str, int, str] | None:
         service, region, epoch = (part.decode() for part in who)
-        if not (_NAME.match(service) and _NAME.match(region) and _DIGITS.match(epoch)):
+        if not (_NAME.fullmatch(service) and _NAME.fullmatch(region) and _DIGITS.fullmatch(epoch)):
             return None
         if len(self._producers) >= _REMEMBERED:
             self._producers.clear()
@@ -220,7 +221,7 @@ class Decoder:
         namespace = raw.decode()
         if len(self._namespaces) >= _REMEMBERED:
             self._namespaces = {b"": None}
-        found = self._namespaces[raw] = namespace if _NAME.match(namespace) else _BAD
+        found = self._namespaces[raw] = namespace if _NAME.fullmatch(namespace) else _BAD
         return found
 
     def _source(self, raw: bytes) -> str:

@@ -66,7 +66,7 @@ class Consumer:
     ) -> None:
         self.settings = settings or _settings()
         self.source = _source(self.settings, source)
-        self.name = name or default_name()
+        self.name = default_name() if name is None else _consumer_name(name)
         self.cache = TagCache(cache)
         self.stream = SourceStream(self.source, self.settings, client)
         self._stop = threading.Event()
@@ -249,6 +249,14 @@ class Consumer:
         self._ready = max(self._ready, now - 1.0) + handled / rate
         if self._ready > now:
             self._stop.wait(self._ready - now)
+
+
+def _consumer_name(name: str) -> str:
+    # Redis takes any bytes; a name is also printed in logs, dead letters and XINFO: one word.
+    # str.isprintable() refuses every whitespace but the space, and every control character.
+    if not (1 <= len(name) <= 200 and name.isprintable() and " " not in name):
+        raise ValueError(f"A consumer name must be 1-200 printable characters without spaces, not {name!r}.")
+    return name
 
 
 def _settings() -> EventsSettings:

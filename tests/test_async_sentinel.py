@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from django_tagcache import TagCache, TagCacheUnavailable
+from django_tagcache.caching.stores import get_async_store
 from tests.faults import RESILIENCE
 from tests.keyspace import Keys
 from tests.servers import RedisServer, find_redis_server, free_port
@@ -255,3 +256,24 @@ def test_the_async_api_fails_open_when_the_sentinels_master_is_down(
     assert asyncio.run(main()) == ["default", "computed", False, False]
     with pytest.raises(TagCacheUnavailable):  # an invalidation is never silently dropped
         asyncio.run(tc.ainvalidate_tags("t"))
+
+
+def test_200_concurrent_agets_through_sentinel_share_at_most_four_connections(
+    through_sentinel: TagCache, sentinel: tuple[RedisServer, RedisServer]
+) -> None:
+    tc, master = through_sentinel, sentinel[0].client()
+    tc.set("k", "v", tags=["t"])
+
+    async def main() -> tuple[list[Any], int, int]:
+        await tc.aget("k")  # the loop's client exists, with one connection to the master
+        pool = get_async_store("sentinel").client.connection_pool
+        held = len(pool._available_connections) + len(pool._in_use_connections)
+        before = len(master.client_list()) - held
+        values = list(await asyncio.gather(*(tc.aget("k") for _ in range(200))))
+        held = len(pool._available_connections) + len(pool._in_use_connections)
+        return values, len(master.client_list()) - before, held
+
+    values, by_server, by_pool = asyncio.run(main())
+    assert values == ["v"] * 200  # none failed open
+    assert by_pool <= 4
+    assert by_server <= 4

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS": None,
     "NEAR_CACHE": {},
     "REQUEST_CACHE": False,
+    "ASYNC_MAX_CONNECTIONS": 4,
 }
 
 RETRY_DEFAULTS: dict[str, float] = {
@@ -247,6 +248,10 @@ class Settings:
     @property
     def CHUNK_SIZE(self) -> int:
         return self._int("CHUNK_SIZE", 1)
+
+    @property
+    def ASYNC_MAX_CONNECTIONS(self) -> int:
+        return self._int("ASYNC_MAX_CONNECTIONS", 1)
 
     @property
     def GENERATION_TTL(self) -> int:

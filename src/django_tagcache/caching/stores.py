@@ -101,7 +101,9 @@ def _build_async_store(alias: str) -> AsyncTagStore:
     if isinstance(sync, memory.MemoryStore):
         store = memory.AsyncMemoryStore(sync.state, make_key=caches[alias].make_key, options=sync.options)
     else:
-        client = aio_clients.asyncio_twin(sync.client)
+        client = aio_clients.asyncio_twin(
+            sync.client, max_connections=conf.ASYNC_MAX_CONNECTIONS, wait_timeout=conf.RETRY.budget
+        )
         mode = cast("Any", conf.SCRIPT_MODE)
         if is_cluster(sync.client):
             store = AsyncClusterTagStore(

@@ -26,6 +26,8 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.cluster import RedisCluster
 
+from .aio_pool import BoundedPool, BoundedSentinelPool
+
 T = TypeVar("T")
 
 #: Attribute of a custom blocking connection class naming the asyncio class to use in its place.
@@ -110,27 +112,30 @@ def _connection_kwargs(pool: Any, connection_class: type) -> dict[str, Any]:
     return _accepted(connection_class, _settings(kwargs))
 
 
-def asyncio_twin(client: Any) -> Any:
+def asyncio_twin(client: Any, *, max_connections: int = 4, wait_timeout: float = 1.0) -> Any:
     """A ``redis.asyncio`` client for the servers ``client`` (blocking redis-py) talks to.
 
     A standalone server gives a ``redis.asyncio.Redis`` on a pool of the matching connection
     class, Sentinel a client of the master through ``redis.asyncio.sentinel``, a cluster a
     ``redis.asyncio.cluster.RedisCluster`` seeded with the same startup nodes.
+
+    Standalone and Sentinel clients hold at most ``max_connections`` connections; a call that
+    finds them all busy waits up to ``wait_timeout`` seconds for one (see :mod:`.aio_pool`).
+    A cluster client keeps redis-py's own per-node connections.
     """
     if isinstance(client, RedisCluster):
         return _cluster_twin(client)
     pool = client.connection_pool
+    bounds = {"max_connections": max_connections, "wait_timeout": wait_timeout}
     if isinstance(pool, redis.sentinel.SentinelConnectionPool):
-        return _sentinel_twin(pool)
+        return _sentinel_twin(pool, bounds)
     connection_class = asyncio_connection_class(pool.connection_class)
     kwargs = _connection_kwargs(pool, connection_class)
-    twin_pool = redis.asyncio.ConnectionPool(
-        connection_class=connection_class, max_connections=pool.max_connections, **kwargs
-    )
+    twin_pool = BoundedPool(connection_class=connection_class, **bounds, **kwargs)
     return redis.asyncio.Redis.from_pool(twin_pool)  # owns the pool: aclose() disconnects it
 
 
-def _sentinel_twin(pool: Any) -> Any:
+def _sentinel_twin(pool: Any, bounds: dict[str, Any]) -> Any:
     manager = pool.sentinel_manager
     sentinels = [
         (node.connection_pool.connection_kwargs["host"], node.connection_pool.connection_kwargs["port"])
@@ -143,8 +148,8 @@ def _sentinel_twin(pool: Any) -> Any:
         sentinels, min_other_sentinels=manager.min_other_sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs
     )
     if not pool.is_master:
-        return aio_manager.slave_for(pool.service_name)
-    return aio_manager.master_for(pool.service_name)
+        return aio_manager.slave_for(pool.service_name, connection_pool_class=BoundedSentinelPool, **bounds)
+    return aio_manager.master_for(pool.service_name, connection_pool_class=BoundedSentinelPool, **bounds)
 
 
 def _cluster_twin(client: Any) -> Any:

@@ -36,6 +36,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from . import metrics
+from .aio_pool import ConnectionsBusy
 from .bridge import run_sync, settle
 from .timebudget import Budget, budget_for, check_budget
 
@@ -148,7 +149,7 @@ def _replay(policy: RetrySettings | None, failure: Exception) -> list[Exception]
     """After the first attempt failed: re-raise unless the policy retries it, else the failure
     for tenacity's attempt 1 to replay without I/O, so that its wait strategy numbers the waits
     from the first failure: [0, b], [0, 2b], [0, 4b] ..."""
-    if policy is None or policy.attempts <= 1 or isinstance(failure, RedisTrouble):
+    if policy is None or policy.attempts <= 1 or isinstance(failure, (RedisTrouble, ConnectionsBusy)):
         raise failure
     return [failure]
 
@@ -169,7 +170,7 @@ def _strategy(policy: RetrySettings | None, budget: Budget, attempt_timeout: flo
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, RedisTrouble)
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, (RedisTrouble, ConnectionsBusy))
 
 
 class charging:

@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from . import completions, replication
+from .aio_pool import ConnectionsBusy
 from .bridge import settle
 from .events import EventOptions, event_args
 from .keys import KeyScheme, MakeKey
@@ -101,6 +102,10 @@ class TagSteps:
             result = await attempts(
                 self.options.retry, func, self._attempt_timeout, budget, self._translate, self._sleep(budget)
             )
+        except ConnectionsBusy:
+            if breaker is not None:
+                breaker.release()  # the loop's connections were busy: nothing learned about Redis
+            raise
         except RETRYABLE:
             if breaker is not None:
                 breaker.record_failure()

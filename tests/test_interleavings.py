@@ -210,6 +210,7 @@ SNAPSHOT_ONLY = {"snapshot_floor"}
 #: Protections the harness does not switch off: the near cache's, as the harness runs no near
 #: cache; their own tests switch them off.
 ELSEWHERE = {
+    "alias_marks": "tests/test_aliases.py",  # the harness runs on one alias
     "near_flush": "tests/test_near_cache.py",
     "near_ticket": "tests/test_near_cache.py",
 }

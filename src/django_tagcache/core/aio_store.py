@@ -83,6 +83,7 @@ class AsyncTagStore(TagSteps):
     delete = awaiting(TagSteps._delete)
     invalidate = awaiting(TagSteps._invalidate)
     drain = awaiting(TagSteps._drain)
+    mark = awaiting(TagSteps._mark)
 
 
 class AsyncClusterTagStore(ClusterSteps, AsyncTagStore):

@@ -72,6 +72,17 @@ class ClusterInvalidation(TagSteps):
             await self._io(lambda: self.runner.run(calls))
         return removed
 
+    async def _mark(self, tags: Sequence[str], mark: str, *, raised: bool) -> None:
+        """:meth:`~.steps.TagSteps._mark`: one script call per tag slot, pipelined to the primaries."""
+        if not tags:
+            return
+        ttl = self.options.drain_guard_ttl_ms if raised else 0
+        calls = [
+            ("marks", [self.keys.tag(tag) + ":w" for tag in group], [mark, ttl])
+            for group in self._by_slot(tags).values()
+        ]
+        await self._io(lambda: self.runner.run(calls))
+
     async def _begin_invalidate(self, tags: Sequence[str]) -> list[Drain]:
         """Only the first step of :meth:`invalidate`: what is left to :meth:`finish`."""
         calls = []

@@ -25,6 +25,7 @@ from . import completions
 from .aio_store import AsyncTagStore
 from .keys import KeyScheme, MakeKey
 from .memory_state import NEVER, MemoryState
+from .protections import on
 from .protocol import Miss, StoreOptions, new_token, new_tokens, write_checks
 from .steps import TagSteps
 from .store import TagStore
@@ -126,11 +127,13 @@ class MemorySteps(TagSteps):
         fence_us: int = 0,
     ) -> bool:
         state, now = self.state, self._now()
-        check, _guard, cutoff = write_checks(self.options, expected, fence_us)
+        check, guard, cutoff = write_checks(self.options, expected, fence_us)
         with state.lock:
             if owner and state.read(entry + ":lock", now) == owner.encode():
                 state.delete(entry + ":lock")
             if expected is not None and check and not self._unchanged(tags, expected, now):
+                return False
+            if guard and state.marks and any(state.marked(self.keys.tag(tag), now) for tag in tags):
                 return False
             if cutoff and not self._before_fence(tags, cutoff, now):
                 return False
@@ -182,6 +185,11 @@ class MemorySteps(TagSteps):
         state, now = self.state, self._now()
         with state.lock:
             tokens = self._tokens_at(tags, now)
+            if state.marks and on("drain_guard"):  # as miss.lua: no write can match '' (see _mark)
+                tokens = [
+                    "" if state.marked(self.keys.tag(tag), now) else t
+                    for tag, t in zip(tags, tokens, strict=True)
+                ]
             locked = bool(owner) and state.put_new(entry + ":lock", owner.encode(), now + lock_ttl_ms, now)
             payload, stale = state.read(entry, now), state.read(entry + ":stale", now)
         return Miss(tokens=tokens, payload=payload, owner=owner if locked else "", stale=stale)
@@ -201,7 +209,29 @@ class MemorySteps(TagSteps):
             return self._tokens_at(tags, self._now())
 
     async def _vouching_generations(self, tags: Sequence[str]) -> list[str | None]:
-        return list(await self._generations(tags))  # nothing ever drains here: invalidate() is one step
+        # Nothing ever drains here (invalidate() is one step); a tag is in progress only while an
+        # invalidation spanning several cache aliases holds its mark (see _mark).
+        state, now = self.state, self._now()
+        with state.lock:
+            tokens = self._tokens_at(tags, now)
+            if not state.marks or not on("drain_guard"):
+                return list(tokens)
+            return [
+                None if state.marked(self.keys.tag(tag), now) else token
+                for tag, token in zip(tags, tokens, strict=True)
+            ]
+
+    async def _mark(self, tags: Sequence[str], mark: str, *, raised: bool) -> None:
+        state, now = self.state, self._now()
+        with state.lock:
+            for tag in tags:
+                base = self.keys.tag(tag)
+                if raised:
+                    state.marks.setdefault(base, {})[mark] = now + self.options.drain_guard_ttl_ms
+                elif mark in state.marks.get(base, {}):
+                    del state.marks[base][mark]
+                    if not state.marks[base]:
+                        del state.marks[base]
 
     async def _delete(self, entry: str) -> bool:
         with self.state.lock:

@@ -25,6 +25,9 @@ class MemoryState:
         self.values: dict[str, tuple[bytes, float]] = {}
         # Tag base key -> {entry key: the entry's expiry}: the ZSET of an index on Redis.
         self.indexes: dict[str, dict[str, float]] = {}
+        # Tag base key -> {mark: its deadline}: the in-progress set (':w') of a tag on Redis, here
+        # holding only the marks of invalidations that span several cache aliases (marks.lua).
+        self.marks: dict[str, dict[str, float]] = {}
         self._writes = 0
         self._sweep_after = 1024
 
@@ -32,6 +35,7 @@ class MemoryState:
         with self.lock:
             self.values.clear()
             self.indexes.clear()
+            self.marks.clear()
             self._writes = 0
 
     def read(self, key: str, now: float) -> bytes | None:
@@ -98,3 +102,14 @@ class MemoryState:
         # The next sweep comes after as many writes as there are keys left: at most half of what is
         # held is dead, and each write pays O(1) of sweeping on average.
         self._sweep_after = max(1024, len(self.values))
+
+    def marked(self, base: str, now: float) -> bool:
+        """Whether the tag of ``base`` holds an unexpired mark (expired ones are dropped)."""
+        marks = self.marks.get(base)
+        if not marks:
+            return False
+        for mark in [mark for mark, deadline in marks.items() if deadline <= now]:
+            del marks[mark]
+        if not marks:
+            del self.marks[base]
+        return bool(marks)

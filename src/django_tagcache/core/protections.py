@@ -14,6 +14,10 @@ from contextlib import contextmanager
 NAMES = {
     "generation": "a write is checked against the generations read at the miss",
     "drain_guard": "no write while an invalidation of one of its tags is still draining",
+    "alias_marks": (
+        "an invalidation spanning several cache aliases marks its tags in progress in every alias "
+        "before it invalidates any, until it has invalidated all"
+    ),
     "fence": "no write if a tag's last invalidation completed after its data may have been read",
     "stored_row": "a save invalidates the tags of the row as stored, not as the instance remembers it",
     "namespace_scan": "a purge of every namespace finds namespaces by their generations too",

@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "miss",
     "unlock",
     "event_marks",
+    "marks",
     # Redis Cluster: each touches one slot and declares every key (see cluster_store.py).
     "cluster_index",
     "cluster_set",

@@ -299,6 +299,27 @@ class TagSteps:
                 ]
         return removed, drains
 
+    async def _mark(self, tags: Sequence[str], mark: str, *, raised: bool) -> None:
+        """Raise (or lower) ``mark`` in each tag's in-progress set: while raised, checked writes
+        under the tags are refused and no read vouches for them, as while they drain (marks.lua).
+
+        An invalidation spanning several cache aliases raises its mark in all of them first, and
+        lowers it once every alias is invalidated. One script call for up to
+        :attr:`TAGS_PER_CALL` tags, pipelined beyond.
+        """
+        if not tags:
+            return
+        ttl = self.options.drain_guard_ttl_ms if raised else 0
+        step = self.TAGS_PER_CALL
+        calls = [
+            ([self.keys.tag(tag) + ":w" for tag in tags[first : first + step]], [mark, ttl])
+            for first in range(0, len(tags), step)
+        ]
+        if len(calls) == 1:
+            await self._io(lambda: self.scripts("marks", *calls[0]))
+        else:
+            await self._io(lambda: self.scripts.pipelined("marks", calls))
+
     async def _drain(self, aside: str, pending_set: str, stale_ms: int = 0) -> int:
         """Delete (or soften, see ``stale_ms``) the entries of an index renamed aside, chunk by chunk."""
         removed = 0

@@ -141,3 +141,4 @@ class TagStore(TagSteps):
 
     invalidate_here = blocking(TagSteps._invalidate_here)
     drain = blocking(TagSteps._drain)
+    mark = blocking(TagSteps._mark)

@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, cast
 
 import pytest
 import redis
+from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
 from django.test import RequestFactory
 
-from django_tagcache import TagCache, add_tags, invalidate_tags
+from django_tagcache import TagCache, TagCacheUnavailable, add_tags, ainvalidate_tags, invalidate_tags
+from django_tagcache.caching.api import get_store
+from django_tagcache.core import metrics, protections
 from django_tagcache.middleware import TagCacheMiddleware
 from django_tagcache.orm import outbox
 from django_tagcache.views import cache_page_tagged
+from tests.counting import CountingConnection, count
+from tests.faults import Faulty
 from tests.testapp.models import Category, Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +44,12 @@ def other_url() -> str:
 
 
 def other_cache() -> dict[str, Any]:
-    return {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": other_url(), "KEY_PREFIX": "t5"}
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": other_url(),
+        "KEY_PREFIX": "t5",
+        "OPTIONS": {"CONNECTION_POOL_KWARGS": {"connection_class": CountingConnection}},
+    }
 
 
 @pytest.fixture
@@ -74,7 +85,7 @@ def rename(item: Product) -> None:
         item.save()
 
 
-FRAGMENT = '{% load tagcache %}{% tagcache 600 "card" p.pk tags=p ' + "{using}" + "%}{{ p.name }}{% endtagcache %}"
+FRAGMENT = '{% load tagcache %}{% tagcache 600 "card" p.pk tags=p {using}%}{{ p.name }}{% endtagcache %}'
 
 
 def render(pk: int, using: str = "") -> str:
@@ -113,14 +124,14 @@ def test_a_page_cached_with_cache_page_tagged_cache_is_invalidated_by_a_save(oth
 
 def test_a_page_of_the_middleware_in_its_alias_is_invalidated_by_a_save(settings: Any, other: str) -> None:
     settings.CACHE_MIDDLEWARE_ALIAS = other
-    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": ["default"]}  # found without being listed
+    settings.TAGCACHE = {k: v for k, v in settings.TAGCACHE.items() if k != "CACHES"}  # found unlisted
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django_tagcache.middleware.TagCacheMiddleware"]
     item = product()
     middleware = TagCacheMiddleware(lambda request: _name_view(request, item.pk))
     path = f"/named/{next(_paths)}/"
-    assert middleware(RequestFactory().get(path)).content == b"old"
+    assert cast("HttpResponse", middleware(RequestFactory().get(path))).content == b"old"
     rename(item)
-    assert middleware(RequestFactory().get(path)).content == b"new"
+    assert cast("HttpResponse", middleware(RequestFactory().get(path))).content == b"new"
 
 
 def test_a_value_cached_in_another_alias_is_invalidated_by_a_save(other: str) -> None:
@@ -145,3 +156,140 @@ def test_the_outbox_replays_an_invalidation_into_every_alias(settings: Any, othe
     outbox.PendingInvalidation.objects.create(tags=["t"])  # left by a process that died after commit
     assert outbox.drain() == (1, 0)
     assert TagCache(other).get("k") is None
+
+
+# --- Ordering: no entry is stored in one alias from an entry of another not invalidated yet ------
+
+PAGE = (
+    '{% load tagcache %}<p>{% tagcache 600 "card" p.pk tags=p using="other" %}{{ p.name }}'
+    "{% endtagcache %}</p>"
+)
+
+
+def _page_view(request: HttpRequest, pk: int) -> HttpResponse:
+    return HttpResponse(Template(PAGE).render(Context({"p": Product.objects.get(pk=pk)})))
+
+
+@pytest.mark.parametrize("marks", [True, False], ids=["marks", "marks-off"])
+def test_a_page_rendered_between_two_aliases_invalidations_is_not_stored(other: str, marks: bool) -> None:
+    """The page lives in ``default`` (invalidated first), its fragment in ``other`` (second).
+
+    Between the two, a request renders the page: ``default`` has moved on, but the fragment it
+    reads from ``other`` is still the old one. Stored, that page would show the old name after
+    the save returned, until it expired. With the protection switched off, it is.
+    """
+    view = cache_page_tagged(600, cache="default", tags=lambda request, pk: [f"shop.product:{pk}"])(
+        _page_view
+    )
+    item = product()
+    path = f"/page/{next(_paths)}/"
+    assert render(item.pk, using=other) == "old"  # the fragment is cached in "other"
+    inner = get_store(other)
+    original = inner.invalidate
+    served: list[bytes] = []
+
+    def between(tags: Any, origin: str | None = None) -> int:
+        del inner.invalidate  # once: the page's own render must not come back here
+        served.append(view(RequestFactory().get(path), item.pk).content)
+        return original(tags, origin)
+
+    inner.invalidate = between  # type: ignore[method-assign]
+    with nullcontext() if marks else protections.switched_off("alias_marks"):
+        rename(item)
+    assert served == [b"<p>old</p>"]  # rendered from the fragment not invalidated yet
+    after = view(RequestFactory().get(path), item.pk).content
+    if marks:
+        assert after == b"<p>new</p>"
+        assert metrics.snapshot()["refused_writes"] >= 1
+    else:
+        assert after == b"<p>old</p>"  # the stale page the marks keep out
+
+
+# --- Cost: one alias pays exactly what it paid before; several pay three round trips each ---------
+
+
+def test_with_one_alias_a_save_invalidates_in_one_round_trip() -> None:
+    item = product()
+    rename(item)  # connections opened, scripts loaded
+    with count() as tally, transaction.atomic():
+        item.name = "newer"
+        item.save()
+    assert tally.round_trips == 1
+
+
+def test_with_two_aliases_a_save_takes_three_round_trips_per_alias(other: str) -> None:
+    item = product()
+    rename(item)
+    with count() as tally, transaction.atomic():
+        item.name = "newer"
+        item.save()
+    # Raise the marks in each alias, invalidate each, lower the marks in each.
+    assert tally.round_trips == 6
+    assert len(tally.commands) == 6
+
+
+def test_aliases_that_name_the_same_keys_are_invalidated_once(settings: Any, other: str) -> None:
+    settings.CACHES = {**settings.CACHES, "twin": other_cache()}
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": ["default", "other", "twin"]}
+    TagCache("twin").set("k", 1, tags=["t"])
+    assert TagCache(other).get("k") == 1  # the same keys
+    invalidate_tags("warm-up")  # connections opened, scripts loaded
+    with count() as tally:
+        assert invalidate_tags("t") == 1
+    assert tally.round_trips == 6
+    assert TagCache("twin").get("k") is None
+
+
+# --- Failure: an alias that cannot be reached does not cost the others their invalidation --------
+
+
+@pytest.fixture
+def down(settings: Any, faulty: Faulty) -> Faulty:
+    """``faulty`` (TAGCACHE['CACHE'], a server of its own) and ``other``, both invalidated by saves."""
+    with redis.Redis.from_url(other_url()) as client:
+        client.flushdb()
+    settings.CACHES = {**settings.CACHES, "other": other_cache()}
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": ["other"], "OUTBOX": True}
+    return faulty
+
+
+def test_an_alias_down_keeps_its_invalidation_in_the_outbox_and_the_others_are_done(down: Faulty) -> None:
+    item = product()
+    TagCache("other").set("other-k", 1, tags=[item])
+    TagCache("faulty").set("faulty-k", 1, tags=[item])
+    down.stop()
+    rename(item)  # committed: the save does not raise
+    assert TagCache("other").get("other-k") is None  # the alias that was up is invalidated
+    [row] = outbox.PendingInvalidation.objects.all()
+    assert row.cache == "faulty"  # only what was not applied waits
+    assert f"shop.product:{item.pk}" in row.tags
+    down.restart()  # (without its data: the row is what remains to be done)
+    assert outbox.drain() == (1, 0)
+    assert not outbox.PendingInvalidation.objects.exists()
+
+
+def test_an_alias_down_on_replay_leaves_a_row_for_that_alias_only(down: Faulty) -> None:
+    TagCache("other").set("other-k", 1, tags=["t"])
+    outbox.PendingInvalidation.objects.create(tags=["t"])  # for every alias
+    down.stop()
+    assert outbox.drain() == (0, 1)
+    assert TagCache("other").get("other-k") is None
+    [row] = outbox.PendingInvalidation.objects.all()
+    assert (row.cache, row.tags, row.attempts) == ("faulty", ["t"], 1)
+
+
+def test_an_alias_down_does_not_stop_invalidate_tags_in_the_others(down: Faulty) -> None:
+    TagCache("other").set("k", 1, tags=["t"])
+    down.stop()
+    with pytest.raises(TagCacheUnavailable, match="'faulty'") as raised:
+        invalidate_tags("t")
+    assert raised.value.aliases == ("faulty",)
+    assert TagCache("other").get("k") is None
+
+
+def test_ainvalidate_tags_reaches_every_alias(other: str) -> None:
+    TagCache(other).set("k", 1, tags=["t"])
+    TagCache().set("k", 1, tags=["t"])
+    assert async_to_sync(ainvalidate_tags)("t") == 2
+    assert TagCache(other).get("k") is None
+    assert TagCache().get("k") is None

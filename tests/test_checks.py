@@ -152,24 +152,38 @@ def test_a_setting_that_would_break_at_run_time_is_a_check_error(
     assert words in messages[0].msg
 
 
-def test_fragments_in_an_alias_that_model_writes_do_not_reach_are_a_warning(settings: Any) -> None:
+def test_fragments_in_an_alias_left_out_of_tagcache_caches_are_a_warning(settings: Any) -> None:
     from django_tagcache.checks import check_invalidated_aliases
 
-    assert check_invalidated_aliases() == []
     settings.CACHES = {**settings.CACHES, "template_fragments": settings.CACHES["builtin"]}
+    assert check_invalidated_aliases() == []  # by default, model writes reach it
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": ["builtin"]}
     [warning] = check_invalidated_aliases()
-    assert warning.id == "django_tagcache.W005"
+    assert warning.id == "django_tagcache.W007"
     assert "'template_fragments'" in warning.msg
-    settings.TAGCACHE = {**settings.TAGCACHE, "CACHE": "template_fragments"}
-    assert check_invalidated_aliases() == []  # the alias model writes reach
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": ["template_fragments"]}
+    assert check_invalidated_aliases() == []
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": [], "CACHE": "template_fragments"}
+    assert check_invalidated_aliases() == []  # the alias model writes reach first
 
 
-def test_pages_in_an_alias_that_model_writes_do_not_reach_are_a_warning(settings: Any) -> None:
+def test_pages_in_an_alias_left_out_of_tagcache_caches_are_a_warning(settings: Any) -> None:
     from django_tagcache.checks import check_invalidated_aliases
 
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django_tagcache.middleware.TagCacheMiddleware"]
+    settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": []}
     assert check_invalidated_aliases() == []  # pages go to TAGCACHE["CACHE"]
     settings.CACHE_MIDDLEWARE_ALIAS = "builtin"
     [warning] = check_invalidated_aliases()
-    assert warning.id == "django_tagcache.W005"
+    assert warning.id == "django_tagcache.W007"
     assert "CACHE_MIDDLEWARE_ALIAS" in warning.msg
+
+
+def test_tagcache_caches_naming_an_alias_that_cannot_be_invalidated_is_an_error(settings: Any) -> None:
+    from django_tagcache.checks import check_invalidated_aliases
+
+    for wrong in ("dummy", "missing"):
+        settings.TAGCACHE = {**settings.TAGCACHE, "CACHES": [wrong]}
+        [error] = check_invalidated_aliases()
+        assert error.id == "django_tagcache.E007"
+        assert repr(wrong) in error.msg

@@ -75,6 +75,10 @@ class TagCacheConfig(AppConfig):
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("CACHES", "TAGCACHE", "MIDDLEWARE", "CACHE_MIDDLEWARE_ALIAS"):
+        from .caching import reach
+
+        reach.forget()
     if setting in ("CACHES", "TAGCACHE"):
         from .caching import shadow, staleness
         from .caching.api import reset_stores

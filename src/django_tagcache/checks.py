@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import InvalidCacheBackendError, caches
@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .backends import SUPPORTED, backend_kind
+from .caching import reach
 from .conf import DEFAULTS, conf
 from .ops import deploy_checks
 
@@ -214,44 +215,40 @@ def check_admin_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     ]
 
 
-_MIDDLEWARE = (
-    "django_tagcache.middleware.TagCacheMiddleware",
-    "django_tagcache.web.middleware.TagCacheMiddleware",
-)
-
-
 def check_invalidated_aliases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """W005: fragments or pages are cached by default in an alias that model writes do not reach.
-
-    Model writes (and the outbox, and the commands without ``--cache``) invalidate the entries of
-    ``TAGCACHE['CACHE']`` only. ``{% tagcache %}`` without ``using=`` prefers a
-    ``template_fragments`` cache, as Django's ``{% cache %}`` does, and ``TagCacheMiddleware`` a
-    ``CACHE_MIDDLEWARE_ALIAS`` set in the settings: entries there would outlive every save.
-    """
+    """E007: ``TAGCACHE['CACHES']`` names an alias that cannot be invalidated; W007: it leaves out
+    an alias this package caches fragments or pages in by default, so that model writes would not
+    reach them (``template_fragments``, and ``CACHE_MIDDLEWARE_ALIAS`` under the middleware)."""
     try:
-        main = conf.CACHE
+        main, listed = conf.CACHE, conf.CACHES
     except ImproperlyConfigured:
         return []  # E001 says why
-    found: list[tuple[str, str]] = []
-    fragments = "template_fragments"
-    if fragments in settings.CACHES and fragments != main and _supported(fragments):
-        found.append((fragments, "{% tagcache %} without using= caches fragments in it"))
-    if any(path in _MIDDLEWARE for path in getattr(settings, "MIDDLEWARE", None) or ()):
-        overridden = cast("Any", settings).is_overridden("CACHE_MIDDLEWARE_ALIAS")
-        pages = str(settings.CACHE_MIDDLEWARE_ALIAS)
-        if overridden and pages != main and pages in settings.CACHES:
-            found.append((pages, "TagCacheMiddleware caches pages in it (CACHE_MIDDLEWARE_ALIAS)"))
+    if listed is None:
+        return []  # the default list holds them: see reach.defaults()
+    wrong = [alias for alias in listed if alias not in settings.CACHES or not _supported(alias)]
+    if wrong:
+        return [
+            Error(
+                f"TAGCACHE['CACHES'] names {alias!r}, which is not an alias in CACHES with a backend "
+                "django-tagcache supports: model writes could not invalidate it.",
+                hint="List only aliases of CACHES that hold tagged entries (Redis or LocMemCache).",
+                id="django_tagcache.E007",
+            )
+            for alias in wrong
+        ]
+    why = {reach.FRAGMENTS_ALIAS: "{% tagcache %} without using= caches fragments in it"}
     return [
         Warning(
-            f"The cache alias {alias!r} is not TAGCACHE['CACHE'] ({main!r}), and {why}: model writes "
-            "invalidate the entries of TAGCACHE['CACHE'] only, so those entries are not removed when "
-            "the rows they show change.",
-            hint=f"Set TAGCACHE['CACHE'] = {alias!r} if it should hold every tagged entry, or cache them "
-            f"in {main!r} (using= on the tag, cache_alias= on the middleware), or invalidate {alias!r} "
-            "yourself with TagCache(alias).invalidate_tags().",
-            id="django_tagcache.W005",
+            f"TAGCACHE['CACHES'] leaves out {alias!r}, and "
+            f"{why.get(alias, 'TagCacheMiddleware caches pages in it (CACHE_MIDDLEWARE_ALIAS)')}: "
+            "model writes do not invalidate it, so those entries are not removed when the rows they "
+            "show change.",
+            hint=f"Add {alias!r} to TAGCACHE['CACHES'], or leave TAGCACHE['CACHES'] out: it is reached by "
+            "default.",
+            id="django_tagcache.W007",
         )
-        for alias, why in found
+        for alias in reach.defaults()
+        if alias != main and alias not in listed
     ]
 
 

@@ -16,6 +16,7 @@ from .core.timebudget import RetrySettings
 
 DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
+    "CACHES": None,
     "DEFAULT_TIMEOUT": 300,
     "KEY_PREFIX": "tagcache",
     "CHUNK_SIZE": 2000,
@@ -226,6 +227,23 @@ class Settings:
         if not isinstance(value, str) or not value:
             raise ImproperlyConfigured(f"TAGCACHE['CACHE'] must name an alias in CACHES, not {value!r}.")
         return value
+
+    @property
+    def CACHES(self) -> tuple[str, ...] | None:
+        """The cache aliases model writes invalidate besides ``CACHE``; None: the ones found in the
+        settings (see :func:`django_tagcache.caching.stores.invalidated_aliases`)."""
+        value = self._get("CACHES")
+        if value is None:
+            return None
+        if (
+            isinstance(value, str)
+            or not isinstance(value, (list, tuple))
+            or not all(isinstance(alias, str) and alias for alias in value)
+        ):
+            raise ImproperlyConfigured(
+                f"TAGCACHE['CACHES'] must be a list of aliases in CACHES (or None), not {value!r}."
+            )
+        return tuple(value)
 
     @property
     def DEFAULT_TIMEOUT(self) -> float | None:

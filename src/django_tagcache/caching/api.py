@@ -21,7 +21,7 @@ from ..core.retry import RETRYABLE
 from ..core.telemetry import timed
 from ..signals import invalidation_failed, tags_invalidated
 from . import near as l1
-from . import recompute
+from . import reach, recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
@@ -313,12 +313,13 @@ class TagCache:
             raise ValueError("A purge across all namespaces must say who asks for it: pass source=.")
         found: set[str | None] = {None}
         try:
-            store = flow.store(self._alias)
-            for pattern in _namespace_patterns(store, tag_list):
-                for key in await _scanned(flow, store, pattern):
-                    name = _NAMESPACE_IN_KEY.search(text(key))
-                    if name:
-                        found.add(name.group(1))
+            for alias in (self._alias,) if self._alias else reach.invalidated_aliases():
+                store = flow.store(alias)
+                for pattern in _namespace_patterns(store, tag_list):
+                    for key in await _scanned(flow, store, pattern):
+                        name = _NAMESPACE_IN_KEY.search(text(key))
+                        if name:
+                            found.add(name.group(1))
         except RETRYABLE as exc:
             raise TagCacheUnavailable(
                 f"Could not list the namespaces of {len(tag_list)} tag(s): {exc}"
@@ -332,27 +333,50 @@ class TagCache:
     async def _invalidate_steps(
         self, flow: Flow, tag_list: tuple[str, ...], source: str | None = None
     ) -> int:
-        """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings)."""
+        """:meth:`invalidate_tags` for tags already validated (sorted, distinct strings).
+
+        A ``TagCache`` pinned to an alias invalidates that alias; ``TagCache()`` (and so
+        :func:`invalidate_tags` and model writes) every alias in :func:`.reach.invalidated_aliases`.
+        """
         if not tag_list:
             return 0
+        aliases = (self._alias,) if self._alias else reach.invalidated_aliases()
         try:
-            store = flow.store(self._alias)
-            origin = event_source(source)
-            try:
-                removed = int(
-                    await timed("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+            if len(aliases) == 1:
+                removed = await self._invalidate_in(flow, aliases[0], tag_list, source)
+            else:
+                removed = await reach.invalidate_across(
+                    flow, aliases, tag_list, lambda alias: self._invalidate_in(flow, alias, tag_list, source)
                 )
-            finally:
-                # Even a failed call may have removed entries: drop this process's copies either way.
-                await l1.invalidated(self.alias, flow.asynchronous)
         except RETRYABLE as exc:
-            metrics.incr("failures")
             error = TagCacheUnavailable(f"Could not invalidate {len(tag_list)} tag(s): {exc}")
-            await flow.send(invalidation_failed, TagCache, tags=tag_list, source=source, error=error)
+            await self._failed(flow, tag_list, source, error)
             raise error from exc
+        except TagCacheUnavailable as exc:  # some of several aliases: the others are invalidated
+            await self._failed(flow, tag_list, source, exc)
+            raise
         metrics.incr_many({"invalidations": 1, "tags_invalidated": len(tag_list), "entries_removed": removed})
         await flow.send(tags_invalidated, TagCache, tags=tag_list, removed=removed, source=source)
         return removed
+
+    @staticmethod
+    async def _failed(flow: Flow, tag_list: tuple[str, ...], source: str | None, error: Exception) -> None:
+        metrics.incr("failures")
+        await flow.send(invalidation_failed, TagCache, tags=tag_list, source=source, error=error)
+
+    async def _invalidate_in(
+        self, flow: Flow, alias: str, tag_list: tuple[str, ...], source: str | None
+    ) -> int:
+        """Invalidate ``tag_list`` in one alias; raises the connection error if it cannot."""
+        store = flow.store(alias)
+        origin = event_source(source)
+        try:
+            return int(
+                await timed("invalidate", lambda: store.invalidate(tag_list, origin), tags=len(tag_list))
+            )
+        finally:
+            # Even a failed call may have removed entries: drop this process's copies either way.
+            await l1.invalidated(alias, flow.asynchronous)
 
     invalidate_normalized = blocking(_invalidate_steps)
     ainvalidate_normalized = awaited(_invalidate_steps)

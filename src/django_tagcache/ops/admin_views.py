@@ -19,6 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from ..backends import backend_kind
+from ..caching import reach
 from ..caching.tags import normalize_tags
 from ..conf import conf
 from .audit import purge
@@ -38,7 +39,12 @@ MAX_TAGS = 1000
 
 
 def _cache_choices() -> list[tuple[str, str]]:
-    return [(alias, alias) for alias in sorted(settings.CACHES) if backend_kind(caches[alias]) is not None]
+    # First, and chosen unless changed: every alias a save of the rows would invalidate.
+    reached = reach.invalidated_aliases()
+    every = [("", f"All that model writes invalidate ({', '.join(reached)})")] if len(reached) > 1 else []
+    return every + [
+        (alias, alias) for alias in sorted(settings.CACHES) if backend_kind(caches[alias]) is not None
+    ]
 
 
 class PurgeTagsForm(forms.Form):
@@ -53,7 +59,7 @@ class PurgeTagsForm(forms.Form):
         field = self.fields["cache"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = _cache_choices()
-        field.initial = conf.CACHE
+        field.initial = field.choices[0][0] if field.choices else conf.CACHE
 
     def clean_tags(self) -> tuple[str, ...]:
         given = self.cleaned_data["tags"].split()
@@ -83,11 +89,19 @@ def purge_tags_view(model_admin: ModelAdmin[Any], request: HttpRequest) -> HttpR
     if request.method != "POST" or not form.is_valid():
         return TemplateResponse(request, "django_tagcache/admin/purge_form.html", {**context, "form": form})
     tags: tuple[str, ...] = form.cleaned_data["tags"]
-    alias: str = form.cleaned_data["cache"]
+    chosen: str = form.cleaned_data["cache"]
+    alias = chosen or ", ".join(reach.invalidated_aliases())  # as shown; "" purges every one
     if request.POST.get("confirm") != "yes":
-        context.update(form=form, tags=tags, cache=alias, tags_text=" ".join(tags), title="Confirm the purge")
+        context.update(
+            form=form,
+            tags=tags,
+            cache=alias,
+            cache_choice=chosen,
+            tags_text=" ".join(tags),
+            title="Confirm the purge",
+        )
         return TemplateResponse(request, "django_tagcache/admin/purge_confirm.html", context)
-    done = purge(tags, source=SOURCE, user=request.user, alias=alias)
+    done = purge(tags, source=SOURCE, user=request.user, alias=chosen or None)
     if done.error is not None:
         messages.error(request, f"The purge failed: the cache could not be reached ({done.error}).")
         messages.warning(

@@ -25,7 +25,7 @@ from typing import Any
 from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
-from ..caching import namespaces
+from ..caching import namespaces, reach
 from ..caching.api import TagCache
 from ..caching.exceptions import TagCacheUnavailable
 from ..caching.origins import invalidating_as
@@ -108,26 +108,63 @@ def confirm(ids: Iterable[int], using: str) -> None:
 
 
 def failed(ids: Iterable[int], tags: set[str], using: str, error: Exception) -> None:
-    """Redis failed: count the attempt on the batch's rows, or write a row for tags that had none."""
+    """Redis failed: count the attempt on the batch's rows, or write a row for tags that had none.
+
+    An invalidation that failed on some of the cache aliases it reaches, and completed on the
+    others, leaves rows for the aliases that failed only.
+    """
     now, message = timezone.now(), str(error)[:2000]
     try:
         manager = PendingInvalidation.objects.using(using)
         ids = list(ids)
         if ids:
-            manager.filter(pk__in=ids).update(
-                attempts=models.F("attempts") + 1, last_error=message, last_attempt=now
-            )
+            _keep(manager, ids, error)
         else:
-            manager.create(
-                tags=sorted(tags),
-                namespace=namespaces.current() or "",
-                attempts=1,
-                last_error=message,
-                last_attempt=now,
-            )
+            for alias in _failed_aliases(error) or ("",):
+                manager.create(
+                    tags=sorted(tags),
+                    cache=alias,
+                    namespace=namespaces.current() or "",
+                    attempts=1,
+                    last_error=message,
+                    last_attempt=now,
+                )
     except DatabaseError:
         metrics.incr("lost_invalidations")
         logger.exception("django-tagcache: could not record %d tag(s) in the outbox", len(tags))
+
+
+def _failed_aliases(error: Exception) -> tuple[str, ...] | None:
+    """The aliases an invalidation failed on, when it reached others (None: it failed on every one)."""
+    aliases = error.aliases if isinstance(error, TagCacheUnavailable) else None
+    if aliases is None or set(aliases) >= set(reach.invalidated_aliases()):
+        return None
+    return aliases
+
+
+def _keep(manager: Any, ids: list[int], error: Exception) -> None:
+    """Count a failed attempt on rows ``ids``; rows for every alias (blank ``cache``) that failed on
+    some aliases only are narrowed to those (one row per alias and row)."""
+    now, message = timezone.now(), str(error)[:2000]
+    failed_on = _failed_aliases(error)
+    counted = {"attempts": models.F("attempts") + 1, "last_error": message, "last_attempt": now}
+    if failed_on is None:
+        manager.filter(pk__in=ids).update(**counted)
+        return
+    rows = list(manager.filter(pk__in=ids, cache=""))
+    for row in rows:
+        for alias in failed_on[1:]:
+            manager.create(
+                created=row.created,
+                tags=row.tags,
+                cache=alias,
+                namespace=row.namespace,
+                attempts=row.attempts + 1,
+                last_error=message,
+                last_attempt=now,
+            )
+    manager.filter(pk__in=[row.pk for row in rows]).update(cache=failed_on[0])
+    manager.filter(pk__in=ids).update(**counted)
 
 
 def drain(
@@ -175,9 +212,7 @@ def _replay(batch: list[PendingInvalidation], manager: Any, cache: Any) -> tuple
                 (cache or TagCache(alias or None)).invalidate_tags(*tags)
         except TagCacheUnavailable as exc:
             failing += len(group)
-            manager.filter(pk__in=[row.pk for row in group]).update(
-                attempts=models.F("attempts") + 1, last_error=str(exc)[:2000], last_attempt=timezone.now()
-            )
+            _keep(manager, [row.pk for row in group], exc)
         else:
             done += [row.pk for row in group]
             now = timezone.now()

@@ -9,6 +9,7 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from ...caching import reach
 from ...caching.tags import normalize_tags
 from ...ops.audit import acting_as, os_username, purge_tags
 from ...orm.api import resolve_model_source
@@ -44,12 +45,16 @@ class Command(TagCacheCommand):
 
     def run(self, alias: str, options: dict[str, Any]) -> None:
         tags = self.tags(options)
+        # Without --cache, every alias model writes invalidate, as a save of the rows would.
+        pinned = alias if options["cache"] else None
+        reached = (alias,) if pinned else reach.invalidated_aliases()
         removed = 0
         if not options["dry_run"]:
             with acting_as(username=os_username()):
-                removed = purge_tags(tags, source=SOURCE, alias=alias)
+                removed = purge_tags(tags, source=SOURCE, alias=pinned)
         verb = "Would invalidate" if options["dry_run"] else "Invalidated"
-        lines = [f"{verb} {len(tags)} tag(s) on cache {alias!r}" + ("." if options["dry_run"] else ":")]
+        where = f"cache {alias!r}" if len(reached) == 1 else "caches " + ", ".join(map(repr, reached))
+        lines = [f"{verb} {len(tags)} tag(s) on {where}" + ("." if options["dry_run"] else ":")]
         if options["verbosity"] > 1 or options["dry_run"]:
             lines += [f"  {tag}" for tag in tags]
         if not options["dry_run"]:

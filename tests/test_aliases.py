@@ -293,3 +293,19 @@ def test_ainvalidate_tags_reaches_every_alias(other: str) -> None:
     assert async_to_sync(ainvalidate_tags)("t") == 2
     assert TagCache(other).get("k") is None
     assert TagCache().get("k") is None
+
+
+# --- The marks themselves, on every supported backend ---------------------------------------------
+
+
+def test_a_mark_holds_its_tags_in_progress_until_lowered(alias: str) -> None:
+    cache, store = TagCache(alias), get_store(alias)
+    assert all(store.vouching_generations(["t", "u"]))
+    store.mark(["t", "u"], "alias:m", raised=True)
+    assert store.vouching_generations(["t", "u", "v"])[:2] == [None, None]  # no entry read vouches
+    assert cache.get_or_set("k", 1, tags=["t"]) == 1
+    assert cache.get("k") is None  # computed while marked: served, not stored
+    store.mark(["t", "u"], "alias:m", raised=False)
+    assert all(store.vouching_generations(["t", "u"]))
+    assert cache.get_or_set("k", 2, tags=["t"]) == 2
+    assert cache.get("k") == 2

@@ -21,7 +21,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
 from django.test import RequestFactory
 
-from django_tagcache import TagCache, TagCacheUnavailable, add_tags, ainvalidate_tags, invalidate_tags
+from django_tagcache import (
+    TagCache,
+    TagCacheUnavailable,
+    add_tags,
+    ainvalidate_tags,
+    cached,
+    invalidate_tags,
+)
 from django_tagcache.caching.api import get_store
 from django_tagcache.core import metrics, protections
 from django_tagcache.middleware import TagCacheMiddleware
@@ -140,6 +147,17 @@ def test_a_value_cached_in_another_alias_is_invalidated_by_a_save(other: str) ->
     assert cache.get_or_set("name", lambda: item.name, tags=[item]) == "old"
     rename(item)
     assert cache.get("name") is None
+
+
+def test_a_value_cached_by_cached_with_cache_is_invalidated_by_a_save(other: str) -> None:
+    @cached(timeout=600, tags=lambda pk: [f"shop.product:{pk}"], cache=other)
+    def name_of(pk: int) -> str:
+        return Product.objects.get(pk=pk).name
+
+    item = product()
+    assert name_of(item.pk) == "old"
+    rename(item)
+    assert name_of(item.pk) == "new"
 
 
 def test_invalidate_tags_without_an_alias_reaches_every_alias(other: str) -> None:

@@ -7,6 +7,7 @@ is saved in a transaction.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -16,10 +17,13 @@ import pytest
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
+from django.urls import reverse
 
 from django_tagcache import (
     TagCache,
@@ -327,3 +331,34 @@ def test_a_mark_holds_its_tags_in_progress_until_lowered(alias: str) -> None:
     assert all(store.vouching_generations(["t", "u"]))
     assert cache.get_or_set("k", 2, tags=["t"]) == 2
     assert cache.get("k") == 2
+
+
+# --- Operations: the command and the admin without an alias reach every one ------------------------
+
+
+def test_tagcache_invalidate_without_cache_reaches_every_alias(other: str) -> None:
+    TagCache(other).set("k", 1, tags=["t"])
+    TagCache().set("k", 1, tags=["t"])
+    out = io.StringIO()
+    call_command("tagcache_invalidate", "t", stdout=out)
+    assert "on caches 'default', 'other'" in out.getvalue()
+    assert "2 cache entries removed" in out.getvalue()
+    assert TagCache(other).get("k") is None
+    TagCache(other).set("k", 1, tags=["t"])
+    call_command("tagcache_invalidate", "t", "--cache", "default", stdout=io.StringIO())
+    assert TagCache(other).get("k") == 1  # --cache names one alias
+
+
+def test_the_admin_purge_page_reaches_every_alias_unless_one_is_chosen(other: str) -> None:
+    root = User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(root)
+    page = reverse("admin:django_tagcache_purgerecord_purge")
+    form = client.get(page)
+    assert form.context["form"].fields["cache"].initial == ""  # every alias, chosen by default
+    TagCache(other).set("k", 1, tags=["t"])
+    confirm = client.post(page, {"tags": "t", "cache": ""})
+    assert b"default, other" in confirm.content
+    assert b'name="cache" value=""' in confirm.content
+    assert client.post(page, {"tags": "t", "cache": "", "confirm": "yes"}).status_code == 302
+    assert TagCache(other).get("k") is None

@@ -52,7 +52,7 @@ class PurgeTagsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 8, "cols": 60}),
         help_text=f"Tags separated by spaces or new lines; at most {MAX_TAGS}.",
     )
-    cache = forms.ChoiceField(help_text="The cache whose entries are purged.")
+    cache = forms.ChoiceField(required=False, help_text="The cache whose entries are purged.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -19,6 +19,7 @@ from redis.cluster import RedisCluster
 from django_tagcache import TagCache, cached, invalidate_tags, tagcache
 from django_tagcache.caching import near, requestcache
 from django_tagcache.caching.api import get_store
+from django_tagcache.caching.namespaces import in_namespace
 from django_tagcache.core import metrics
 from django_tagcache.core.nearcache import NearCache
 from django_tagcache.core.protections import switched_off
@@ -527,6 +528,94 @@ class TestOnRedisCluster:
         assert rebuilt is not None
         assert rebuilt is not cl1
         wait_serving(rebuilt)
+
+
+_ONE_TWO = str.maketrans("12", "21")
+
+
+def swap_one_and_two(key: str, key_prefix: str, version: int) -> str:
+    """A ``KEY_FUNCTION`` that keeps the prefix in front yet changes the key itself: the final
+    key of "k1" is what Django's default function would make of "k2", and the other way round."""
+    return f"{key_prefix}:{version}:{key.translate(_ONE_TWO)}"
+
+
+class TestTheHitPath:
+    """An L1 hit of ``tagcache.get`` finds its entry without calling ``make_key`` where that gives
+    the same key; wherever it would not, the key is the one the cache builds."""
+
+    @pytest.fixture
+    def plain(self, l1: near.Near, settings: Any) -> near.Near:
+        settings.TAGCACHE = {**settings.TAGCACHE, "STALENESS": {**STALENESS, "DEFAULT": "important"}}
+        found = near.near_for("default", get_store("default"))
+        assert found is not None
+        wait_serving(found)
+        return found
+
+    def test_a_custom_key_function_is_honoured(self, settings: Any) -> None:
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {**settings.CACHES["default"], "KEY_FUNCTION": swap_one_and_two},
+        }
+        settings.TAGCACHE = {
+            **settings.TAGCACHE,
+            "NEAR_CACHE": NEAR,
+            "STALENESS": {**STALENESS, "DEFAULT": "important"},
+        }
+        found = near.near_for("default", get_store("default"))
+        assert found is not None
+        try:
+            wait_serving(found)
+            tagcache.set("k1", "one")
+            tagcache.set("k2", "two")
+            for key in ("k1", "k2"):
+                warm(found, key, lambda key=key: tagcache.get(key))  # type: ignore[misc]
+            hits = metrics.snapshot()["near_hits"]
+            with count() as tally:
+                assert (tagcache.get("k1"), tagcache.get("k2")) == ("one", "two")
+            assert tally.round_trips == 0
+            assert metrics.snapshot()["near_hits"] == hits + 2
+        finally:
+            near.reset()
+
+    def test_a_namespace_is_honoured(self, plain: near.Near) -> None:
+        tagcache.set("k", "plain")
+        with in_namespace("tenant7"):
+            tagcache.set("k", "tenant")
+            warm(plain, "k", lambda: tagcache.get("k"))
+        warm(plain, "k", lambda: tagcache.get("k"))
+        with count() as tally:
+            with in_namespace("tenant7"):
+                assert tagcache.get("k") == "tenant"
+            assert tagcache.get("k") == "plain"
+        assert tally.round_trips == 0
+
+    def test_a_version_is_honoured(self, plain: near.Near) -> None:
+        tagcache.set("k", "default version")
+        tagcache.set("k", "version 7", version=7)
+        warm(plain, "k", lambda: tagcache.get("k"))
+        assert tagcache.get("k", version=7) == "version 7"
+        assert tagcache.get("k") == "default version"
+
+    def test_a_read_inside_a_compute_never_uses_l1(self, plain: near.Near) -> None:
+        """Rule 7, for the plain ``get`` of a compute."""
+        tagcache.set("inner", "i")
+        warm(plain, "inner", lambda: tagcache.get("inner"))
+
+        def outer() -> str:
+            with count() as tally:
+                inner = tagcache.get("inner")
+            assert tally.round_trips == 1  # held in L1, and still read from Redis
+            return f"outer({inner})"
+
+        assert tagcache.get_or_set("outer", outer, tags=["warm:2"]) == "outer(i)"
+
+    def test_an_alias_without_l1_is_read_from_redis(self, plain: near.Near) -> None:
+        other = TagCache("builtin")
+        other.set("k", "builtin")
+        for _ in range(2):
+            with count() as tally:
+                assert other.get("k") == "builtin"
+            assert tally.round_trips == 1
 
 
 def calls_of(func: Callable[[], object]) -> list[str]:

@@ -80,9 +80,10 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
         reach.forget()
     if setting in ("CACHES", "TAGCACHE"):
-        from .caching import shadow, staleness
+        from .caching import namespaces, shadow, staleness
         from .caching.api import reset_stores
 
+        namespaces.reset()
         reset_stores()
         staleness.reset()
         shadow.reset_rate()

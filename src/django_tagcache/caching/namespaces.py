@@ -22,6 +22,10 @@ _VALID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _UNSET = "\x00unset"
 # Set by ``in_namespace()``: the outbox replaying a row, or a purge over every namespace.
 _override: ContextVar[str | None] = ContextVar("django_tagcache_namespace", default=_UNSET)
+# TAGCACHE['NAMESPACE'] as last read (_UNSET: not read since the settings changed). Every key is
+# built through current(), an L1 hit included: the setting is read once per settings change
+# (reset() runs on Django's setting_changed, see apps.py), not on every key.
+_configured: str | None = _UNSET
 
 
 def validate(namespace: object) -> str | None:
@@ -48,10 +52,24 @@ def current() -> str | None:
     override = _override.get()
     if override != _UNSET:
         return override
-    path = conf.NAMESPACE
+    path = _configured
+    if path == _UNSET:
+        path = _read_setting()
     if path is None:
         return None
     return validate(_resolve(path)())
+
+
+def _read_setting() -> str | None:
+    global _configured
+    _configured = path = conf.NAMESPACE  # ImproperlyConfigured propagates, and nothing is kept
+    return path
+
+
+def reset() -> None:
+    """The settings changed: read ``TAGCACHE['NAMESPACE']`` again at the next key."""
+    global _configured
+    _configured = _UNSET
 
 
 @contextmanager

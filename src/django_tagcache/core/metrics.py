@@ -67,6 +67,13 @@ def incr_many(counts: dict[str, int]) -> None:
             _counts[name] += amount
 
 
+def near_hit() -> None:
+    """Count one read served from the near cache (``hits`` and ``near_hits``): its hot path."""
+    with _lock:
+        _counts["hits"] += 1
+        _counts["near_hits"] += 1
+
+
 def snapshot() -> dict[str, int]:
     """Every counter, including those still at zero."""
     with _lock:

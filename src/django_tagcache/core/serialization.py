@@ -102,9 +102,12 @@ def _unreadable(why: str) -> None:
 def loads(raw: bytes) -> tuple[Any, float, float] | None:
     """(value, compute seconds, expiry) of a value payload, (value, 0, inf) if untimed; None if unreadable."""
     head = raw[:2]
-    if head == _PLAIN:
-        ok, value = _unpickle(raw, 2)
-        return (value, 0.0, math.inf) if ok else None
+    if head == _PLAIN:  # the kind every near-cache hit of tagcache.get reads: one call less
+        try:
+            return pickle.loads(memoryview(raw)[2:]), 0.0, math.inf
+        except Exception as exc:  # as in _unpickle: foreign or stale bytes raise almost anything
+            _unreadable(f"{type(exc).__name__}: {exc}")
+            return None
     if head == _TIMED and len(raw) >= 2 + _HEADER.size:
         ok, value = _unpickle(raw, 2 + _HEADER.size)
         if ok:

@@ -61,7 +61,6 @@ class _Default:
 #: Use ``TAGCACHE['DEFAULT_TIMEOUT']``.
 DEFAULT_TIMEOUT: Final = _Default()
 _MISSING: Final = object()
-_NEAR_HIT: Final = {"hits": 1, "near_hits": 1}
 
 
 def _ttl_ms(timeout: float | _Default | None) -> int | None:
@@ -115,7 +114,7 @@ class TagCache:
             if raw is not None:  # an L1 hit: no Redis call to time or trace
                 loaded = serialization.loads(raw)
                 if loaded is not None:
-                    metrics.incr_many(_NEAR_HIT)
+                    metrics.near_hit()
                     return loaded[0]
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
             raw = await timed("read", lambda: l1.fetch(own, entry, use, io=store))
@@ -148,8 +147,15 @@ class TagCache:
 
         ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md).
         The steps of :meth:`aget`, run at once; written out rather than ``blocking(_get_steps)``
-        because a near-cache hit, a few microseconds, is this call's hot path.
+        because a near-cache hit, a few microseconds, is this call's hot path: it is tried first,
+        without building the key through ``make_key`` where that gives the same key (l1.hit).
         """
+        raw = l1.hit(self._alias, key, version, near)
+        if raw is not None:  # an L1 hit, taken before any key, store or coroutine is built
+            loaded = serialization.loads(raw)
+            if loaded is not None:
+                metrics.near_hit()
+                return loaded[0]
         value = run_sync(self._read_steps(BLOCKING, key, version, near))
         return default if value is _MISSING else value
 

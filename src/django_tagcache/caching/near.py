@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache, default_key_func
 from redis.cluster import RedisCluster
 
 from ..conf import conf
@@ -29,7 +31,7 @@ from ..core import metrics
 from ..core.bridge import settle
 from ..core.nearcache import NearCache
 from ..core.tracking import TrackingChannel
-from . import bubbling, requestcache, scopes, staleness
+from . import bubbling, namespaces, requestcache, scopes, staleness
 
 if TYPE_CHECKING:
     from ..core.store import TagStore
@@ -49,11 +51,15 @@ class Near:
         prefixes: tuple[str, ...],
         *,
         default: bool = True,
+        entry_head: str | None = None,
     ) -> None:
         self.cache = cache
         self.channels = channels
         self.prefixes = prefixes
         self.default = default
+        #: What the final key of an entry outside any namespace, at the cache's default version,
+        #: is ``key`` appended to; None when the cache's key function does not build it so.
+        self.entry_head = entry_head
         # Read once: settings changes rebuild the near caches (reset()).
         self._floor_ms = int(cache.max_lag * 1000)
         classes = conf.STALENESS
@@ -87,6 +93,10 @@ class Near:
 # reset(); guarded by _lock.
 _nears: dict[str, Near | None] = {}
 _lock = threading.Lock()
+# The near caches a plain get() may read without building its key through the cache's make_key
+# (see hit()), by alias, and under None the one of TAGCACHE['CACHE']: filled by _build(), emptied
+# with _nears. A retired L1 stays until then, but serves nothing (its channel 0 counts as down).
+_fast: dict[str | None, tuple[Near, str]] = {}
 
 
 def near_for(alias: str, store: TagStore) -> Near | None:
@@ -107,6 +117,7 @@ def _after_fork() -> None:
     a thread of the parent may have held one at the fork."""
     global _lock
     _nears.clear()
+    _fast.clear()
     _lock = threading.Lock()
 
 
@@ -125,6 +136,7 @@ def reset() -> None:
     with _lock:
         nears = [near for near in _nears.values() if near is not None]
         _nears.clear()
+        _fast.clear()
     for near in nears:
         near.close()
 
@@ -167,7 +179,7 @@ def _build(alias: str, store: TagStore) -> Near | None:
         )
         for number, pool in enumerate(pools)
     ]
-    found = Near(cache, channels, prefixes, default=settings.default)
+    found = Near(cache, channels, prefixes, default=settings.default, entry_head=_entry_head(alias, prefixes))
     if topology is not None and isinstance(client, RedisCluster):
         cluster, known = client, topology
         channels[0].on_beat = lambda: check_topology(alias, found, cluster, known)
@@ -176,7 +188,32 @@ def _build(alias: str, store: TagStore) -> Near | None:
     for channel in channels:
         channel.start()
     metrics.add_gauges(f"near:{alias}", lambda: _gauges(cache))
+    if found.entry_head is not None and found.default_allowed:
+        _fast[alias] = (found, found.entry_head)
+        if alias == conf.CACHE:
+            _fast[None] = _fast[alias]
     return found
+
+
+def _entry_head(alias: str, prefixes: tuple[str, ...]) -> str | None:
+    """``prefixes[0]`` if the final key of every plain entry is it followed by the caller's key:
+    true of Django's own ``make_key`` with its default key function, which joins prefix, version
+    and key with colons. Another key function (``KEY_FUNCTION``) or a backend that overrides
+    ``make_key`` may transform the key itself: its keys are always built by calling it."""
+    backend = caches[alias]
+    if type(backend).make_key is not BaseCache.make_key or backend.key_func is not default_key_func:
+        return None
+    return prefixes[0]
+
+
+def _retire(alias: str, found: Near) -> None:
+    """Stop serving from ``found`` at once and forget it; the next read builds a new L1."""
+    found.cache.flush(0)  # channel 0 counts as down: nothing is served, reads in flight are void
+    with _lock:
+        if _nears.get(alias) is found:
+            del _nears[alias]
+        for key in [key for key, (near, _head) in _fast.items() if near is found]:
+            del _fast[key]
 
 
 def _connector(pool: Any) -> Callable[[], redis.Connection]:
@@ -206,10 +243,7 @@ def check_topology(alias: str, found: Near, client: RedisCluster, known: frozens
     if _topology(client) == known:
         return False
     logger.warning("django-tagcache: the primaries of %r changed: near cache flushed", alias)
-    found.cache.flush(0)  # channel 0 counts as down: nothing is served, reads in flight are void
-    with _lock:
-        if _nears.get(alias) is found:
-            del _nears[alias]
+    _retire(alias, found)
     threading.Thread(target=found.close, daemon=True).start()  # not from the channel's own thread
     return True
 
@@ -219,10 +253,7 @@ def _demoted(alias: str, found: Near, client: RedisCluster) -> None:
     L1 as for a topology change, and refresh the cluster client's map of slots, which L1 hits
     alone would never correct; the next read builds an L1 on the new primaries."""
     logger.warning("django-tagcache: a primary of %r was demoted: near cache flushed", alias)
-    found.cache.flush(0)
-    with _lock:
-        if _nears.get(alias) is found:
-            del _nears[alias]
+    _retire(alias, found)
 
     def retire() -> None:
         found.close()
@@ -248,6 +279,28 @@ def _prefixes(store: TagStore) -> tuple[str, ...]:
             return ()
         found.append(made[: -len(_MARK)])
     return tuple(found)
+
+
+def hit(alias: str | None, key: str, version: int | None, call: bool | None) -> bytes | None:
+    """The payload L1 holds for a plain read of ``key`` (``tagcache.get``), or None.
+
+    The few-microsecond path of an L1 hit: the same rules as :func:`wanted` and :func:`fetch`
+    decide, but the final key is ``entry_head + key``, not a call of the cache's ``make_key``.
+    Only where that is the same key: no namespace, the cache's default version, Django's default
+    key function (see :func:`_entry_head`). None says nothing about the entry: the caller then
+    takes the full read path, which decides again (and builds the L1 at first use).
+    """
+    if call is False or version is not None:
+        return None
+    found = _fast.get(alias)
+    if found is None:
+        return None
+    near, head = found
+    if call is None and not near.default:
+        return None
+    if namespaces.current() is not None or scopes.computing_now() or bubbling.collecting():
+        return None
+    return near.cache.get(head + key)
 
 
 def wanted(

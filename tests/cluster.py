@@ -248,6 +248,38 @@ class LocalCluster:
         self._wait_promoted(replica, timeout)
         self.wait_healthy(timeout)
 
+    def command(self, port: int, *args: object) -> Any:
+        """A raw command to one node (redis-py leaves ``execute_command`` untyped)."""
+        node: Any = self.node(port)
+        return node.execute_command(*args)
+
+    def node_id(self, port: int) -> str:
+        found = self.command(port, "CLUSTER", "MYID")
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary serving ``slot``, as the first running primary sees it."""
+        for first, last, primary, *_replicas in self.command(self.primaries()[0], "CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(primary[1])
+        raise LookupError(f"no node serves slot {slot}")
+
+    def migrate_slot(self, slot: int, target: int, timeout: float = 30.0) -> int:
+        """Move ``slot`` and its keys to the primary ``target`` as ``redis-cli --cluster reshard``
+        does (SETSLOT IMPORTING and MIGRATING, MIGRATE, SETSLOT NODE on every primary); returns
+        the port of the primary that served it."""
+        source = self.owner(slot)
+        src_id, dst_id = self.node_id(source), self.node_id(target)
+        self.command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        self.command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := self.command(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            self.command(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        # The new owner first, then the old one, then the rest (the order the Redis docs give).
+        for port in [target, source, *(p for p in self.primaries() if p not in (source, target))]:
+            self.command(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        self.wait_healthy(timeout)
+        return source
+
     def kill_primary(self, primary: int, timeout: float = 30.0) -> int:
         """SIGKILL ``primary``, wait until its replica took over; returns the replica's port.
 

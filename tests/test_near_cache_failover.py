@@ -104,6 +104,48 @@ def test_after_a_failover_l1_does_not_serve_what_the_new_primary_deleted(
     assert tc.get("k") is None
 
 
+@pytest.mark.cluster
+def test_after_a_slot_migration_l1_does_not_serve_what_the_new_owner_changed(
+    local: LocalCluster, cl1: near.Near
+) -> None:
+    """The slot of an entry held in L1 moves to another primary (as a reshard moves it) while L1
+    holds it; the entry is then overwritten, and later invalidated, on its new owner. Tracking is
+    per node: the new owner's channel must report both, or L1 must stop serving."""
+    tc = TagCache("cluster")
+    store = get_store("cluster")
+    client: Any = store.client
+    entry = store.keys.entry("k")
+    warm(cl1, "k", lambda: tc.get_or_set("k", lambda: "old", tags=["warm:k"]), "cluster")
+    slot = int(client.keyslot(entry))
+    source = local.owner(slot)
+    target = next(port for port in local.primaries() if port != source)
+    try:
+        local.migrate_slot(slot, target)
+        new_owner = local.node(target)
+        assert new_owner.get(entry) is not None  # the entry moved with its slot
+        new_owner.set(entry, b"written by another program on the new owner")
+        written_at = time.monotonic()
+        _confirmed_after(cl1, written_at)
+        # Expected: L1 holds nothing for the entry, or no longer serves at all.
+        assert not (cl1.cache.serving() and cl1.cache.get(entry) is not None)
+        assert tc.get("k") is None  # not a value of ours any more: a miss, read from the new owner
+
+        # Read into L1 again, now from the new owner, and invalidated there through the API.
+        current = near.existing("cluster") or near.near_for("cluster", store)
+        assert current is not None
+        wait_serving(current)
+        warm(current, "k", lambda: tc.get_or_set("k", lambda: "new", tags=["warm:k"]), "cluster")
+        assert new_owner.exists(entry)
+        tc.invalidate_tags("warm:k")
+        assert current.cache.get(entry) is None  # before invalidate_tags() returned (rule 2)
+        new_owner.set(entry, b"written again")
+        _confirmed_after(current, time.monotonic())
+        assert not (current.cache.serving() and current.cache.get(entry) is not None)
+    finally:
+        local.migrate_slot(slot, source)  # the session's cluster goes back to its first map
+        client.nodes_manager.initialize()
+
+
 def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed(
     settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
 ) -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from ..caching.namespaces import in_namespace
 from ..caching.origins import invalidating_as
+from ..core.protocol import text
 
 if TYPE_CHECKING:
     from ..caching.api import TagCache
@@ -59,7 +61,7 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
         for tag in event.tags:
             key = (tag, event.producer)
             wanted[key] = max(wanted.get(key, 0), event.seq)
-    pairs = list(wanted)
+    pairs = sorted(wanted, key=_producer_of)  # each producer's pairs in one run (event_marks.lua)
     bases = [store.keys.tag(tag) for tag, _producer in pairs]
     scores = _read_marks(store, bases, [producer for _tag, producer in pairs])
     # Events in stream order; each raises the marks it passes, so that an exact duplicate or an
@@ -86,10 +88,23 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
     _raise_marks(store, raised, mark_ttl_ms)
 
 
+def _producer_of(pair: tuple[str, str]) -> str:
+    return pair[1]
+
+
+def _runs(producers: list[str]) -> list[tuple[str, int]]:
+    """(producer, how many in a row) for a list grouped by producer."""
+    return [(producer, len(list(run))) for producer, run in groupby(producers)]
+
+
 def _read_marks(store: TagStore, bases: list[str], producers: list[str]) -> list[Any]:
     """The mark of each (tag base, producer): one script call on one server, a pipeline on a cluster."""
     if store.standalone:
-        return list(store.scripts("event_marks", bases, ["get", 0, *producers]))
+        args: list[Any] = ["get", 0]
+        for producer, count in _runs(producers):
+            args += [producer, count]
+        joined = store.scripts("event_marks", bases, args)
+        return list(map(int, text(joined).split(","))) if bases else []
     pipe = store.client.pipeline(transaction=False)
     for base, producer in zip(bases, producers, strict=True):
         pipe.zscore(base + ":v", producer)
@@ -100,8 +115,10 @@ def _raise_marks(store: TagStore, raised: list[tuple[str, str, int]], ttl_ms: in
     """Raise each mark to its sequence number (never lower it: ZADD GT), and let it expire."""
     if store.standalone:
         args: list[Any] = ["set", ttl_ms]
-        for _base, producer, seq in raised:
-            args += [producer, seq]
+        first = 0
+        for producer, count in _runs([producer for _base, producer, _seq in raised]):
+            args += [producer, count, *(seq for _base, _producer, seq in raised[first : first + count])]
+            first += count
         store.scripts("event_marks", [base for base, _producer, _seq in raised], args)
         return
     pipe = store.client.pipeline(transaction=False)

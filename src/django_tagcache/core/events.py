@@ -168,48 +168,50 @@ _REMEMBERED = 1024
 class Decoder:
     """Decodes the entries of a stream as a consumer reads them: :func:`decode`, fast where it can be.
 
-    The fast path takes the fields as redis-py returns them (bytes), reads the ``tags`` array without
-    a JSON parser when it holds plain strings (no escapes, no spaces: what every producer writes),
-    and checks each producer, namespace and source once per decoder rather than once per event.
+    The fast path takes the fields as the consumer reads them (``bytes`` from ``XREADGROUP``,
+    ``str`` from the JSON text of ``lua/event_read.lua``), reads the ``tags`` array without a JSON
+    parser when it holds plain strings (no escapes, no spaces: what every producer writes), and
+    checks each producer, namespace and source once per decoder rather than once per event.
     Anything it does not recognise at once goes through :func:`decode`, which accepts exactly the
     same events and says why it refuses one. Tags are not checked here (see the consumer).
     """
 
     def __init__(self) -> None:
-        self._producers: dict[tuple[bytes, bytes, bytes], tuple[str, str, int, str]] = {}
-        self._namespaces: dict[bytes, Any] = {b"": None}  # raw -> namespace, or _BAD
-        self._sources: dict[bytes, str] = {}
+        self._producers: dict[tuple[Any, Any, Any], tuple[str, str, int, str]] = {}
+        self._namespaces: dict[Any, Any] = {b"": None, "": None}  # raw -> namespace, or _BAD
+        self._sources: dict[Any, str] = {}
 
     def __call__(self, fields: Mapping[Any, Any]) -> Event:
         """The event of ``fields``; raises :class:`BadEvent` saying why not."""
         try:
-            event = self._fast(fields)
+            event = self._fast(fields, _TEXT_KEYS if "v" in fields else _BYTES_KEYS)
         except (KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            event = None  # str fields (a client decoding replies), a missing field, not UTF-8, ...
+            event = None  # a missing field, not UTF-8, ...
         return decode(fields) if event is None else event
 
-    def _fast(self, fields: Mapping[Any, Any]) -> Event | None:
-        if fields[b"v"] != b"1":
+    def _fast(self, fields: Mapping[Any, Any], keys: tuple[Any, ...]) -> Event | None:
+        version, k_seq, k_ts, k_service, k_region, k_epoch, k_ns, k_source, k_tags, one = keys
+        if fields[version] != one:
             return None
-        raw_seq, raw_ts = fields[b"seq"], fields[b"ts"]
-        if not (raw_seq.isdigit() and raw_ts.isdigit()) or len(raw_seq) > 19 or len(raw_ts) > 19:
+        raw_seq, raw_ts = fields[k_seq], fields[k_ts]
+        if not (_number(raw_seq) and _number(raw_ts)):
             return None
         seq = int(raw_seq)
-        who = (fields[b"service"], fields[b"region"], fields[b"epoch"])
+        who = (fields[k_service], fields[k_region], fields[k_epoch])
         producer = self._producers.get(who) or self._producer(who)
-        namespace = self._namespaces.get(fields[b"ns"], _UNKNOWN)
+        namespace = self._namespaces.get(fields[k_ns], _UNKNOWN)
         if namespace is _UNKNOWN:
-            namespace = self._namespace(fields[b"ns"])
-        raw_source = fields[b"source"]
+            namespace = self._namespace(fields[k_ns])
+        raw_source = fields[k_source]
         source = self._sources.get(raw_source) or self._source(raw_source)
-        tags = split_tags(fields[b"tags"])
+        tags = split_tags(fields[k_tags])
         if tags is None or producer is None or namespace is _BAD or seq < 1:
             return None
         service, region, epoch, name = producer
         return Event(service, region, epoch, seq, int(raw_ts), namespace, source, tags, name)
 
-    def _producer(self, who: tuple[bytes, bytes, bytes]) -> tuple[str, str, int, str] | None:
-        service, region, epoch = (part.decode() for part in who)
+    def _producer(self, who: tuple[Any, Any, Any]) -> tuple[str, str, int, str] | None:
+        service, region, epoch = (_str(part) for part in who)
         if not (_NAME.fullmatch(service) and _NAME.fullmatch(region) and _DIGITS.fullmatch(epoch)):
             return None
         if len(self._producers) >= _REMEMBERED:
@@ -217,30 +219,44 @@ class Decoder:
         found = self._producers[who] = (service, region, int(epoch), f"{service}@{region}#{int(epoch)}")
         return found
 
-    def _namespace(self, raw: bytes) -> Any:
-        namespace = raw.decode()
+    def _namespace(self, raw: Any) -> Any:
+        namespace = _str(raw)
         if len(self._namespaces) >= _REMEMBERED:
-            self._namespaces = {b"": None}
+            self._namespaces = {b"": None, "": None}
         found = self._namespaces[raw] = namespace if _NAME.fullmatch(namespace) else _BAD
         return found
 
-    def _source(self, raw: bytes) -> str:
+    def _source(self, raw: Any) -> str:
         if len(self._sources) >= _REMEMBERED:
             self._sources.clear()
-        found = self._sources[raw] = raw.decode()[:200]
+        found = self._sources[raw] = _str(raw)[:200]
         return found
 
 
-def split_tags(raw: bytes) -> tuple[str, ...] | None:
+_BYTES_KEYS = (b"v", b"seq", b"ts", b"service", b"region", b"epoch", b"ns", b"source", b"tags", b"1")
+_TEXT_KEYS = ("v", "seq", "ts", "service", "region", "epoch", "ns", "source", "tags", "1")
+
+
+def _str(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _number(raw: Any) -> bool:
+    """Whether ``raw`` (bytes or str) is 1 to 19 ASCII digits, as the format's numbers are."""
+    return bool(raw.isdigit() and raw.isascii() and len(raw) <= 19)
+
+
+def split_tags(raw: bytes | str) -> tuple[str, ...] | None:
     """The tags of a ``tags`` field written as ``["a","b"]`` (or ``["a", "b"]``), else None.
 
     Without a backslash every ``"`` in the text delimits a string, so the array is exactly the
     pieces between the separators when it starts with ``["``, ends with ``"]`` and holds no other
     quote. Other spellings (escapes, other spaces) are valid JSON too: the caller parses those.
     """
-    if len(raw) < 4 or raw[:2] != b'["' or raw[-2:] != b'"]' or b"\\" in raw:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if len(text) < 4 or text[:2] != '["' or text[-2:] != '"]' or "\\" in text:
         return None
-    inner = raw[2:-2].decode()
+    inner = text[2:-2]
     if not inner.isprintable():  # JSON refuses raw control characters in a string
         return None
     quotes = inner.count('"')

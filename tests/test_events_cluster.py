@@ -76,10 +76,18 @@ def test_a_consumer_applies_to_a_cluster_and_reads_a_stream_on_a_cluster(
     location = caches["cluster"]["LOCATION"].split(",")[0]
     source = {"URL": location, "STREAM": STREAM, "CLUSTER": True}
     producer = {"SERVICE": "catalog", "STREAM": STREAM}
-    consumer = {"SERVICE": "front", "PUBLISH": False, "SOURCES": {"catalog": source}, "BLOCK": 0.05}
+    # BATCH 1: the first read fills its batch, so the second event is read by event_read.lua.
+    consumer = {
+        "SERVICE": "front",
+        "PUBLISH": False,
+        "SOURCES": {"catalog": source},
+        "BLOCK": 0.05,
+        "BATCH": 1,
+    }
     cache = TagCache("cluster")
     with override_settings(TAGCACHE={**settings.TAGCACHE, "CACHE": "cluster", "EVENTS": producer}):
         cache.invalidate_tags("x", "y")
+        cache.invalidate_tags("w")
     with override_settings(TAGCACHE={**settings.TAGCACHE, "CACHE": "cluster", "EVENTS": consumer}):
         cache.set("kx", 1, tags=["x"])
         cache.set("kz", 1, tags=["z"])
@@ -88,13 +96,14 @@ def test_a_consumer_applies_to_a_cluster_and_reads_a_stream_on_a_cluster(
         worker.run(until_idle=True)
         assert cache.get("kx") is None
         assert cache.get("kz") == 1
-        assert invalidated == [{"x", "y"}]
+        assert invalidated == [{"x", "y"}, {"w"}]
+        assert worker.stream._read_script is not None  # the backlog was read through the script
         worker.run(until_idle=True)
         status = group_status(worker.stream)
-        assert (status["applied"], status["events_behind"], status["pending"]) == (1, 0, 0)
+        assert (status["applied"], status["events_behind"], status["pending"]) == (2, 0, 0)
         # A duplicate is recognised through the marks the cluster keeps (pipelined, not a script).
         client: Any = worker.stream.client
-        ((_id, fields),) = client.xrange(STREAM)
+        _id, fields = client.xrange(STREAM)[0]
         client.xadd(STREAM, fields)
         worker.run(until_idle=True)
         assert group_status(worker.stream)["duplicates"] == 1

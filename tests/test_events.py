@@ -545,6 +545,45 @@ def test_a_backlog_batch_costs_few_python_calls_per_event(consuming: Any) -> Non
     assert calls / handled < 200, calls / handled
 
 
+def test_an_event_reaching_an_idle_consumer_is_applied_by_the_read_it_was_blocked_in(
+    consuming: Any,
+) -> None:
+    # No polling interval, no sleep: the consumer is blocked in XREADGROUP (BLOCK 30 s) when the
+    # event is appended, and that same read returns it; nothing else is sent to the source first.
+    tagcache.set("k", 1, tags=["a"])
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BLOCK=30, CLAIM_IDLE=60)):
+        source = redis.Redis.from_url(settings.REDIS_URL, connection_class=CountingConnection)
+        consumer = Consumer(name="c1", client=source)
+        consumer._own_pending = False
+        consumer._next_claim = consumer._next_sweep = float("inf")
+        consumer.stream.ensure_group()
+        watcher = redis.Redis.from_url(settings.REDIS_URL)
+
+        def publish_once_blocked() -> None:
+            while int(watcher.info("clients")["blocked_clients"]) == 0:
+                time.sleep(0.001)
+            publish(watcher, ["a"], 1)
+
+        waits: list[float | None] = []
+        real_wait = consumer._stop.wait
+
+        def wait(timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return real_wait(timeout)
+
+        consumer._stop.wait = wait  # type: ignore[method-assign]
+        thread = threading.Thread(target=publish_once_blocked)
+        thread.start()
+        with count() as tally:
+            handled = consumer.poll()
+        thread.join()
+    assert handled == 1
+    assert waits == []  # no pause anywhere in the poll
+    assert tagcache.get("k") is None
+    assert tally.commands.count("XREADGROUP") == 1, tally.commands
+    assert tally.commands[0] == "XREADGROUP"  # the blocked read came first, nothing before it
+
+
 def test_an_event_failing_to_apply_is_retried_then_dead_lettered(
     consuming: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

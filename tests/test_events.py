@@ -500,6 +500,26 @@ def test_a_backlog_is_read_as_one_json_text_per_batch_and_applied_alike(
     assert (status["pending"], status["applied"], status["duplicates"]) == (0, 6, 1)
 
 
+def test_within_a_run_a_batch_is_acknowledged_with_the_next_read(consuming: Any) -> None:
+    # Four round trips a batch in a run: on the source the read, carrying the previous batch's
+    # XACK and counters; on this service's Redis the marks read, the invalidation, the marks raised.
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BATCH=500, CLAIM_IDLE=60)):
+        pipe = consuming.pipeline(transaction=False)
+        for n in range(1500):
+            publish(pipe, [f"a{n}", f"b{n}"], n + 1)
+        pipe.execute()
+        source = redis.Redis.from_url(settings.REDIS_URL, connection_class=CountingConnection)
+        consumer = Consumer(name="c1", client=source)
+        trips: list[int] = []
+        with count() as tally:
+            consumer.after_batch = lambda handled: trips.append(tally.round_trips)
+            consumer.run(until_idle=True)
+        # Batch 2 is the first read through event_read.lua (loading it); batch 3 is the steady state.
+        assert trips[2] - trips[1] == 4, tally.commands
+        status = group_status(consumer.stream)  # the last batch acknowledged when the run ended
+        assert (status["pending"], status["applied"]) == (0, 1500)
+
+
 def test_a_field_not_utf8_in_a_backlog_is_dead_lettered_and_the_rest_applied(consuming: Any) -> None:
     tagcache.set("k", 1, tags=["c"])
     publish(consuming, ["a"], 1)
@@ -953,9 +973,9 @@ def test_the_source_failing_after_a_batch_was_applied_does_not_crash_the_consume
             publish(server.client(), ["a"], 1)
             real = SourceStream.acknowledge
 
-            def acknowledge(self: SourceStream, *args: Any) -> None:
+            def acknowledge(self: SourceStream, *args: Any, **kwargs: Any) -> None:
                 server.stop()
-                real(self, *args)
+                real(self, *args, **kwargs)
 
             monkeypatch.setattr(SourceStream, "acknowledge", acknowledge)
             consumer = Consumer(name="c1")

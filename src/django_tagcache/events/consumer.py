@@ -76,6 +76,7 @@ class Consumer:
         self._backoff = 0.0
         self._ready = 0.0  # rate limit: when the next batch may start (monotonic clock)
         self._decoder = Decoder()
+        self._ack_with_next_read = False  # within run(): see there
         #: Called after each batch with (entries handled); for tests and embedding code.
         self.after_batch: Callable[[int], None] | None = None
 
@@ -88,11 +89,23 @@ class Consumer:
         return self._stop.is_set()
 
     def run(self, *, until_idle: bool = False) -> None:
-        """Poll until :meth:`stop` (or, with ``until_idle``, until a poll finds nothing to do)."""
-        while not self._stop.is_set():
-            handled = self.poll()
-            if until_idle and handled == 0:
-                return
+        """Poll until :meth:`stop` (or, with ``until_idle``, until a poll finds nothing to do).
+
+        Within a run each batch is acknowledged with the next read, in its round trip; the last
+        one when the run ends.
+        """
+        self._ack_with_next_read = True
+        try:
+            while not self._stop.is_set():
+                handled = self.poll()
+                if until_idle and handled == 0:
+                    return
+        finally:
+            self._ack_with_next_read = False
+            try:
+                self.stream.flush()
+            except UNAVAILABLE as exc:  # left pending: applied again by whoever reads them next
+                logger.warning("django-tagcache: could not acknowledge the last batch (%s)", exc)
 
     def poll(self) -> int:
         """One round: read (own pending, reclaimed or new entries), apply, acknowledge; entries handled."""
@@ -173,7 +186,9 @@ class Consumer:
         except Exception as exc:
             logger.warning("django-tagcache: a batch of events failed (%s); applying one at a time", exc)
             return self._one_by_one(good)
-        self.stream.acknowledge([entry_id for entry_id, _event in good], outcome)
+        self.stream.acknowledge(
+            [entry_id for entry_id, _event in good], outcome, with_next_read=self._ack_with_next_read
+        )
         metrics.incr_many({"events_applied": outcome.applied, "events_duplicate": outcome.duplicates})
         return True
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..core.protocol import text
 from ..core.scripts import source as script_source
@@ -60,6 +60,7 @@ class SourceStream:
         self._remove_consumer: Any = None  # lua/event_consumers.lua, registered on first use
         self._read_script: Any = None  # lua/event_read.lua, registered on first use
         self._backlog = False  # the last read of new entries filled its batch: more are waiting
+        self._unacked: tuple[list[str], Outcome] | None = None  # sent with the next read
 
     def ensure_group(self) -> None:
         """Create the consumer group, from the stream's start (``0``), if it does not exist.
@@ -120,12 +121,14 @@ class SourceStream:
             if entries:
                 return entries
         try:
-            reply: Any = self.client.xreadgroup(
-                self.group,
-                consumer,
-                {self.source.stream: "0" if own else ">"},
-                count=count,
-                block=None if own else block_ms,
+            reply: Any = self._with_ack(
+                lambda client: client.xreadgroup(
+                    self.group,
+                    consumer,
+                    {self.source.stream: "0" if own else ">"},
+                    count=count,
+                    block=None if own else block_ms,
+                )
             )
         except ResponseError as exc:
             if not self._group_gone(exc):
@@ -142,9 +145,16 @@ class SourceStream:
 
     def _read_text(self, consumer: str, count: int) -> list[Entry]:
         """New entries through ``lua/event_read.lua``; its JSON text parsed at once (C code)."""
-        if self._read_script is None:
+        args = [self.group, consumer, count]
+        if self._read_script is None:  # loaded by its first call; then EVALSHA, also in a pipeline
             self._read_script = self.client.register_script(script_source("event_read"))
-        raw = self._read_script(keys=[self.source.stream], args=[self.group, consumer, count])
+            raw = self._read_script(keys=[self.source.stream], args=args, client=self.client)
+        else:
+            sha = self._read_script.sha
+            try:
+                raw = self._with_ack(lambda client: client.evalsha(sha, 1, self.source.stream, *args))
+            except NoScriptError:  # the source restarted, or SCRIPT FLUSH
+                raw = self._read_script(keys=[self.source.stream], args=args, client=self.client)
         if raw is None:
             return []
         try:
@@ -199,15 +209,50 @@ class SourceStream:
                 raise
         return claimed, removed
 
-    def acknowledge(self, ids: Sequence[str], outcome: Outcome) -> None:
-        """Acknowledge applied entries and count them, in one round trip (one transaction on one server)."""
+    def acknowledge(self, ids: Sequence[str], outcome: Outcome, *, with_next_read: bool = False) -> None:
+        """Acknowledge applied entries and count them, in one round trip (one transaction on one server).
+
+        ``with_next_read`` keeps them for the next :meth:`read`, which sends them first in its own
+        round trip (on one server; a cluster acknowledges at once): one round trip fewer a batch.
+        Until then they stay pending: a consumer that dies first has them applied again by whoever
+        reads them next, never lost. :meth:`flush` sends them without reading.
+        """
+        self.flush()
+        if with_next_read and not self.source.cluster:
+            self._unacked = (list(ids), outcome)
+            return
         pipe = self.client.pipeline(transaction=not self.source.cluster)
+        self._queue_ack(pipe, ids, outcome)
+        pipe.execute()
+
+    def flush(self) -> None:
+        """Send the acknowledgement kept for the next read now (at the end of a run)."""
+        if self._unacked is not None:
+            ids, outcome = self._unacked
+            self._unacked = None
+            self.acknowledge(ids, outcome)
+
+    def _queue_ack(self, pipe: Any, ids: Sequence[str], outcome: Outcome) -> None:
         pipe.xack(self.source.stream, self.group, *ids)
         pipe.hincrby(self.consumed, "applied", outcome.applied)
         pipe.hincrby(self.consumed, "duplicates", outcome.duplicates)
         if outcome.newest_ts_us:
             pipe.hset(self.consumed, "applied_ts_us", max(outcome.newest_ts_us))
-        pipe.execute()
+
+    def _with_ack(self, read: Callable[[Any], Any]) -> Any:
+        """``read(client)``'s reply; an acknowledgement kept for it goes first, in the same round trip.
+
+        The kept acknowledgement is dropped before sending: if the round trip fails, its entries
+        stay pending and are applied again (counted as duplicates), never acknowledged twice.
+        """
+        if self._unacked is None:
+            return read(self.client)
+        ids, outcome = self._unacked
+        self._unacked = None
+        pipe = self.client.pipeline(transaction=False)  # a blocking read cannot run in MULTI
+        self._queue_ack(pipe, ids, outcome)
+        read(pipe)
+        return pipe.execute()[-1]
 
     def failed(self, entry_id: str, reason: str) -> int:
         """Count a failed try of ``entry_id``; returns its tries so far."""

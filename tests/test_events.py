@@ -520,6 +520,22 @@ def test_within_a_run_a_batch_is_acknowledged_with_the_next_read(consuming: Any)
         assert (status["pending"], status["applied"]) == (0, 1500)
 
 
+def test_a_backlog_read_survives_the_source_losing_its_scripts(consuming: Any) -> None:
+    for seq, tag in enumerate("abcd", start=1):
+        tagcache.set(tag, 1, tags=[tag])
+        publish(consuming, [tag], seq)
+    with override_settings(TAGCACHE=events_settings(PUBLISH=False, BATCH=1, CLAIM_IDLE=60)):
+        consumer = Consumer(name="c1")
+        consumer._ack_with_next_read = True  # as within run(): the acknowledgement rides the read
+        assert [consumer.poll(), consumer.poll()] == [1, 1]  # the second through event_read.lua
+        consuming.script_flush()  # a restarted source: EVALSHA answers NOSCRIPT
+        assert [consumer.poll(), consumer.poll()] == [1, 1]
+        consumer.stream.flush()
+    assert [tagcache.get(tag) for tag in "abcd"] == [None] * 4
+    status = group_status(consumer.stream)
+    assert (status["pending"], status["applied"], status["duplicates"]) == (0, 4, 0)
+
+
 def test_a_field_not_utf8_in_a_backlog_is_dead_lettered_and_the_rest_applied(consuming: Any) -> None:
     tagcache.set("k", 1, tags=["c"])
     publish(consuming, ["a"], 1)

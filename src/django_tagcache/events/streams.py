@@ -146,15 +146,14 @@ class SourceStream:
     def _read_text(self, consumer: str, count: int) -> list[Entry]:
         """New entries through ``lua/event_read.lua``; its JSON text parsed at once (C code)."""
         args = [self.group, consumer, count]
-        if self._read_script is None:  # loaded by its first call; then EVALSHA, also in a pipeline
+        if self._read_script is None:  # loaded once here; then EVALSHA, also in a pipeline
             self._read_script = self.client.register_script(script_source("event_read"))
+            self.client.script_load(self._read_script.script)
+        sha = self._read_script.sha
+        try:
+            raw = self._with_ack(lambda client: client.evalsha(sha, 1, self.source.stream, *args))
+        except NoScriptError:  # the source restarted, or SCRIPT FLUSH: load it, read again
             raw = self._read_script(keys=[self.source.stream], args=args, client=self.client)
-        else:
-            sha = self._read_script.sha
-            try:
-                raw = self._with_ack(lambda client: client.evalsha(sha, 1, self.source.stream, *args))
-            except NoScriptError:  # the source restarted, or SCRIPT FLUSH
-                raw = self._read_script(keys=[self.source.stream], args=args, client=self.client)
         if raw is None:
             return []
         try:

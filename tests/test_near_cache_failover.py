@@ -204,3 +204,55 @@ def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed
         assert tc.get_or_set("deleted", lambda: "new", tags=["warm:deleted"]) == "new"
     finally:
         near.reset()
+
+
+def test_before_sentinel_demotes_the_old_master_l1_does_not_serve_what_the_new_master_changed(
+    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
+) -> None:
+    """The window of a ``SENTINEL FAILOVER``: the replica is promoted, and the old master goes on
+    answering as a master until Sentinel demotes it, which here it never does (it refuses
+    ``REPLICAOF``, as a master cut off from Sentinel is never told). Another process overwrites
+    and deletes entries on the new master. Once a heartbeat sent after those writes is
+    confirmed, L1 holds neither old value, and the process's own reads reach the new master."""
+    old_master, replica, watcher = failover_set
+    settings.TAGCACHE = {
+        **settings.TAGCACHE,
+        "CACHE": "lossy",
+        "NEAR_CACHE": {"ALIASES": ["lossy"], "HEARTBEAT": 0.02, "MAX_LAG": 0.5},
+        "STALENESS": {"TAGS": {"warm:": "important"}, "DEFAULT": "critical"},
+    }
+    tc = TagCache("lossy")
+    store = get_store("lossy")
+    found = near.near_for("lossy", store)
+    assert found is not None
+    try:
+        assert found.channels[0].connected.wait(10)
+        wait_serving(found)
+        for key in ("overwritten", "deleted"):
+
+            def read(key: str = key) -> object:
+                return tc.get_or_set(key, lambda: f"old {key}", tags=[f"warm:{key}"])
+
+            warm(found, key, read, "lossy")
+        # Sentinel can promote the replica but never demote the old master.
+        old_master.client().acl_setuser(
+            "default", enabled=True, nopass=True, commands=["-replicaof", "-slaveof"]
+        )
+        _fail_over(watcher, replica)
+        new_master = redis.Redis(port=replica.port)
+        new_master.set(store.keys.entry("overwritten"), b"written by another program")
+        new_master.delete(store.keys.entry("deleted"))
+        written_at = time.monotonic()
+        for _ in range(1000):  # a heartbeat sent after the writes is confirmed (or L1 is gone)
+            if near.existing("lossy") is not found or found.cache._confirmed.get(0, 0.0) > written_at:
+                break
+            time.sleep(0.01)  # a bounded poll of the condition above
+        else:
+            raise AssertionError("no heartbeat confirmed after the writes")
+        assert old_master.client().info("replication")["role"] == "master"  # still in the window
+        for key in ("overwritten", "deleted"):
+            assert not (found.cache.serving() and found.cache.get(store.keys.entry(key)) is not None), key
+        assert tc.get("overwritten") is None  # not a payload of ours: read from the new master
+        assert tc.get_or_set("deleted", lambda: "new", tags=["warm:deleted"]) == "new"
+    finally:
+        near.reset()

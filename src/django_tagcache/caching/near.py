@@ -25,6 +25,7 @@ import redis
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache, default_key_func
 from redis.cluster import RedisCluster
+from redis.sentinel import SentinelConnectionPool
 
 from ..conf import conf
 from ..core import metrics
@@ -176,6 +177,7 @@ def _build(alias: str, store: TagStore) -> Near | None:
             heartbeat=settings.heartbeat,
             reply_timeout=settings.reply_timeout,
             name=alias,
+            master=_sentinel_master(pool),
         )
         for number, pool in enumerate(pools)
     ]
@@ -224,6 +226,37 @@ def _connector(pool: Any) -> Callable[[], redis.Connection]:
         return pool.connection_class(**kwargs)  # type: ignore[no-any-return]
 
     return connect
+
+
+def _sentinel_master(pool: Any) -> Callable[[], tuple[str, int]] | None:
+    """Behind Sentinel: where the master is now, as the first Sentinel that answers says it.
+
+    Asked with ``SENTINEL GET-MASTER-ADDR-BY-NAME``, which names the promoted replica as soon as
+    the failover has promoted it, where ``SENTINEL MASTERS`` (what redis-py connects by) still
+    names the old master until the failover ends: another client may write on the new master in
+    between. The channel then reconnects through the pool (to whichever master the pool is told
+    of), and the pool drops its idle connections to a master it is no longer told of. None for a
+    pool that is not a Sentinel master's.
+    """
+    if not isinstance(pool, SentinelConnectionPool) or not pool.is_master:
+        return None
+    sentinels: list[Any] = pool.sentinel_manager.sentinels
+    name: str = pool.service_name
+
+    def master() -> tuple[str, int]:
+        errors = []
+        for sentinel in list(sentinels):
+            try:
+                found = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                errors.append(repr(exc))
+                continue
+            if found:
+                host, port = found
+                return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+        raise redis.ConnectionError(f"no Sentinel names a master for {name!r} ({', '.join(errors)})")
+
+    return master
 
 
 def _primaries(client: RedisCluster) -> list[Any]:

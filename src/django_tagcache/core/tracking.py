@@ -19,6 +19,13 @@ Each heartbeat and each barrier is preceded by ``ROLE``: a node that is no longe
 Sentinel or Cluster failover demotes it without closing its clients) answers heartbeats in order,
 yet the writes of the new primary reach it late or, cut off, never. Its channel then counts as
 down (L1 flushed, nothing served from it) until it is subscribed to a primary again.
+
+Behind Sentinel that is not enough: after a failover the old master answers ``ROLE`` as a master
+until Sentinel demotes it, which takes seconds and never comes if Sentinel cannot reach it, while
+writes go to the new one. So the channel also asks Sentinel where the master is (``master``)
+right after each heartbeat is sent, and confirms that heartbeat only if the answer names the
+node it reads: another address flushes L1 and reconnects (to the new master); no answer leaves
+the heartbeat unconfirmed, so L1 stops serving within ``max_lag``.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class TrackingChannel:
         heartbeat: float = 0.05,
         reply_timeout: float = 1.0,
         name: str = "",
+        master: Callable[[], tuple[str, int]] | None = None,
     ) -> None:
         self.near = near
         self._connect = connect
@@ -84,6 +92,12 @@ class TrackingChannel:
         self.heartbeat = heartbeat
         self.reply_timeout = reply_timeout
         self.name = name
+        #: Sentinel: where the master is now (asked after each heartbeat is sent); None elsewhere.
+        self.master = master
+        # When the last answer of ``master`` naming our node was asked for (monotonic): it vouches
+        # for the heartbeats sent before it, and for no later one.
+        self._vouched = 0.0
+        self._sentinel_silent = False  # Sentinel did not answer last time (logged once per outage)
         self.run_id: str | None = None
         self.client_id: int | None = None
         self.sessions = 0  # connections subscribed so far
@@ -203,6 +217,8 @@ class TrackingChannel:
                 next_beat = now + self.heartbeat
                 if self.on_beat is not None:
                     self.on_beat()
+                if self.master is not None:
+                    self._check_master(conn, self.master)
             with self._lock:
                 oldest = self._in_flight[0].sent if self._in_flight else None
             if oldest is not None and now - oldest > self.reply_timeout:
@@ -223,8 +239,32 @@ class TrackingChannel:
             flags = [_text(flag) for flag in _field(reply, "flags") or []]
             if "on" not in flags or "bcast" not in flags:
                 raise redis.ConnectionError(f"tracking is off on the server (flags {flags})")
-            self.near.confirm(self.channel, sent.sent)
+            if self.master is None or self._vouched >= sent.sent:
+                self.near.confirm(self.channel, sent.sent)
         sent.finish(True)
+
+    def _check_master(self, conn: Any, master: Callable[[], tuple[str, int]]) -> None:
+        """Sentinel: vouch for the heartbeats sent so far if the master is still the node we read,
+        else end the session (the caller flushes L1; the next connection goes to the new master)."""
+        asked = time.monotonic()  # after the heartbeat was sent: the answer is about a later moment
+        try:
+            host, port = master()
+        except (redis.RedisError, OSError) as exc:
+            if not self._sentinel_silent:
+                logger.warning(
+                    "django-tagcache: Sentinel did not say where the master of %s is (%s): the near "
+                    "cache serves nothing until it does",
+                    self.name,
+                    exc,
+                )
+            self._sentinel_silent = True
+            return
+        self._sentinel_silent = False
+        if (str(host), int(port)) != (str(conn.host), int(conn.port)):
+            raise redis.ConnectionError(
+                f"Sentinel names {host}:{port} as the master now, not {conn.host}:{conn.port}"
+            )
+        self._vouched = asked
 
     def _check_role(self, reply: Any) -> None:
         role = _text(reply[0]) if isinstance(reply, (list, tuple)) and reply else ""

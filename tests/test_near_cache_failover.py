@@ -256,3 +256,46 @@ def test_before_sentinel_demotes_the_old_master_l1_does_not_serve_what_the_new_m
         assert tc.get_or_set("deleted", lambda: "new", tags=["warm:deleted"]) == "new"
     finally:
         near.reset()
+
+
+def test_while_sentinel_does_not_answer_l1_serves_nothing(
+    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
+) -> None:
+    """Without Sentinel's word that the master is still the node the channel reads, a heartbeat
+    proves nothing (a failover may have happened meanwhile): L1 stops serving within MAX_LAG,
+    and serves again once Sentinel answers."""
+    _old_master, _replica, watcher = failover_set
+    settings.TAGCACHE = {
+        **settings.TAGCACHE,
+        "CACHE": "lossy",
+        "NEAR_CACHE": {"ALIASES": ["lossy"], "HEARTBEAT": 0.02, "MAX_LAG": 0.5},
+        "STALENESS": {"TAGS": {"warm:": "important"}, "DEFAULT": "critical"},
+    }
+    tc = TagCache("lossy")
+    store = get_store("lossy")
+    found = near.near_for("lossy", store)
+    assert found is not None
+    try:
+        assert found.channels[0].connected.wait(10)
+        wait_serving(found)
+        warm(found, "k", lambda: tc.get_or_set("k", lambda: "v", tags=["warm:k"]), "lossy")
+        sentinel: Any = redis.Redis(port=watcher.port)  # execute_command is untyped
+        # Sentinel refuses the question at once (neither slow nor gone: the heartbeats go on).
+        sentinel.execute_command("ACL", "SETUSER", "default", "-sentinel|get-master-addr-by-name")
+        try:
+            for _ in range(1000):  # a bounded poll: MAX_LAG after the last vouched heartbeat
+                if not found.cache.serving():
+                    break
+                time.sleep(0.01)
+            assert not found.cache.serving()
+            assert found.channels[0].sessions == 1  # the channel itself stayed up
+        finally:
+            sentinel.execute_command("ACL", "SETUSER", "default", "+@all")
+        for _ in range(1000):  # the next heartbeat Sentinel vouches for
+            if found.cache.serving():
+                break
+            time.sleep(0.01)
+        wait_serving(found)
+        warm(found, "k", lambda: tc.get_or_set("k", lambda: "v", tags=["warm:k"]), "lossy")
+    finally:
+        near.reset()

@@ -154,9 +154,8 @@ def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed
     entries on the new master right after the promotion. Once the old master is demoted and L1
     confirms a heartbeat sent after that, it holds neither old value.
 
-    Between the promotion and the demotion the old master still answers as a master, to L1's
-    channel as to the process's pooled connections: both read it, and neither sees the writes
-    made on the new master (docs/near-cache.md, "Failovers").
+    Between the promotion and the demotion the old master still answers as a master: what L1
+    does in that window is the next test's.
     """
     old_master, replica, watcher = failover_set
     settings.TAGCACHE = {

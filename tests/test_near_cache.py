@@ -363,6 +363,45 @@ class TestOnRedis:
         assert metrics.snapshot()["near_flushes"] >= 1
 
 
+def test_a_push_is_applied_as_it_arrives_not_at_the_next_heartbeat(settings: Any) -> None:
+    """What sits between a push reaching the process and the entry leaving L1: the tracking
+    thread blocks reading its connection and applies each push as it is read. With heartbeats
+    10 s apart, a change made by another client leaves L1 with no heartbeat or barrier between."""
+    settings.TAGCACHE = {
+        **settings.TAGCACHE,
+        "NEAR_CACHE": {**NEAR, "HEARTBEAT": 10, "MAX_LAG": 30, "REPLY_TIMEOUT": 30},
+        "STALENESS": {**STALENESS, "DEFAULT": "important"},
+    }
+    found = near.near_for("default", get_store("default"))
+    assert found is not None
+    try:
+        assert found.channels[0].connected.wait(5)
+        for _ in range(500):  # the first heartbeat is sent at once; 30 s of serving from its reply
+            if found.cache.serving():
+                break
+            time.sleep(0.01)
+        entry = get_store().keys.entry("k")
+        tagcache.set("k", "v")
+        for _ in range(50):  # read until kept: this process's own write may void the first read
+            tagcache.get("k")
+            if found.cache.get(entry) is not None:
+                break
+            time.sleep(0.01)
+        assert found.cache.get(entry) is not None
+        confirmed = dict(found.cache._confirmed)
+        with redis.Redis.from_url(_url()) as other:
+            other.set(entry, b"written by another program")
+        for _ in range(1000):  # a bounded poll of the condition
+            if found.cache.get(entry) is None:
+                break
+            time.sleep(0.001)
+        assert found.cache.get(entry) is None
+        assert found.cache.serving()
+        assert found.cache._confirmed == confirmed  # no heartbeat came back in between
+    finally:
+        near.reset()
+
+
 def _url() -> str:
     from django.conf import settings
 

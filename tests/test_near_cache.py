@@ -23,6 +23,7 @@ from django_tagcache.caching.namespaces import in_namespace
 from django_tagcache.core import metrics
 from django_tagcache.core.nearcache import NearCache
 from django_tagcache.core.protections import switched_off
+from django_tagcache.core.tracking import TrackingChannel
 from tests.counting import count
 
 
@@ -400,6 +401,49 @@ def test_a_push_is_applied_as_it_arrives_not_at_the_next_heartbeat(settings: Any
         assert found.cache._confirmed == confirmed  # no heartbeat came back in between
     finally:
         near.reset()
+
+
+class _Waits(threading.Event):
+    """A stop event that records how long its owner waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            self.asked.append(timeout)
+        return super().wait(timeout)
+
+
+def test_each_lost_connection_is_retried_after_the_shortest_backoff() -> None:
+    """The backoff between reconnections grows while connecting fails, and starts again from the
+    shortest once a connection was subscribed: a channel lost now and then (a killed client, a
+    failover) must not wait a second longer each time, during which L1 serves nothing."""
+    cache = NearCache(max_entries=10, max_bytes=1 << 20, max_ttl=60, max_lag=0.5)
+    pool = get_store().client.connection_pool
+    channel = TrackingChannel(cache, near._connector(pool), prefixes=["t1:1:x:"], heartbeat=0.02)
+    waits = _Waits()
+    channel._stop = waits
+    channel.start()
+    try:
+        with redis.Redis.from_url(_url()) as other:
+            for killed in range(1, 9):
+                for _ in range(500):  # a bounded poll: subscribed again
+                    if channel.sessions == killed and channel.client_id is not None:
+                        break
+                    time.sleep(0.01)
+                assert channel.sessions == killed
+                other.client_kill_filter(_id=str(channel.client_id))
+            for _ in range(500):
+                if channel.sessions == 9:
+                    break
+                time.sleep(0.01)
+        backoffs = [asked for asked in waits.asked if asked >= 0.01]
+        assert len(backoffs) >= 8
+        assert set(backoffs) == {0.01}, backoffs
+    finally:
+        channel.stop()
 
 
 def _url() -> str:

@@ -163,9 +163,9 @@ class TrackingChannel:
     def _run(self) -> None:
         backoff = 0.01
         while not self._stop.is_set():
+            subscribed = self.sessions
             try:
                 self._session()
-                backoff = 0.01
             except Exception as exc:  # the reader must outlive anything a read raises
                 # redis-py raises AttributeError, not ConnectionError, when another thread (stop(),
                 # a failed barrier) disconnects the connection under a read in progress.
@@ -174,6 +174,8 @@ class TrackingChannel:
             finally:
                 self._drop_connection()
                 self.near.flush(self.channel)
+            if self.sessions > subscribed:
+                backoff = 0.01  # that connection worked: this loss is a new one, not a retry
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 1.0)

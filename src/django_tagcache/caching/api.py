@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from ..conf import conf
@@ -25,7 +26,7 @@ from . import reach, recompute
 from .bubbling import note_tags
 from .exceptions import TagCacheUnavailable
 from .failopen import fail_open
-from .flows import BLOCKING, Flow, awaited, blocking
+from .flows import ASYNC, BLOCKING, Flow, awaited, blocking
 from .namespaces import in_namespace
 from .origins import event_source
 from .scopes import anote_tags
@@ -104,11 +105,17 @@ class TagCache:
 
     async def _read_steps(self, flow: Flow, key: str, version: int | None, near: bool | None = None) -> Any:
         try:
-            alias = self._alias or conf.CACHE
-            store = flow.store(alias)  # a cluster never reached raises here
+            store: Any
+            if flow.asynchronous:
+                # The loop's store of this alias, found without reading the settings (see stores.py).
+                store = get_async_store(self._alias)  # a cluster never reached raises here
+                alias, own, io = store.alias, store.blocking, store
+            else:
+                alias = self._alias or conf.CACHE
+                store = own = get_store(alias)
+                io = None
             entry = store.keys.entry(key, version)
             # L1 and L0 are keyed by the blocking store, whichever transport reads Redis.
-            own = get_store(alias) if flow.asynchronous else store
             use = l1.wanted(alias, own, near, None)
             raw = use.cache.get(entry) if use is not None else None
             if raw is not None:  # an L1 hit: no Redis call to time or trace
@@ -117,7 +124,7 @@ class TagCache:
                     metrics.near_hit()
                     return loaded[0]
             # Timed always; a span only when a tracer provider is configured (next to free otherwise).
-            raw = await timed("read", lambda: l1.fetch(own, entry, use, io=store))
+            raw = await timed("read", partial(l1.fetch, own, entry, use, io=io))
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return _MISSING
@@ -131,24 +138,13 @@ class TagCache:
     def _read(self, key: str, version: int | None, near: bool | None = None) -> Any:
         return run_sync(self._read_steps(BLOCKING, key, version, near))
 
-    async def _get_steps(
-        self, flow: Flow, key: str, default: Any = None, version: int | None = None, near: bool | None = None
-    ) -> Any:
-        """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
-
-        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md),
-        for ``aget`` as for ``get``.
-        """
-        value = await self._read_steps(flow, key, version, near)
-        return default if value is _MISSING else value
-
     def get(self, key: str, default: Any = None, version: int | None = None, near: bool | None = None) -> Any:
         """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
 
         ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md).
-        The steps of :meth:`aget`, run at once; written out rather than ``blocking(_get_steps)``
-        because a near-cache hit, a few microseconds, is this call's hot path: it is tried first,
-        without building the key through ``make_key`` where that gives the same key (l1.hit).
+        The steps of :meth:`aget`, run at once; a near-cache hit, a few microseconds, is this
+        call's hot path: it is tried first, without building the key through ``make_key`` where
+        that gives the same key (l1.hit).
         """
         raw = l1.hit(self._alias, key, version, near)
         if raw is not None:  # an L1 hit, taken before any key, store or coroutine is built
@@ -159,7 +155,17 @@ class TagCache:
         value = run_sync(self._read_steps(BLOCKING, key, version, near))
         return default if value is _MISSING else value
 
-    aget = awaited(_get_steps)
+    async def aget(
+        self, key: str, default: Any = None, version: int | None = None, near: bool | None = None
+    ) -> Any:
+        """The value cached under ``key``, or ``default``. One GET (none on a near-cache hit).
+
+        ``near`` overrides ``TAGCACHE['NEAR_CACHE']['DEFAULT']`` for this call (see docs/near-cache.md).
+        The steps of :meth:`get`, awaited on the loop's ``redis.asyncio`` client; written out
+        rather than through a ``Flow`` face, because a hit is the hot path of an async view.
+        """
+        value = await self._read_steps(ASYNC, key, version, near)
+        return default if value is _MISSING else value
 
     async def _set_steps(
         self,

@@ -87,11 +87,14 @@ def get_async_store(alias: str | None = None) -> AsyncTagStore:
     its own connections, closed when the loop shuts down) and shares that store's keys, options,
     staleness budgets and circuit breaker. Call it from a coroutine.
     """
-    alias = alias or conf.CACHE
     stores = _async_stores.get()
-    store = stores.get(alias)
+    store = stores.get(alias)  # None, the default alias, is kept too: no settings read on a hit
     if store is None:
-        store = stores[alias] = _build_async_store(alias)
+        name = alias or conf.CACHE
+        store = stores.get(name)
+        if store is None:
+            store = stores[name] = _build_async_store(name)
+        stores[alias] = store
     return store
 
 
@@ -120,17 +123,19 @@ def _build_async_store(alias: str) -> AsyncTagStore:
     store.keys = sync.keys
     store.staleness = sync.staleness
     store.events = sync.events
+    store.alias, store.blocking = alias, sync
     return store
 
 
-async def _close_stores(stores: dict[str, AsyncTagStore]) -> None:
-    for store in stores.values():
+async def _close_stores(stores: dict[str | None, AsyncTagStore]) -> None:
+    for store in {id(store): store for store in stores.values()}.values():  # the default one is there twice
         if not isinstance(store, memory.AsyncMemoryStore):
             await aio_clients.close(store.client)
 
 
-# Per event loop: alias -> its asyncio store (connections belong to the loop that opened them).
-_async_stores: aio_clients.PerLoop[dict[str, AsyncTagStore]] = aio_clients.PerLoop(dict, _close_stores)
+# Per event loop: alias -> its asyncio store (connections belong to the loop that opened them);
+# None -> the store of TAGCACHE['CACHE'] (emptied, like every store, when the settings change).
+_async_stores: aio_clients.PerLoop[dict[str | None, AsyncTagStore]] = aio_clients.PerLoop(dict, _close_stores)
 
 
 def reset_stores() -> None:
@@ -138,3 +143,4 @@ def reset_stores() -> None:
     with _stores_lock:
         _stores.clear()
     _async_stores.clear()
+    namespaces.reset()

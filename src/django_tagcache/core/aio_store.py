@@ -7,6 +7,7 @@ store runs (see :mod:`.bridge`); this module only awaits the calls. A hit is one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .bridge import awaiting
@@ -47,6 +48,10 @@ class AsyncClusterScriptRunner(ClusterScriptSteps, AsyncScriptRunner):
 class AsyncTagStore(TagSteps):
     """The tagged-entry store on ``redis.asyncio``: the methods of :class:`~.store.TagStore`, awaited."""
 
+    #: The cache alias, and its blocking store (which keys the near cache): set by the factory.
+    alias: str = ""
+    blocking: Any = None
+
     def _runner(self, client: Any) -> AsyncScriptRunner:
         return AsyncScriptRunner(client)
 
@@ -59,7 +64,7 @@ class AsyncTagStore(TagSteps):
 
     async def get(self, entry: str) -> bytes | None:
         """The raw payload of an entry, or None: one GET."""
-        return await self._acall(lambda: self.client.get(entry))  # type: ignore[no-any-return]
+        return await self._acall(partial(self.client.get, entry))  # type: ignore[no-any-return]
 
     async def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
         """The raw payload of an entry and its PTTL in ms (-1: no expiry, -2: absent): one round trip."""

@@ -34,17 +34,28 @@ class KeyScheme:
         self._tag = f"{prefix}:t:"
         # The namespace is asked on every key: it may change with each request (a tenant).
         self._namespace = namespace
-        # Hot tags (model tags, popular instances) recur on every write: remember their keys.
+        # Hot tags (model tags, popular instances) recur on every write: remember their keys;
+        # and hot entries on every read.
         self._tags: dict[tuple[str | None, str], str] = {}
+        self._entries: dict[tuple[str | None, str, int | None], str] = {}
 
     def namespace(self) -> str | None:
         return self._namespace() if self._namespace is not None else None
 
     def entry(self, key: str, version: int | None = None) -> str:
-        namespace = self.namespace()
+        namespace = self._namespace() if self._namespace is not None else None  # every read: inlined
+        found = self._entries.get((namespace, key, version))
+        return self._new_entry(namespace, key, version) if found is None else found
+
+    def _new_entry(self, namespace: str | None, key: str, version: int | None) -> str:
+        if len(self._entries) >= 10_000:
+            self._entries.clear()
         if namespace is None:
-            return str(self._make_key(self._entry + key, version))
-        return str(self._make_key(f"{self._prefix}:n:{namespace}:e:{key}", version))
+            made = str(self._make_key(self._entry + key, version))
+        else:
+            made = str(self._make_key(f"{self._prefix}:n:{namespace}:e:{key}", version))
+        self._entries[namespace, key, version] = made
+        return made
 
     def tag(self, tag: str) -> str:
         """The base every key of ``tag`` starts with; the braces pin them to one cluster slot."""

@@ -200,12 +200,19 @@ class PerLoop(Generic[T]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # The loop asked last and its value: most processes run one loop, asked on every call.
+        # Its loop by weak reference, as in _values; one tuple, replaced whole (threads share it).
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, Any] = (None, None)
 
     def get(self) -> T:
         """The value of the running loop (build it if this loop has none yet)."""
         loop = asyncio.get_running_loop()
+        last, value = self._last
+        if last is not None and last() is loop:
+            return value  # type: ignore[no-any-return]
         found = self._values.get(loop)
         if found is not None:
+            self._last = (weakref.ref(loop), found[0])
             return found[0]
         value = self._build()
         watcher = self._watch(value)
@@ -218,6 +225,7 @@ class PerLoop(Generic[T]):
             for other in [other for other in self._retired if other.is_closed()]:
                 del self._retired[other]
             self._values[loop] = (value, watcher)
+            self._last = (weakref.ref(loop), value)
         return value
 
     async def _watch(self, value: T) -> AsyncGenerator[None, None]:
@@ -231,6 +239,7 @@ class PerLoop(Generic[T]):
     def clear(self) -> None:
         """Forget every loop's value; a loop that is not closed yet still closes it at shutdown."""
         with self._lock:
+            self._last = (None, None)
             for loop, found in list(self._values.items()):
                 if not loop.is_closed():
                     self._retired.setdefault(loop, []).append(found)

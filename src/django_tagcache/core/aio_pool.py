@@ -103,8 +103,9 @@ class BoundedPool(redis.asyncio.ConnectionPool):
 
     async def release(self, connection: Any) -> None:
         """Give ``connection`` back: to the first task waiting for one, else to the pool."""
-        if not self._hand_on(connection):
-            await super().release(connection)
+        if self._waiters and self._hand_on(connection):
+            return
+        await super().release(connection)
 
 
 class BoundedSentinelPool(BoundedPool, redis.asyncio.sentinel.SentinelConnectionPool):

@@ -40,6 +40,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self._lock = threading.Lock()
+        #: Closed, and no failure counted since the last success: a call needs neither
+        #: before_call() nor record_success() (read without the lock, on every call's path).
+        self.healthy = True
 
     @property
     def state(self) -> State:
@@ -69,6 +72,7 @@ class CircuitBreaker:
             self._probing = False
             if self._state != "closed":
                 self._change("closed")
+            self.healthy = True
 
     def release(self) -> None:
         """A call ended without telling whether Redis is up (it was cancelled): free the probe."""
@@ -81,6 +85,7 @@ class CircuitBreaker:
             return
         with self._lock:
             self._count += 1
+            self.healthy = False
             self._probing = False
             if self._state == "half-open" or (self._state == "closed" and self._count >= self.failures):
                 self._opened_at = time.monotonic()

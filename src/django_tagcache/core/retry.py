@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -104,7 +105,7 @@ def call_with_retry(
         budget = budget_for(policy)
     check_budget(budget, attempt_timeout)
     # A blocking func and sleep: the coroutine never suspends (see bridge.py).
-    result: T = run_sync(attempts(policy, func, attempt_timeout, budget, translate, blocking_sleep(budget)))
+    result: T = run_sync(attempts(policy, func, attempt_timeout, budget, translate, blocking_sleep))
     return result
 
 
@@ -112,20 +113,31 @@ async def attempts(
     policy: RetrySettings | None,
     func: Callable[[], Any],
     attempt_timeout: float,
-    budget: Budget,
+    budget: Budget | None,
     translate: Translate | None,
-    sleep: Callable[[float], Awaitable[None]],
+    sleep: Callable[[Budget], Callable[[float], Awaitable[None]]],
 ) -> Any:
-    """The attempts of one call, for either transport: ``func`` and ``sleep`` block, or return
-    awaitables (``Budget.asleep`` then, so the waits do not block the loop)."""
+    """The attempts of one call, for either transport: ``func`` and the waits ``sleep(budget)``
+    gives block, or return awaitables (``Budget.asleep`` then, so the waits do not block the loop).
+    ``budget`` None: the call's own, of ``policy.budget``, made when an attempt fails."""
     try:
-        with charging(budget, translate):
+        # The first attempt: charging() written out, since this is every call's path.
+        started = time.monotonic()
+        try:
             result = func()
-            if inspect.isawaitable(result):  # inline, not settle(): this is every call's path
+            if type(result) is CoroutineType:  # the asyncio transport's, without inspect's calls
+                return await result
+            if inspect.isawaitable(result):  # inline, not settle()
                 result = await result
             return result
+        except BaseException as exc:
+            if budget is None:
+                budget = budget_for(policy)
+            _charge(budget, translate, exc, started)  # raises the error ``exc`` stands for, if another
+            raise
     except RETRYABLE as exc:
         replay = _replay(policy, exc)
+    assert budget is not None  # made by the failed first attempt
 
     async def attempt() -> Any:
         if replay:
@@ -133,7 +145,7 @@ async def attempts(
         with charging(budget, translate):
             return await settle(func())
 
-    return await AsyncRetrying(sleep=sleep, **_strategy(policy, budget, attempt_timeout))(attempt)
+    return await AsyncRetrying(sleep=sleep(budget), **_strategy(policy, budget, attempt_timeout))(attempt)
 
 
 def blocking_sleep(budget: Budget) -> Callable[[float], Awaitable[None]]:
@@ -173,9 +185,25 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE) and not isinstance(exc, (RedisTrouble, ConnectionsBusy))
 
 
+def _charge(budget: Budget, translate: Translate | None, exc: BaseException, started: float) -> None:
+    """An attempt started at ``started`` raised ``exc``: charge the budget if it was a failed
+    attempt, and raise the error ``exc`` stands for (translated, or :class:`RedisTrouble`) if another."""
+    replaced = None if translate is None else translate(exc)
+    if replaced is not None:
+        budget.charge(time.monotonic() - started)
+        budget.attempts += 1
+        raise replaced from exc
+    trouble = isinstance(exc, ResponseError) and is_trouble(exc)
+    if isinstance(exc, RETRYABLE) or trouble:
+        budget.charge(time.monotonic() - started)
+        budget.attempts += 1
+    if trouble:
+        raise RedisTrouble(f"{type(exc).__name__}: {exc}") from exc
+
+
 class charging:
     """Charge the budget with the time of an attempt that fails in the block; an error reply that
-    means trouble is raised as :class:`RedisTrouble`. A class, not a generator: it is on every call."""
+    means trouble is raised as :class:`RedisTrouble`. A class, not a generator: it is on every retry."""
 
     __slots__ = ("budget", "started", "translate")
 
@@ -189,17 +217,6 @@ class charging:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> Literal[False]:
-        if exc is None:
-            return False
-        replaced = None if self.translate is None else self.translate(exc)
-        if replaced is not None:
-            self.budget.charge(time.monotonic() - self.started)
-            self.budget.attempts += 1
-            raise replaced from exc
-        trouble = isinstance(exc, ResponseError) and is_trouble(exc)
-        if isinstance(exc, RETRYABLE) or trouble:
-            self.budget.charge(time.monotonic() - self.started)
-            self.budget.attempts += 1
-        if trouble:
-            raise RedisTrouble(f"{type(exc).__name__}: {exc}") from exc
+        if exc is not None:
+            _charge(self.budget, self.translate, exc, self.started)
         return False

@@ -35,7 +35,7 @@ from .protocol import (
     text,
 )
 from .retry import RETRYABLE, attempts
-from .timebudget import Budget, budget_for, check_budget, client_attempt_timeout
+from .timebudget import Budget, check_budget, client_attempt_timeout, unit_budget
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -90,17 +90,20 @@ class TagSteps:
 
     async def _guarded(self, func: Callable[[], Any]) -> Any:
         """Run one Redis call under the time budget, the circuit breaker and the retry policy."""
-        budget = budget_for(self.options.retry)
+        # The unit of work's budget; without one, the call's own is made only if an attempt fails.
+        budget = unit_budget.get()
         if self._attempt_timeout is None:
             self._attempt_timeout = client_attempt_timeout(self.client)
         # Before the breaker: a call refused for want of budget must not hold the half-open probe.
-        check_budget(budget, self._attempt_timeout)
+        # (A budget nothing was charged to yet pays for any first attempt.)
+        if budget is not None and budget.spent:
+            check_budget(budget, self._attempt_timeout)
         breaker = self.breaker
-        if breaker is not None:
+        if breaker is not None and not breaker.healthy:
             breaker.before_call()  # raises CircuitOpen (a connection error) while Redis is down
         try:
             result = await attempts(
-                self.options.retry, func, self._attempt_timeout, budget, self._translate, self._sleep(budget)
+                self.options.retry, func, self._attempt_timeout, budget, self._translate, self._sleep
             )
         except ConnectionsBusy:
             if breaker is not None:
@@ -118,7 +121,7 @@ class TagSteps:
             if breaker is not None:
                 breaker.release()  # cancelled or interrupted: nothing learned about Redis
             raise
-        if breaker is not None:
+        if breaker is not None and not breaker.healthy:
             breaker.record_success()
         return result
 

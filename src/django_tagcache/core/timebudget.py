@@ -80,6 +80,8 @@ class Budget:
 
 # The budget of the unit of work running now; None outside one (each call then has its own).
 _current: ContextVar[Budget | None] = ContextVar("django_tagcache_budget", default=None)
+#: :func:`current_budget` without the function call, for the path every Redis call takes.
+unit_budget = _current
 
 
 def current_budget() -> Budget | None:

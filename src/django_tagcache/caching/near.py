@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -368,13 +369,19 @@ async def fetch(
     ``keep`` may refuse a payload for L1 (a rendered entry whose own tags do not allow it).
     Redis errors propagate.
     """
-    payload = requestcache.get(store, entry)
-    if payload is not None:
-        metrics.incr("request_hits")
-        return payload
+    held = requestcache.entries.get()  # requestcache.get(), inlined: every read's path
+    if held is not None:
+        payload = held.get((store, entry))
+        if payload is not None:
+            metrics.incr("request_hits")
+            return payload
     reader: Any = store if io is None else io
     if near is None or not near.covers(entry):
-        payload = cast("bytes | None", await settle(reader.get(entry)))
+        payload = reader.get(entry)
+        if type(payload) is CoroutineType:  # settle(), inlined for the asyncio store: every read's path
+            payload = await payload
+        elif payload is not None and type(payload) is not bytes:
+            payload = await settle(payload)
     else:
         payload = near.cache.get(entry)
         if payload is not None:
@@ -394,8 +401,8 @@ async def fetch(
             near.cache.put(ticket, payload, ttl)
         else:
             near.cache.abandon(ticket)
-    if payload is not None:
-        requestcache.put(store, entry, payload)
+    if payload is not None and held is not None:
+        held[store, entry] = payload  # requestcache.put(): this request reads it no more
     return payload
 
 

@@ -55,6 +55,10 @@ def request_scope() -> Iterator[None]:
         _entries.reset(token)
 
 
+#: The map of the running request (None: no request cache), for the read path to take without a call.
+entries = _entries
+
+
 def active() -> bool:
     return _entries.get() is not None
 

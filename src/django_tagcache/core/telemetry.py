@@ -10,6 +10,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import CoroutineType
 from typing import Any, TypeVar
 
 from . import metrics
@@ -69,7 +70,7 @@ def _configured() -> bool:
     detach), too much for every write; this check costs well under one.
     """
     global _trace
-    if not _get_tracer():
+    if not (_tracer if _tracer is not None else _get_tracer()):  # every call's path: no call once known
         return False
     if _trace is None:
         from opentelemetry import trace
@@ -92,6 +93,8 @@ async def timed(op: str, func: Callable[[], Any], **attributes: Any) -> Any:
     try:
         if not _configured():
             result = func()  # inline, not settle(): this is every read's path
+            if type(result) is CoroutineType:  # the asyncio transport's, without inspect's calls
+                return await result
             return (await result) if inspect.isawaitable(result) else result
         with span(op, **attributes):
             return await settle(func())

@@ -6,7 +6,8 @@ store runs (see :mod:`.bridge`); this module only awaits the calls. A hit is one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -66,6 +67,10 @@ class AsyncTagStore(TagSteps):
         """The raw payload of an entry, or None: one GET."""
         return await self._acall(partial(self.client.get, entry))  # type: ignore[no-any-return]
 
+    async def get_many(self, entries: Sequence[str]) -> list[bytes | None]:
+        """The raw payloads of several entries, in order: one MGET."""
+        return list(await self._acall(partial(self.client.mget, list(entries))))
+
     async def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
         """The raw payload of an entry and its PTTL in ms (-1: no expiry, -2: absent): one round trip."""
 
@@ -102,6 +107,10 @@ class AsyncClusterTagStore(ClusterSteps, AsyncTagStore):
     async def get(self, entry: str) -> bytes | None:
         """The raw payload of an entry, or None: one GET, on the primary (a tombstone reads as None)."""
         return live(await self._acall(lambda: self.runner.execute(self.runner.slot(entry), "GET", entry)))
+
+    async def get_many(self, entries: Sequence[str]) -> list[bytes | None]:
+        """:meth:`get` of each entry, all sent at once (entries of several slots: one GET each)."""
+        return list(await asyncio.gather(*(self.get(entry) for entry in entries)))
 
     async def get_with_ttl(self, entry: str) -> tuple[bytes | None, int]:
         """:meth:`get` and the entry's PTTL, in one round trip to its primary."""

@@ -311,3 +311,6 @@ class AsyncMemoryStore(MemorySteps, AsyncTagStore):
 
     async def get(self, entry: str) -> bytes | None:
         return self._read(entry)
+
+    async def get_many(self, entries: Sequence[str]) -> list[bytes | None]:
+        return [self._read(entry) for entry in entries]

@@ -183,9 +183,46 @@ _prefetched: ContextVar[_Prefetched | None] = ContextVar("django_tagcache_prefet
 class _Unread(Exception):
     """PageCache.get() needs an entry the asyncio caller has not read yet."""
 
-    def __init__(self, entry: str) -> None:
+    def __init__(self, entry: str, header_list: bool = False) -> None:
         super().__init__(entry)
         self.entry = entry
+        self.header_list = header_list  # the entry is a page's header list (Django reads it first)
+
+
+# The payload of each page's header list that this process read last, by (alias, entry): an
+# asyncio lookup first runs Django's code on it, to learn which page it will then ask for, and
+# reads both in one round trip. Only a guess: the lookup that decides is served what Redis
+# returned, so a list changed since costs one more read, never a wrong page. Process-wide (any
+# loop may use any guess), bounded, emptied when full.
+_header_lists: dict[tuple[str, str], bytes] = {}
+_HEADER_LISTS_MAX = 10_000
+
+
+def _remember(alias: str, entry: str, raw: object) -> None:
+    if not isinstance(raw, bytes):  # absent, or the read failed: nothing to guess from
+        _header_lists.pop((alias, entry), None)
+        return
+    if len(_header_lists) >= _HEADER_LISTS_MAX:
+        _header_lists.clear()
+    _header_lists[alias, entry] = raw
+
+
+def _guess(alias: str, entry: str, lookup: Callable[[], Any]) -> str | None:
+    """The page entry ``lookup`` would ask for next if the header list ``entry`` still held
+    the payload read last (its run stops at that read, as every lookup run here does)."""
+    known = _header_lists.get((alias, entry))
+    if known is None:
+        return None
+    guessing = _Prefetched()
+    guessing.raw[entry] = known
+    token = _prefetched.set(guessing)
+    try:
+        lookup()
+    except _Unread as unread:
+        return None if unread.entry == entry else unread.entry
+    finally:
+        _prefetched.reset(token)
+    return None
 
 
 class _Prefetched:
@@ -206,7 +243,13 @@ async def fetch(alias: str, lookup: Callable[[], T]) -> T:
     here each read it asks for stops it, the entry is read on the loop's own connection, and the
     lookup runs again from the start, now served that entry from memory. The lookup is pure but
     for its reads (it sets flags on the request, the same each time), so its last run decides as
-    the blocking one would have: a hit costs the same two GETs, and no thread is involved.
+    the blocking one would have, and no thread is involved.
+
+    The page Django will ask for depends on the header list's payload; when this process has
+    read that list before, the lookup runs once on the payload it read then, stops at the page
+    it asks for, and both entries are read in one round trip (an MGET). A hit then costs one
+    round trip and two runs of the lookup; if the list has changed since, the lookup asks for
+    another page, read as before.
     """
     prefetched = _Prefetched()
     token = _prefetched.set(prefetched)
@@ -215,11 +258,24 @@ async def fetch(alias: str, lookup: Callable[[], T]) -> T:
             try:
                 return lookup()
             except _Unread as unread:
+                entries = [unread.entry]
+                if unread.header_list:
+                    guess = _guess(alias, unread.entry, lookup)
+                    if guess is not None and guess not in prefetched.raw:
+                        entries.append(guess)
+                store = get_async_store(alias)
                 try:
-                    prefetched.raw[unread.entry] = await get_async_store(alias).get(unread.entry)
+                    if len(entries) == 1:
+                        payloads = [await store.get(unread.entry)]
+                    else:
+                        payloads = await store.get_many(entries)
                 except RETRYABLE as exc:
                     fail_open("read", exc)
-                    prefetched.raw[unread.entry] = _Prefetched.FAILED
+                    prefetched.raw[unread.entry] = _Prefetched.FAILED  # the guess stays unread
+                else:
+                    prefetched.raw.update(zip(entries, payloads, strict=True))
+                if unread.header_list:
+                    _remember(alias, unread.entry, prefetched.raw[unread.entry])
     finally:
         _prefetched.reset(token)
 
@@ -245,7 +301,7 @@ class PageCache:
             if entry in prefetched.served:
                 return prefetched.served[entry]
             if entry not in prefetched.raw:
-                raise _Unread(entry)
+                raise _Unread(entry, key.startswith(_HEADER_LIST))
             raw = prefetched.raw[entry]
             failed = raw is _Prefetched.FAILED
             value = self._value(key, None if failed else served(self.alias, entry, raw), default)  # type: ignore[arg-type]

@@ -43,15 +43,19 @@ def events_settings(source_url: str, batch: int) -> dict[str, Any]:
     }
 
 
-def fill(source: Any, count: int, stream: str) -> None:
-    """``count`` events as django-tagcache publishes them (counters included), pipelined."""
+def fill(source: Any, count: int, stream: str, epoch: int = 1) -> None:
+    """``count`` events as django-tagcache publishes them (counters included), pipelined.
+
+    Each run takes an ``epoch`` of its own: a producer of an epoch already applied would find
+    its marks, and every event of the run would be a duplicate, skipped, not applied.
+    """
     pipe = source.pipeline(transaction=False)
     for seq in range(1, count + 1):
         tags = [f"t{seq % TAGS}", f"t{(seq * 7 + 1) % TAGS}"]
         pipe.xadd(
             stream,
             {
-                "v": "1", "service": "producer", "region": "r", "epoch": "1", "seq": seq,
+                "v": "1", "service": "producer", "region": "r", "epoch": epoch, "seq": seq,
                 "ts": int(time.time() * 1e6), "ns": "", "source": "orm",
                 "tags": json.dumps(tags, separators=(",", ":")),  # as producers write it
             },
@@ -99,6 +103,7 @@ def throughput(source_url: str, count: int, repeat: int, batch: int) -> tuple[li
     from django_tagcache import tagcache
     from django_tagcache.caching.api import reset_stores
     from django_tagcache.events.consumer import Consumer
+    from django_tagcache.events.lag import group_status
 
     rates: list[float] = []
     floors: list[float] = []
@@ -111,11 +116,13 @@ def throughput(source_url: str, count: int, repeat: int, batch: int) -> tuple[li
             reset_stores()
             for tag in range(TAGS):
                 tagcache.set(f"k{run}:{tag}", tag, timeout=600, tags=[f"t{tag}"])
-            fill(source, count, stream)
+            fill(source, count, stream, epoch=run + 1)
             consumer = Consumer(name="bench")
             started = time.perf_counter()
             consumer.run(until_idle=True)
             elapsed = time.perf_counter() - started
+            status = group_status(consumer.stream)
+            assert status["applied"] == count, status  # applied, none skipped as a duplicate
         bare = {}
         for script in (False, True):
             started = time.perf_counter()

@@ -117,7 +117,8 @@ def _raise_marks(store: TagStore, raised: list[tuple[str, str, int]], ttl_ms: in
         args: list[Any] = ["set", ttl_ms]
         first = 0
         for producer, count in _runs([producer for _base, producer, _seq in raised]):
-            args += [producer, ",".join([str(seq) for _base, _producer, seq in raised[first : first + count]])]
+            seqs = [str(seq) for _base, _producer, seq in raised[first : first + count]]
+            args += [producer, ",".join(seqs)]
             first += count
         store.scripts("event_marks", [base for base, _producer, _seq in raised], args)
         return

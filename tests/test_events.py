@@ -559,7 +559,7 @@ def test_a_backlog_batch_costs_few_python_calls_per_event(consuming: Any) -> Non
     # Counted, not timed: every Python function call of one poll of 500 events read from a
     # backlog (cProfile counts calls exactly). Parsing Redis' reply of XREADGROUP cost ~420
     # calls per event; the JSON text of event_read.lua and the flat arguments of
-    # event_marks.lua (seqs joined in one string) bring it to ~157 (with redis-py's own
+    # event_marks.lua (seqs joined in one string) bring it to ~151 (with redis-py's own
     # parser; hiredis does fewer).
     import cProfile
     import pstats

@@ -62,7 +62,7 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
             key = (tag, event.producer)
             wanted[key] = max(wanted.get(key, 0), event.seq)
     pairs = sorted(wanted, key=_producer_of)  # each producer's pairs in one run (event_marks.lua)
-    bases = [store.keys.tag(tag) for tag, _producer in pairs]
+    bases = store.keys.tags([tag for tag, _producer in pairs])  # the namespace asked once
     scores = _read_marks(store, bases, [producer for _tag, producer in pairs])
     # Events in stream order; each raises the marks it passes, so that an exact duplicate or an
     # older event within the same batch counts as a duplicate too.

@@ -556,3 +556,20 @@ def test_set_autocommit_true_after_the_commit_invalidates(invalidated: list[set[
     finally:
         transaction.set_autocommit(True)  # Django runs the transaction's commit hooks now
     assert tagcache.get("page") is None
+
+
+def test_a_rows_tags_rendered_before_are_rendered_again_for_equal_values_of_another_type() -> None:
+    """Tags are rendered once per distinct values of a row (Registry.tags keeps them): values
+    equal but printed differently (True and 1, 1.0, Decimal 1.00) never share a rendering."""
+    from decimal import Decimal
+
+    from django_tagcache.orm.registry import registry
+
+    base: dict[str, Any] = dict.fromkeys(registry.snapshot_names(Product), 1)
+    first = registry.tags(Product, base)
+    assert "price:1" in first
+    first.add("added by the caller")
+    assert "added by the caller" not in registry.tags(Product, base)
+    for value, shown in ((True, "price:True"), (1.0, "price:1.0"), (Decimal("1.00"), "price:1.00")):
+        assert shown in registry.tags(Product, {**base, "price": value})
+    assert "price:1" in registry.tags(Product, base)

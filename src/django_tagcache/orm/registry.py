@@ -176,6 +176,9 @@ class Registry:
         self._chains: dict[type[models.Model], tuple[ModelTags, ...]] = {}
         self._names: dict[type[models.Model], tuple[str, ...]] = {}
         self._children: dict[type[models.Model], tuple[str, ...]] = {}
+        # (model, the values, in snapshot_names order) -> the tags they render: a save renders
+        # the same row's tags up to three times (the row as stored, as expected, as saved).
+        self._rendered: dict[tuple[Any, ...], frozenset[str]] = {}
 
     def register(
         self, model: type[models.Model], templates: Sequence[object] = (), staleness: str | None = None
@@ -198,6 +201,7 @@ class Registry:
         self._chains.clear()
         self._names.clear()
         self._children.clear()
+        self._rendered.clear()
 
     def configs(self) -> list[ModelTags]:
         return list(self._configs.values())
@@ -233,6 +237,17 @@ class Registry:
 
     def tags(self, model: type[models.Model], values: dict[str, Any]) -> set[str]:
         """Tags of a row of ``model`` whose attributes have ``values`` (``pk`` included)."""
+        key = _render_key(model, values, self.snapshot_names(model))
+        if key is None:
+            return self._render(model, values)
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            if len(self._rendered) >= _RENDERED_MAX:
+                self._rendered.clear()
+            rendered = self._rendered[key] = frozenset(self._render(model, values))
+        return set(rendered)  # callers add to it
+
+    def _render(self, model: type[models.Model], values: dict[str, Any]) -> set[str]:
         tags: set[str] = set()
         pk = values.get("pk")
         for config in self.chain(model):
@@ -250,6 +265,30 @@ class Registry:
                 children = self._children[model] = tuple(child.label for child in self.descendants(model))
             tags.update(f"{label}:{pk}" for label in children)
         return tags
+
+
+# Rendered tag sets kept per process; past this many, the memo starts again empty.
+_RENDERED_MAX = 4096
+# Only int, str and None values make a memo key: their equal values always render the same
+# text, where 1 == 1.0 == True, and equal Decimals or datetimes can print differently.
+
+
+def _render_key(
+    model: type[models.Model], values: dict[str, Any], names: tuple[str, ...]
+) -> tuple[Any, ...] | None:
+    """The memo key of ``values`` for :meth:`Registry.tags`, or None where it cannot have one
+    (``values`` not holding exactly ``names``, in that order, or a value of another type or a
+    long text)."""
+    if tuple(values) != names:  # values_of() and storedrow.read() keep the order of names
+        return None
+    for value in values.values():
+        kind = type(value)
+        if kind is str:
+            if len(value) > 200:  # kept small: the memo holds its keys
+                return None
+        elif kind is not int and value is not None:  # bool is not int here
+            return None
+    return (model, *values.values())
 
 
 #: The process-wide registry filled from ``Meta.cache_tags`` and :func:`register`.

@@ -187,3 +187,24 @@ def test_tagcache_caches_naming_an_alias_that_cannot_be_invalidated_is_an_error(
         [error] = check_invalidated_aliases()
         assert error.id == "django_tagcache.E007"
         assert repr(wrong) in error.msg
+
+
+def test_settings_read_on_every_write_follow_each_change_at_once(settings: Any) -> None:
+    """conf keeps the settings each write reads once checked, and reads them again whenever
+    settings.TAGCACHE is another dict, even one assigned without Django's setting_changed
+    signal (a script's ``settings.TAGCACHE = ...`` after setup); a bad value raises every time."""
+    from django.conf import settings as django_settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_tagcache.conf import conf
+
+    settings.TAGCACHE = {"CACHE": "default", "OUTBOX": False, "CLOCK_SKEW_MARGIN": 0}
+    assert (conf.OUTBOX, conf.CLOCK_SKEW_MARGIN, conf.NAMESPACE) == (False, 0.0, None)
+    settings.TAGCACHE = {"CACHE": "other", "OUTBOX": True, "CLOCK_SKEW_MARGIN": 0.5, "NAMESPACE": "a.b"}
+    assert (conf.CACHE, conf.OUTBOX, conf.CLOCK_SKEW_MARGIN, conf.NAMESPACE) == ("other", True, 0.5, "a.b")
+    django_settings.TAGCACHE = {"CACHE": "third"}  # no signal; the fixture restores all at the end
+    assert (conf.CACHE, conf.OUTBOX) == ("third", False)
+    settings.TAGCACHE = {"CACHE": "default", "OUTBOX": "yes"}
+    for _ in range(2):
+        with pytest.raises(ImproperlyConfigured, match="OUTBOX"):
+            conf.OUTBOX  # noqa: B018  # the read is the test

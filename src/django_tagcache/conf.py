@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -199,8 +199,51 @@ def _audit_settings(given: object) -> AuditSettings:
     )
 
 
+T = TypeVar("T")
+
+
+class _Kept(Generic[T]):
+    """A setting read on every write: its checked value is kept while ``settings.TAGCACHE`` is
+    the same dict.
+
+    Like a property, read from ``settings.TAGCACHE`` and checked at first use. Replacing the dict
+    (``override_settings``, pytest-django's ``settings`` fixture, or a plain assignment, which
+    sends no signal) makes every kept value read again; editing the dict in place does not.
+    A value that fails its check is not kept: it raises on every read.
+    """
+
+    def __init__(self, read: Callable[[Settings], T]) -> None:
+        self.read = read
+        self.name = read.__name__
+        self.__doc__ = read.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type[Settings] | None = None) -> _Kept[T]: ...
+    @overload
+    def __get__(self, obj: Settings, owner: type[Settings] | None = None) -> T: ...
+    def __get__(self, obj: Settings | None, owner: type[Settings] | None = None) -> T | _Kept[T]:
+        if obj is None:
+            return self
+        raw = getattr(settings, "TAGCACHE", None)
+        kept = obj._kept
+        if obj._kept_for is not raw:  # held below, so its id() cannot be reused meanwhile
+            kept.clear()
+            obj._kept_for = raw
+        try:
+            value: T = kept[self.name]
+        except KeyError:
+            value = kept[self.name] = self.read(obj)
+        return value
+
+
 class Settings:
     """Typed accessors over ``settings.TAGCACHE``; every key is optional."""
+
+    def __init__(self) -> None:
+        # The checked values of the settings every model write reads (see _Kept), and the
+        # settings.TAGCACHE they were read from.
+        self._kept: dict[str, Any] = {}
+        self._kept_for: object = None
 
     @property
     def _raw(self) -> dict[str, Any]:
@@ -221,7 +264,7 @@ class Settings:
             )
         return value
 
-    @property
+    @_Kept
     def CACHE(self) -> str:
         value = self._get("CACHE")
         if not isinstance(value, str) or not value:
@@ -284,7 +327,7 @@ class Settings:
         """Redis Cluster: seconds a removed entry's tombstone lives (see docs/cluster.md)."""
         return self._int("TOMBSTONE_TTL", 1)
 
-    @property
+    @_Kept
     def CLOCK_SKEW_MARGIN(self) -> float:
         """Seconds by which an application clock may run ahead of Redis' (read fences, docs/concepts.md)."""
         value = self._get("CLOCK_SKEW_MARGIN")
@@ -434,7 +477,7 @@ class Settings:
         """Export the metrics to prometheus-client's registry when it is installed (read at start-up)."""
         return self._bool("PROMETHEUS")
 
-    @property
+    @_Kept
     def NAMESPACE(self) -> str | None:
         value = self._get("NAMESPACE")
         if value is not None and (not isinstance(value, str) or not value):
@@ -470,7 +513,7 @@ class Settings:
                 )
         return StalenessSettings(classes=classes, tags=dict(tags), default=default)
 
-    @property
+    @_Kept
     def OUTBOX(self) -> bool:
         value = self._get("OUTBOX")
         if not isinstance(value, bool):

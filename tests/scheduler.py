@@ -28,9 +28,10 @@ from django.db import connections
 from django_tagcache.core.memory import MemoryStore
 from django_tagcache.orm import storedrow
 
-# A save's read of the row it overwrites. In autocommit a save committed between that read and
-# the UPDATE is missed: a documented limit (docs/concepts.md, "Saves invalidate what the row
-# leaves"), which a switch point there does reach. So none is taken there.
+# A save's read of the row it overwrites runs in one transaction with its UPDATE, holding the
+# row (SELECT ... FOR UPDATE, or SQLite's BEGIN IMMEDIATE). An actor paused there would make
+# every other writer of that row wait on a database lock, outside any switch point, which this
+# scheduler cannot tell from a deadlock. So none is taken there.
 _STORED_ROW_READ = storedrow.read.__code__
 
 T = TypeVar("T")

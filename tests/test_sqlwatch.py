@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
+from typing import Any
 
-from django_tagcache.orm import dml
+import pytest
+from django.db import connection, connections
+
+from django_tagcache.caching import loadtimes
+from django_tagcache.orm import dml, sqlwatch
 from tests.testapp.models import Category, Label, Product
 
 STATEMENTS = [
@@ -72,3 +77,37 @@ def test_a_joined_delete_on_an_intermediate_table_invalidates_both_sides(invalid
     # A filter across a join: MariaDB deletes with DELETE `t` FROM `t` INNER JOIN ...
     Product.labels.through.objects.filter(label__name="red").delete()
     assert {"shop.product", "shop.label"} <= set().union(*invalidated)
+
+
+def _passthrough(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wrapper_block_in_which_a_connection_opened_leaves_ours(invalidated: list[set[str]]) -> None:
+    """Django's ``execute_wrapper()`` block removes the last wrapper of the list when it ends.
+    Ours are added when a thread's connection is first created: when that happens inside someone
+    else's block (a middleware logging a request's queries, the first request of a new thread),
+    the block must still remove its own wrapper, not ours, or raw writes and query starts go unseen
+    for as long as the connection lives."""
+    cat = Category.objects.create(name="c")
+    seen: dict[str, Any] = {}
+
+    def request_in_a_new_thread() -> None:  # a new thread: a new connection object, no wrappers yet
+        try:
+            with connection.execute_wrapper(_passthrough):
+                Category.objects.count()  # the first query: connection_created installs ours
+            seen["wrappers"] = list(connection.execute_wrappers)
+            invalidated.clear()
+            with connection.cursor() as cursor:
+                cursor.execute(f"UPDATE {Category._meta.db_table} SET name = %s WHERE id = %s", ["d", cat.pk])
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=request_in_a_new_thread)
+    thread.start()
+    thread.join()
+    assert _passthrough not in seen["wrappers"]
+    assert sqlwatch.watch in seen["wrappers"]
+    assert loadtimes.record in seen["wrappers"]
+    assert {"shop.category"} <= set().union(*invalidated)

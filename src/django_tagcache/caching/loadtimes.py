@@ -116,13 +116,37 @@ class _Ending:
             self.connection.__dict__.pop(FIRST, None)
 
 
+#: The package's execute wrappers (see :func:`place`): compared by identity, as another's
+#: wrapper may be an object that cannot be hashed or compared.
+_OURS: list[object] = []
+
+
+def place(connection: Any, wrapper: Any) -> None:
+    """Add one of the package's execute wrappers to ``connection``, before anyone else's.
+
+    Django's ``execute_wrapper()`` block ends by removing the *last* wrapper of the list, whatever
+    it is. Ours are added when a connection is created, which can happen inside such a block (a
+    middleware logging a request's queries, around the first query of a new thread): at the end
+    of the list, the block would remove ours, and leave its own in place for good. At the front,
+    each block removes its own. Ours keep the order they were placed in. Idempotent.
+    """
+    if not any(wrapper is ours for ours in _OURS):
+        _OURS.append(wrapper)
+    wrappers = connection.execute_wrappers
+    if any(wrapper is present for present in wrappers):
+        return
+    at = 0
+    while at < len(wrappers) and any(wrappers[at] is ours for ours in _OURS):
+        at += 1
+    wrappers.insert(at, wrapper)
+
+
 def install(connection: Any, **kwargs: Any) -> None:
     """Receiver of ``connection_created``: record the start of every query on ``connection``."""
     held = connection.__dict__
     held.pop(FIRST, None)  # a new database connection: no transaction open on it
     held.pop(SNAPSHOTS, None)
-    if record not in connection.execute_wrappers:
-        connection.execute_wrappers.append(record)
+    place(connection, record)
     for name in ("_commit", "_rollback"):
         if not isinstance(held.get(name), _Ending):
             held[name] = _Ending(getattr(connection, name), connection)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import Model
 
+from ..caching import loadtimes
 from . import manual, storedrow, transaction
 from .dml import written_tables
 from .flushing import flush
@@ -291,5 +292,4 @@ def forget_tables() -> None:
 
 def install(connection: Any, **kwargs: Any) -> None:
     """Add the wrapper to a database connection (a ``connection_created`` receiver); idempotent."""
-    if watch not in connection.execute_wrappers:
-        connection.execute_wrappers.append(watch)
+    loadtimes.place(connection, watch)

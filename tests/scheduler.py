@@ -15,6 +15,8 @@ coin at every point would almost never give one actor that many turns in a row.
 
 from __future__ import annotations
 
+import contextvars
+import queue
 import random
 import sys
 import threading
@@ -53,8 +55,11 @@ class Scheduler:
         *,
         select_points: bool = False,
         on_step: Callable[[Scheduler], None] | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.rng = rng
+        #: Threads kept from one history to the next (a new thread per actor without them).
+        self.workers = workers
         self.steps = 0
         #: Statements other than SELECT the actors ran so far (writes, savepoints, SET ...).
         self.writes = 0
@@ -100,11 +105,20 @@ class Scheduler:
 
     def run(self, actors: list[tuple[str, Callable[[], object]]]) -> None:
         """Run ``actors`` (name, body) to the end, interleaved; re-raises the first error of one."""
-        threads = [threading.Thread(target=self._body, args=(body,), name=name) for name, body in actors]
+        if self.workers is None:
+            threads = [threading.Thread(target=self._body, args=(body,), name=name) for name, body in actors]
+            starts = [thread.start for thread in threads]
+        else:
+            workers = self.workers.take(len(actors))
+            threads = [worker.thread for worker in workers]
+            starts = [
+                _starter(worker, name, lambda body=body: self._body(body))  # type: ignore[misc]
+                for worker, (name, body) in zip(workers, actors, strict=True)
+            ]
         self._actors = set(threads)
         self._priority = {thread: self.rng.random() for thread in threads}
-        for thread in threads:
-            thread.start()
+        for start in starts:
+            start()
         with self._cv:
             while True:
                 ready = self._cv.wait_for(
@@ -112,7 +126,11 @@ class Scheduler:
                     timeout=STUCK_AFTER,
                 )
                 if not ready:
-                    raise Stuck(f"an actor blocked outside the scheduler after {self.steps} steps")
+                    raise Stuck(
+                        f"an actor blocked outside the scheduler after {self.steps} steps (waiting: "
+                        f"{[t.name for t in self._waiting]}, done: {[t.name for t in self._done]}, "
+                        f"running: {self._turn and self._turn.name}, actors: {[t.name for t in threads]})"
+                    )
                 if not self._waiting:
                     break
                 if self.on_step is not None:
@@ -125,8 +143,11 @@ class Scheduler:
                 self._turn = chosen
                 self.steps += 1
                 self._cv.notify_all()
-        for thread in threads:
-            thread.join()
+        if self.workers is None:
+            for thread in threads:
+                thread.join()
+        else:
+            self.workers.give_back(workers)
         if self.errors:
             raise self.errors[0]
 
@@ -139,7 +160,16 @@ class Scheduler:
         except BaseException as exc:  # handed to run(), which raises it in the test
             self.errors.append(exc)
         finally:
-            connections.close_all()
+            if self.workers is None:
+                connections.close_all()
+            else:  # the connection stays for the thread's next actor, unless left unusable
+                for conn in connections.all(initialized_only=True):
+                    if conn.connection is not None and (
+                        conn.in_atomic_block
+                        or not conn.get_autocommit()
+                        or (conn.errors_occurred and not conn.is_usable())
+                    ):
+                        conn.close()
             with self._cv:
                 self._done.add(me)
                 self._turn = None
@@ -174,6 +204,73 @@ class Scheduler:
         """An actor waits: the virtual clock moves on, and someone else may run."""
         self.clock += seconds
         self.point()
+
+
+class _Worker:
+    """One thread that runs actors' bodies one after another, keeping its database connection."""
+
+    def __init__(self, index: int) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.thread = threading.Thread(target=self._loop, name=f"worker-{index}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                # Each body starts from an empty context, as a new thread's would: a context
+                # variable one actor set never reaches the next. Thread-local state (the
+                # package's per-connection bookkeeping) does carry over, as in a server's
+                # long-lived worker threads.
+                contextvars.Context().run(job)
+                self.idle.set()
+        finally:
+            connections.close_all()
+
+
+def _starter(worker: _Worker, name: str, job: Callable[[], None]) -> Callable[[], None]:
+    def start() -> None:
+        worker.idle.clear()
+        worker.thread.name = name
+        worker.jobs.put(job)
+
+    return start
+
+
+class Workers:
+    """Actor threads kept across the histories of one run.
+
+    A new thread per actor opens a new database connection per actor and history (about 10 ms
+    each on PostgreSQL, most of a history's time); kept threads keep theirs. The threads take
+    actors in a fixed order, so a run replays the same way from the same first history; a single
+    history replayed alone (``TAGCACHE_HARNESS_FIRST``) starts from fresh threads instead. Use as
+    a context manager: leaving it closes the threads' connections (a test database cannot be
+    dropped while any is open).
+    """
+
+    def __init__(self) -> None:
+        self._all: list[_Worker] = []
+
+    def take(self, count: int) -> list[_Worker]:
+        while len(self._all) < count:
+            self._all.append(_Worker(len(self._all)))
+        return self._all[:count]
+
+    def give_back(self, workers: list[_Worker]) -> None:
+        for worker in workers:  # each ran its body's last line: wait for it to be back in its loop
+            if not worker.idle.wait(STUCK_AFTER):
+                raise Stuck(f"{worker.thread.name} did not finish")
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self._all:
+            worker.jobs.put(None)
+        for worker in self._all:
+            worker.thread.join(STUCK_AFTER)
+        self._all.clear()
 
 
 def _reading_stored_row() -> bool:

@@ -149,3 +149,33 @@ def test_which_connections_read_one_snapshot_per_transaction(
     vendor: str, level: Any, snapshots: bool
 ) -> None:
     assert snapshot_isolated(SimpleNamespace(vendor=vendor, isolation_level=level)) is snapshots
+
+
+@pytest.fixture
+def server_snapshot_isolation() -> Iterator[None]:
+    """REPEATABLE READ as the session's default, from the connection's startup options: Django's
+    ``isolation_level`` is left unset (the shared server, database and role are not altered)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (startup options)")
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    before = dict(options)
+    options.pop("isolation_level", None)
+    options["options"] = "-c default_transaction_isolation=repeatable\\ read"
+    connection.close()  # the next query connects with the options
+    try:
+        yield
+    finally:
+        options.clear()
+        options.update(before)
+        connection.close()
+
+
+@pytest.mark.usefixtures("server_snapshot_isolation")
+def test_a_snapshot_level_from_the_startup_options_is_seen(alias: str) -> None:
+    pk = Product.objects.create(name="old", category=Category.objects.create(name="a")).pk
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW default_transaction_isolation")
+        assert cursor.fetchone()[0] == "repeatable read"
+    _loaded, stored = _load_after_an_edit(pk)
+    assert stored == 0
+    assert card(Product.objects.get(pk=pk)) == "new"

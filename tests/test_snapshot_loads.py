@@ -179,3 +179,48 @@ def test_a_snapshot_level_from_the_startup_options_is_seen(alias: str) -> None:
     _loaded, stored = _load_after_an_edit(pk)
     assert stored == 0
     assert card(Product.objects.get(pk=pk)) == "new"
+
+
+def _shows() -> int:
+    return sum("default_transaction_isolation" in query["sql"] for query in connection.queries)
+
+
+@pytest.mark.parametrize("startup", ["OPTIONS", "startup options"])
+def test_the_session_level_is_asked_once_per_connection_by_its_first_transaction(
+    startup: str, request: pytest.FixtureRequest
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    if startup == "startup options":
+        request.getfixturevalue("server_snapshot_isolation")
+    else:
+        request.getfixturevalue("snapshot_isolation")  # OPTIONS decides: nothing to ask
+    connection.close()
+    connection.force_debug_cursor = True
+    try:
+        assert Category.objects.count() == 0  # autocommit: no transaction, nothing asked
+        assert _shows() == 0
+        for _ in range(3):
+            with transaction.atomic():
+                assert Category.objects.count() == 0
+        asked = 1 if startup == "startup options" else 0
+        assert _shows() == asked  # the first transaction asks; the next ones ask nothing
+        connection.close()
+        with transaction.atomic():
+            assert Category.objects.count() == 0
+        assert _shows() == 2 * asked  # a new connection asks again
+    finally:
+        connection.force_debug_cursor = False
+
+
+def test_a_session_level_set_by_the_application_is_seen() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    pk = Product.objects.create(name="old", category=Category.objects.create(name="a")).pk
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    try:
+        _loaded, stored = _load_after_an_edit(pk)
+        assert stored == 0
+    finally:
+        connection.close()  # the session's level goes with its connection

@@ -200,8 +200,13 @@ def test_an_autocommit_save_reads_the_row_locked_with_its_update_and_commits(db:
     connection = connections[db]
     with CaptureQueriesContext(connection) as queries:
         product.save()
-    # Django lists its own BEGIN and COMMIT (not SQLite's BEGIN IMMEDIATE, sent to the driver).
-    sqls = [query["sql"] for query in queries.captured_queries if query["sql"] not in ("BEGIN", "COMMIT")]
+    # Django lists its own BEGIN and COMMIT (not SQLite's BEGIN IMMEDIATE, sent to the driver); on
+    # PostgreSQL the connection's first transaction asks its isolation level once.
+    sqls = [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"] not in ("BEGIN", "COMMIT", "SHOW default_transaction_isolation")
+    ]
     assert [sql.lstrip()[:6].upper() for sql in sqls] == ["SELECT", "UPDATE"]
     locked = "FOR UPDATE" in sqls[0].upper()
     assert locked == connection.features.has_select_for_update

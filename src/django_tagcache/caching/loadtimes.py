@@ -11,7 +11,8 @@ Inside a transaction that reads from one snapshot (REPEATABLE READ or SERIALIZAB
 SQLite transaction), the snapshot is taken by the transaction's first query, not by the query
 that returns the row: there a query counts as starting when the transaction's first query did.
 The connection keeps that moment from its transaction's first query until its commit or
-rollback (:func:`snapshot_isolated` says which connections read from one snapshot).
+rollback (:func:`snapshot_isolated` says which connections read from one snapshot; on PostgreSQL
+without an ``isolation_level`` in ``OPTIONS`` the server is asked, once per connection).
 """
 
 from __future__ import annotations
@@ -55,11 +56,28 @@ def snapshot_isolated(connection: Any) -> bool:
     return True
 
 
+def _session_default(connection: Any) -> bool | None:
+    """PostgreSQL without ``isolation_level`` in ``OPTIONS``: whether the session's default level
+    (from the server, the database, the role or the startup options) reads one snapshot.
+
+    Asked once per connection, by the first query of its first transaction: a connection that
+    never opens one pays nothing. ``None`` where ``OPTIONS`` decides (Django sets its level at BEGIN).
+    """
+    if connection.vendor != "postgresql" or "isolation_level" in connection.settings_dict.get("OPTIONS", {}):
+        return None
+    connection.__dict__[SNAPSHOTS] = False  # the question's own pass through this wrapper asks nothing
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW default_transaction_isolation")
+        row = cursor.fetchone()
+    return not (row and str(row[0]).upper() in _STATEMENT_LEVELS)
+
+
 def _snapshots(connection: Any, sql: Any) -> bool:
     held = connection.__dict__
     known = held.get(SNAPSHOTS)
     if known is None:
-        known = held[SNAPSHOTS] = snapshot_isolated(connection)
+        known = _session_default(connection)
+        known = held[SNAPSHOTS] = snapshot_isolated(connection) if known is None else known
     if not known and isinstance(sql, str) and "ISOLATION" in sql[:64].upper():
         # SET TRANSACTION / SESSION CHARACTERISTICS, BEGIN ISOLATION LEVEL ...: raised outside
         # OPTIONS. Counted as snapshot-isolated from now until the connection is replaced.

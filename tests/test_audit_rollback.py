@@ -148,3 +148,15 @@ def test_an_admin_action_under_atomic_requests_keeps_its_record(monkeypatch: pyt
     assert tagcache.get("k") is None
     record = PurgeRecord.objects.get()
     assert (record.source, record.username, record.removed) == ("admin:action:shop.product", "root", 1)
+
+
+def test_a_purge_in_a_transaction_managed_by_hand_keeps_its_record_after_rollback() -> None:
+    transaction.set_autocommit(False)
+    try:
+        Category.objects.create(name="undone")
+        purge_tags(["promo"], source="manual")
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert not Category.objects.exists()
+    assert [r[0] for r in _rows()] == ["manual"]

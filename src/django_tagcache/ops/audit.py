@@ -23,7 +23,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import router, transaction
+from django.utils import timezone
 
 from ..caching import namespaces
 from ..caching.api import TagCache
@@ -31,6 +33,7 @@ from ..caching.exceptions import TagCacheUnavailable
 from ..caching.tags import normalize_tags
 from ..conf import conf
 from ..core import metrics
+from . import outlive
 from .records import MAX_RECORDED_TAGS, PurgeRecord
 
 logger = logging.getLogger("django_tagcache")
@@ -154,37 +157,72 @@ def record(
 
     Without ``user``, the actor of the enclosing :func:`acting_as` block is recorded, if any.
     The namespace is the current one. The write is its own savepoint: a failure leaves an
-    enclosing transaction usable.
+    enclosing transaction usable. Inside a transaction the record outlives its rollback (see
+    :mod:`~django_tagcache.ops.outlive`); in one already marked for rollback it is written when
+    that rollback happens, and the instance returned is not saved yet.
     """
 
     tag_list = sorted(tags)
     actor = Actor(_real_user(user), _name_of(user)) if user is not None else _actor.get()
     using = router.db_for_write(PurgeRecord)
+    fields: dict[str, Any] = {
+        "created": timezone.now(),
+        "user_id": None if actor is None or actor.user is None else actor.user.pk,
+        "username": (actor.username if actor else "")[:150],
+        "source": source[:200],
+        "cache": cache[:100],
+        "namespace": namespaces.current() or "",
+        "tags": tag_list[:MAX_RECORDED_TAGS],
+        "tag_count": len(tag_list),
+        "removed": removed,
+        "error": error,
+    }
     try:
-        with transaction.atomic(using=using):
-            return PurgeRecord.objects.using(using).create(
-                user_id=None if actor is None or actor.user is None else actor.user.pk,
-                username=(actor.username if actor else "")[:150],
-                source=source[:200],
-                cache=cache[:100],
-                namespace=namespaces.current() or "",
-                tags=tag_list[:MAX_RECORDED_TAGS],
-                tag_count=len(tag_list),
-                removed=removed,
-                error=error,
-            )
+        connection = transaction.get_connection(using)
+        if not outlive.in_transaction(connection):
+            return _write(using, fields)
+        if connection.needs_rollback:  # no query can run before the rollback: written after it
+            outlive.remember(connection, lambda: _write_again(using, fields))
+            return PurgeRecord(**fields)
+        written = _write(using, fields)
+        outlive.remember(connection, lambda: _write_again(using, fields))
+        return written
     # Anything at all: the purge has happened, and the caller must hear about it, not about the log.
     except Exception:
-        metrics.incr("audit_failures")
-        logger.exception(
-            "django-tagcache: purge of %d tag(s) from %r %s (%d entries removed), but its audit "
-            "record could not be written.",
-            len(tag_list),
-            source,
-            "failed part way" if error else "done",
-            removed,
-        )
+        _failed(fields)
         return None
+
+
+def _write(using: str, fields: dict[str, Any]) -> PurgeRecord:
+    with transaction.atomic(using=using):
+        return PurgeRecord.objects.using(using).create(**fields)
+
+
+def _write_again(using: str, fields: dict[str, Any]) -> None:
+    """Write a record a rollback undid; the user row it linked may have gone with the rollback."""
+    try:
+        again = dict(fields)
+        users = get_user_model()._default_manager.using(using)
+        if again["user_id"] is not None and not users.filter(pk=again["user_id"]).exists():
+            again["user_id"] = None  # ``username`` still names who it was
+        connection = transaction.get_connection(using)
+        _write(using, again)
+        if outlive.in_transaction(connection):
+            outlive.remember(connection, lambda: _write_again(using, again))
+    except Exception:
+        _failed(fields)
+
+
+def _failed(fields: dict[str, Any]) -> None:
+    metrics.incr("audit_failures")
+    logger.exception(
+        "django-tagcache: purge of %d tag(s) from %r %s (%d entries removed), but its audit "
+        "record could not be written.",
+        fields["tag_count"],
+        fields["source"],
+        "failed part way" if fields["error"] else "done",
+        fields["removed"],
+    )
 
 
 def _real_user(user: Any) -> Any:

@@ -362,3 +362,21 @@ def test_the_admin_purge_page_reaches_every_alias_unless_one_is_chosen(other: st
     assert b'name="cache" value=""' in confirm.content
     assert client.post(page, {"tags": "t", "cache": "", "confirm": "yes"}).status_code == 302
     assert TagCache(other).get("k") is None
+
+
+def test_invalidate_tags_across_all_namespaces_reaches_every_alias(other: str, settings: Any) -> None:
+    from django_tagcache.caching.namespaces import in_namespace
+
+    settings.TAGCACHE = {**settings.TAGCACHE, "NAMESPACE": "tests.tenancy.tenant"}
+    placed = {"default": ("acme", "globex"), other: ("acme", "initech")}  # initech only in `other`
+    for alias, names in placed.items():
+        for name in names:
+            with in_namespace(name):
+                TagCache(alias).set("menu", f"{alias}:{name}", tags=["menu"])
+                TagCache(alias).set("kept", 1, tags=["footer"])
+    assert invalidate_tags("menu", all_namespaces=True, source="ops:test") == 4
+    for alias, names in placed.items():
+        for name in names:
+            with in_namespace(name):
+                assert TagCache(alias).get("menu") is None, (alias, name)
+                assert TagCache(alias).get("kept") == 1, (alias, name)

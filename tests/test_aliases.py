@@ -380,3 +380,15 @@ def test_invalidate_tags_across_all_namespaces_reaches_every_alias(other: str, s
             with in_namespace(name):
                 assert TagCache(alias).get("menu") is None, (alias, name)
                 assert TagCache(alias).get("kept") == 1, (alias, name)
+
+
+def test_tagcache_consume_says_that_without_cache_it_reaches_every_alias() -> None:
+    from django.core.management import load_command_class
+
+    command = load_command_class("django_tagcache", "tagcache_consume")
+    [cache] = [
+        a
+        for a in command.create_parser("manage.py", "tagcache_consume")._actions
+        if "--cache" in a.option_strings
+    ]
+    assert "TAGCACHE['CACHES']" in str(cache.help)

@@ -33,7 +33,10 @@ class Command(BaseCommand):
             "--name", metavar="CONSUMER", help="Consumer name in the group (default host-pid)."
         )
         parser.add_argument(
-            "--cache", metavar="ALIAS", help="Cache alias to apply to (default TAGCACHE['CACHE'])."
+            "--cache",
+            metavar="ALIAS",
+            help="Cache alias to apply to (default: TAGCACHE['CACHE'] and every alias of TAGCACHE['CACHES'], "
+            "as invalidate_tags() reaches).",
         )
         parser.add_argument("--until-idle", action="store_true", help="Exit when a read finds nothing to do.")
         parser.add_argument(

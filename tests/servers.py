@@ -118,6 +118,9 @@ class RedisServer:
                 "--logfile", os.path.join(workdir, "redis.log"),
                 "--slowlog-log-slower-than", "1000",
                 "--slowlog-max-len", "1024",
+                # A replica's first sync starts at once: by default a master waits 5 s for more
+                # replicas to share a diskless transfer.
+                "--repl-diskless-sync-delay", "0",
                 *extra_args,
             ]  # fmt: skip
             process = subprocess.Popen(

@@ -63,7 +63,7 @@ def test_an_aget_hit_makes_few_calls_of_its_own(monkeypatch: pytest.MonkeyPatch)
     through a helper; 17 (and 29 more) after."""
     # Whatever an earlier test left behind in the process does not count here: a tracer provider
     # (one per process, set by the metrics tests) would add a span's calls.
-    monkeypatch.setattr(telemetry, "_configured", lambda: False)
+    monkeypatch.setattr(telemetry, "tracing", lambda: False)
 
     async def main() -> tuple[list[str], int, int]:
         await tagcache.aset("card", {"name": "Blue mug", "stock": list(range(20))}, tags=["category:7"])

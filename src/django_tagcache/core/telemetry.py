@@ -37,8 +37,8 @@ def _get_tracer() -> Any:
 
 def _reset() -> None:
     """Forget the tracer (for tests)."""
-    global _tracer
-    _tracer = None
+    global _tracer, _trace
+    _tracer = _trace = None
 
 
 @contextmanager
@@ -63,22 +63,33 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
 _trace: Any = None  # the opentelemetry.trace module, once imported
 
 
-def _configured() -> bool:
+def tracing() -> bool:
     """Whether a project has set a real tracer provider (not the API's placeholder).
 
     The placeholder's spans record nothing yet still cost some 12 us each (context attach and
-    detach), too much for every write; this check costs well under one.
+    detach), too much for every write. This check is on every read's path, so it reads the API's
+    global provider itself: ``get_tracer_provider()`` looks up an environment variable on every
+    call while none is set. That variable is honoured once, at the first check.
     """
-    global _trace
-    if not (_tracer if _tracer is not None else _get_tracer()):  # every call's path: no call once known
-        return False
-    if _trace is None:
-        from opentelemetry import trace
-
-        _trace = trace
-    return not isinstance(
-        _trace.get_tracer_provider(), (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    trace = _trace
+    if trace is None:
+        if not (_tracer if _tracer is not None else _get_tracer()):
+            return False
+        trace = _load_trace()
+    provider = trace._TRACER_PROVIDER  # None until set (the API sets it once per process)
+    return provider is not None and not isinstance(
+        provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     )
+
+
+def _load_trace() -> Any:
+    global _trace
+    from opentelemetry import trace
+
+    # A provider named by OTEL_PYTHON_TRACER_PROVIDER is installed by the API's first call.
+    trace.get_tracer_provider()
+    _trace = trace
+    return trace
 
 
 def traced(op: str, func: Callable[[], T], **attributes: Any) -> T:
@@ -91,7 +102,7 @@ async def timed(op: str, func: Callable[[], Any], **attributes: Any) -> Any:
     """:func:`traced` for either transport: ``func`` blocks, or returns an awaitable (awaited here)."""
     started = time.perf_counter()
     try:
-        if not _configured():
+        if not tracing():
             result = func()  # inline, not settle(): this is every read's path
             if type(result) is CoroutineType:  # the asyncio transport's, without inspect's calls
                 return await result

@@ -120,24 +120,41 @@ async def attempts(
     """The attempts of one call, for either transport: ``func`` and the waits ``sleep(budget)``
     gives block, or return awaitables (``Budget.asleep`` then, so the waits do not block the loop).
     ``budget`` None: the call's own, of ``policy.budget``, made when an attempt fails."""
+    # The first attempt: charging() written out, since this is every call's path.
+    started = time.monotonic()
     try:
-        # The first attempt: charging() written out, since this is every call's path.
-        started = time.monotonic()
-        try:
-            result = func()
-            if type(result) is CoroutineType:  # the asyncio transport's, without inspect's calls
-                return await result
-            if inspect.isawaitable(result):  # inline, not settle()
-                result = await result
-            return result
-        except BaseException as exc:
-            if budget is None:
-                budget = budget_for(policy)
-            _charge(budget, translate, exc, started)  # raises the error ``exc`` stands for, if another
-            raise
+        result = func()
+        if type(result) is CoroutineType:  # the asyncio transport's, without inspect's calls
+            return await result
+        if inspect.isawaitable(result):  # inline, not settle()
+            result = await result
+        return result
+    except BaseException as exc:
+        failure = exc
+    # Outside the except block: the retries' own errors are not chained to the first failure.
+    return await retried(policy, func, attempt_timeout, budget, translate, sleep, failure, started)
+
+
+async def retried(
+    policy: RetrySettings | None,
+    func: Callable[[], Any],
+    attempt_timeout: float,
+    budget: Budget | None,
+    translate: Translate | None,
+    sleep: Callable[[Budget], Callable[[float], Awaitable[None]]],
+    failure: BaseException,
+    started: float,
+) -> Any:
+    """What :func:`attempts` does once the first attempt, started at ``started``, raised
+    ``failure``: charge the budget, then raise, or retry under ``policy``. A caller that makes
+    the first attempt itself (the asyncio store's hot path) hands its failure on here."""
+    if budget is None:
+        budget = budget_for(policy)
+    try:
+        _charge(budget, translate, failure, started)  # raises the error ``failure`` stands for, if another
+        raise failure
     except RETRYABLE as exc:
         replay = _replay(policy, exc)
-    assert budget is not None  # made by the failed first attempt
 
     async def attempt() -> Any:
         if replay:

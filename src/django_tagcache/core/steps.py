@@ -10,7 +10,10 @@ serves both. No Django in here.
 from __future__ import annotations
 
 import copy
+import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -34,7 +37,7 @@ from .protocol import (
     plan_write,
     text,
 )
-from .retry import RETRYABLE, attempts
+from .retry import RETRYABLE, retried
 from .timebudget import Budget, check_budget, client_attempt_timeout, unit_budget
 
 if TYPE_CHECKING:
@@ -102,9 +105,26 @@ class TagSteps:
         if breaker is not None and not breaker.healthy:
             breaker.before_call()  # raises CircuitOpen (a connection error) while Redis is down
         try:
-            result = await attempts(
-                self.options.retry, func, self._attempt_timeout, budget, self._translate, self._sleep
-            )
+            # The first attempt: retry.attempts() written out, one coroutine fewer on every call's path.
+            started = time.monotonic()
+            try:
+                result = func()
+                if type(result) is CoroutineType or inspect.isawaitable(result):
+                    result = await result
+                failure = None
+            except BaseException as exc:
+                failure = exc
+            if failure is not None:  # outside the except block: retries do not chain to it
+                result = await retried(
+                    self.options.retry,
+                    func,
+                    self._attempt_timeout,
+                    budget,
+                    self._translate,
+                    self._sleep,
+                    failure,
+                    started,
+                )
         except ConnectionsBusy:
             if breaker is not None:
                 breaker.release()  # the loop's connections were busy: nothing learned about Redis

@@ -63,9 +63,10 @@ class AsyncTagStore(TagSteps):
     def _sleep(self, budget: Budget) -> Callable[[float], Awaitable[None]]:
         return budget.asleep
 
-    async def get(self, entry: str) -> bytes | None:
-        """The raw payload of an entry, or None: one GET."""
-        return await self._acall(partial(self.client.get, entry))  # type: ignore[no-any-return]
+    def get(self, entry: str) -> Awaitable[bytes | None]:
+        """The raw payload of an entry, or None: one GET. The guarded call's own coroutine is
+        returned, not awaited in one more: a coroutine frame less on every hit."""
+        return self._acall(partial(self.client.get, entry))
 
     async def get_many(self, entries: Sequence[str]) -> list[bytes | None]:
         """The raw payloads of several entries, in order: one MGET."""

@@ -91,6 +91,19 @@ def observe_duration(op: str, seconds: float) -> None:
             slot[1] += seconds
 
 
+def observe_read(seconds: float, outcome: str) -> None:
+    """Count one read that took ``seconds`` and its ``outcome`` ("hits" or "misses"), under one
+    lock: :func:`observe_duration` and :func:`incr` together, on every read's path."""
+    with _lock:
+        _counts[outcome] += 1
+        slot = _durations.get("read")
+        if slot is None:
+            _durations["read"] = [1, seconds]
+        else:
+            slot[0] += 1
+            slot[1] += seconds
+
+
 @contextmanager
 def timed(op: str) -> Iterator[None]:
     """Time the block as one call of ``op``; a block that raises is timed too."""

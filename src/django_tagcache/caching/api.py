@@ -170,7 +170,9 @@ class TagCache:
             # The loop's store of this alias, found without reading the settings (see stores.py).
             store = get_async_store(self._alias)  # a cluster never reached raises here
             entry = store.keys.entry(key, version)
-            use = l1.wanted(store.alias, store.blocking, near, None)
+            # l1.wanted(), its first step inlined: an alias without a near cache asks nothing more.
+            known = l1.nears.get(store.alias, l1)
+            use = None if known is None else l1.wanted(store.alias, store.blocking, near, None)
         except RETRYABLE as exc:
             self._fail_open("read", exc)
             return default

@@ -94,6 +94,9 @@ class Near:
 # One L1 per alias and process (None: the alias has none), built at first use and closed by
 # reset(); guarded by _lock.
 _nears: dict[str, Near | None] = {}
+#: The L1 of each alias asked so far, None for an alias without one: read, never written, by
+#: the asyncio hot path (caching/api.py), which then skips wanted() for an alias that has none.
+nears = _nears
 _lock = threading.Lock()
 # The near caches a plain get() may read without building its key through the cache's make_key
 # (see hit()), by alias, and under None the one of TAGCACHE['CACHE']: filled by _build(), emptied

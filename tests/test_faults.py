@@ -3,8 +3,10 @@ circuit opens and closes again, and no invalidation is silently dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import signal
 import threading
 import time
 from typing import Any
@@ -12,7 +14,8 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from django_tagcache import TagCacheUnavailable
+from django_tagcache import TagCache, TagCacheUnavailable
+from django_tagcache.caching.stores import get_async_store
 from django_tagcache.core import metrics
 from tests import faultkinds, faultload
 from tests.faults import Faulty
@@ -200,3 +203,71 @@ def test_a_mixed_load_through_a_real_fault(fault_id: str, outbox: bool) -> None:
         assert row.lost == 0, summary
         if "eviction" not in row.fault:  # eviction may remove an index: why W002 warns about it
             assert row.stale == 0, summary
+
+
+async def mid_get(tc: Any, pool: Any, until_sent: int = 3) -> asyncio.Task[Any]:
+    """An ``aget`` of "k" started and let run until it holds a connection and has sent its GET
+    (a few turns of the loop: nothing comes back from a hung server)."""
+    task = asyncio.ensure_future(tc.aget("k", "default"))
+    while not pool._in_use_connections:
+        await asyncio.sleep(0)
+    for _ in range(until_sent):
+        await asyncio.sleep(0)
+    assert not task.done()
+    return task
+
+
+def test_an_aget_cancelled_mid_get_leaves_breaker_pool_and_connection_sound(faulty: Faulty) -> None:
+    """The hit path awaits the guarded GET from aget itself: a cancellation while the server
+    is hung (SIGSTOP) teaches the breaker nothing, gives the connection back, leaves no reply in
+    flight for the next caller, and the read is still timed."""
+    tc = TagCache()
+    tc.set("k", "v", tags=["t"])
+
+    async def main() -> tuple[int, bool, Any, int]:
+        assert await tc.aget("k") == "v"  # the loop's connection
+        store = get_async_store()
+        pool = store.client.connection_pool
+        reads = metrics.timings()["read"][0]
+        with faulty.hung():
+            task = await mid_get(tc, pool)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            in_use = len(pool._in_use_connections)
+        timed = metrics.timings()["read"][0] - reads
+        assert store.breaker is not None
+        return in_use, store.breaker.healthy, await tc.aget("k"), timed
+
+    in_use, healthy, after, timed = asyncio.run(main())
+    assert in_use == 0
+    assert healthy  # a cancelled read says nothing about Redis
+    assert after == "v"  # the cancelled GET's reply is not read as this one's
+    assert timed == 1
+
+
+def test_an_aget_whose_server_is_killed_mid_get_fails_open(faulty: Faulty) -> None:
+    """The hit path's GET, sent to a hung server that is then killed: the caller gets its
+    default (failing open, counted by the breaker), not an error; the server back, hits again."""
+    tc = TagCache()
+    tc.set("k", "v", tags=["t"])
+
+    async def main() -> tuple[Any, bool]:
+        assert await tc.aget("k") == "v"
+        store = get_async_store()
+        faulty.server.process.send_signal(signal.SIGSTOP)
+        task = await mid_get(tc, store.client.connection_pool)
+        faulty.server.process.kill()  # a stopped process dies of SIGKILL too
+        faulty.server.process.wait()
+        value = await task
+        assert store.breaker is not None
+        return value, store.breaker.healthy
+
+    value, healthy = asyncio.run(main())
+    assert value == "default"
+    assert not healthy
+    assert metrics.snapshot()["hits"] == 1
+    faulty.restart()
+    tc.set("k", "v2", tags=["t"])
+    time.sleep(RESET)
+    assert eventually(lambda: asyncio.run(tc.aget("k")) == "v2")

@@ -60,7 +60,10 @@ def test_an_aget_hit_makes_few_calls_of_its_own(monkeypatch: pytest.MonkeyPatch)
     """39 calls of the package's own (and 68 calls more than the raw GET) before the hit path
     was trimmed: settings read per call, the breaker asked twice, the budget made and checked,
     the retry's context manager, the request cache asked twice, inspect's checks, unpickling
-    through a helper; 17 (and 29 more) after."""
+    through a helper; 17 (and 29 more) after. 11 (and 23 more) since the hit awaits the guarded
+    GET from ``aget`` itself (the full read steps nested four coroutines more), the guard makes
+    the first attempt itself, the tracing check reads no environment, a hit is counted and timed
+    under one lock, and an alias without a near cache is told by a dict lookup."""
     # Whatever an earlier test left behind in the process does not count here: a tracer provider
     # (one per process, set by the metrics tests) would add a span's calls.
     monkeypatch.setattr(telemetry, "tracing", lambda: False)
@@ -79,5 +82,5 @@ def test_an_aget_hit_makes_few_calls_of_its_own(monkeypatch: pytest.MonkeyPatch)
     # A fresh context: no request cache, unit budget or namespace another test left open.
     ours, total, raw = contextvars.Context().run(asyncio.run, main())
     print(f"aget hit: {len(ours)} calls of django_tagcache, {total} calls in all; raw GET: {raw}")
-    assert len(ours) <= 17, "\n".join(ours)
-    assert total - raw <= 30, "\n".join(ours)
+    assert len(ours) <= 11, "\n".join(ours)
+    assert total - raw <= 23, "\n".join(ours)

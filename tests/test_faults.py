@@ -208,7 +208,7 @@ def test_a_mixed_load_through_a_real_fault(fault_id: str, outbox: bool) -> None:
 async def mid_get(tc: Any, pool: Any, until_sent: int = 3) -> asyncio.Task[Any]:
     """An ``aget`` of "k" started and let run until it holds a connection and has sent its GET
     (a few turns of the loop: nothing comes back from a hung server)."""
-    task = asyncio.ensure_future(tc.aget("k", "default"))
+    task: asyncio.Task[Any] = asyncio.ensure_future(tc.aget("k", "default"))
     while not pool._in_use_connections:
         await asyncio.sleep(0)
     for _ in range(until_sent):
@@ -223,6 +223,7 @@ def test_an_aget_cancelled_mid_get_leaves_breaker_pool_and_connection_sound(faul
     flight for the next caller, and the read is still timed."""
     tc = TagCache()
     tc.set("k", "v", tags=["t"])
+    tc.set("k2", "v2", tags=["t"])
 
     async def main() -> tuple[int, bool, Any, int]:
         assert await tc.aget("k") == "v"  # the loop's connection
@@ -237,12 +238,12 @@ def test_an_aget_cancelled_mid_get_leaves_breaker_pool_and_connection_sound(faul
             in_use = len(pool._in_use_connections)
         timed = metrics.timings()["read"][0] - reads
         assert store.breaker is not None
-        return in_use, store.breaker.healthy, await tc.aget("k"), timed
+        return in_use, store.breaker.healthy, await tc.aget("k2"), timed
 
     in_use, healthy, after, timed = asyncio.run(main())
     assert in_use == 0
     assert healthy  # a cancelled read says nothing about Redis
-    assert after == "v"  # the cancelled GET's reply is not read as this one's
+    assert after == "v2"  # the cancelled GET's reply ("v") is not read as this one's
     assert timed == 1
 
 

@@ -63,7 +63,9 @@ def test_an_aget_hit_makes_few_calls_of_its_own(monkeypatch: pytest.MonkeyPatch)
     through a helper; 17 (and 29 more) after. 11 (and 23 more) since the hit awaits the guarded
     GET from ``aget`` itself (the full read steps nested four coroutines more), the guard makes
     the first attempt itself, the tracing check reads no environment, a hit is counted and timed
-    under one lock, and an alias without a near cache is told by a dict lookup."""
+    under one lock, and an alias without a near cache is told by a dict lookup. Then the GET
+    itself sent on a connection of the pool rather than through redis-py's command dispatch and
+    its telemetry: 13 of the package's own (it now makes the exchange), 30 fewer than the raw GET."""
     # Whatever an earlier test left behind in the process does not count here: a tracer provider
     # (one per process, set by the metrics tests) would add a span's calls.
     monkeypatch.setattr(telemetry, "tracing", lambda: False)
@@ -82,5 +84,5 @@ def test_an_aget_hit_makes_few_calls_of_its_own(monkeypatch: pytest.MonkeyPatch)
     # A fresh context: no request cache, unit budget or namespace another test left open.
     ours, total, raw = contextvars.Context().run(asyncio.run, main())
     print(f"aget hit: {len(ours)} calls of django_tagcache, {total} calls in all; raw GET: {raw}")
-    assert len(ours) <= 11, "\n".join(ours)
-    assert total - raw <= 23, "\n".join(ours)
+    assert len(ours) <= 13, "\n".join(ours)
+    assert total <= raw - 30, "\n".join(ours)

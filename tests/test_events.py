@@ -44,7 +44,9 @@ def events_settings(**extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def events() -> Iterator[Any]:
     with override_settings(TAGCACHE=events_settings(BLOCK=0.05, CLAIM_IDLE=0.2)):
-        yield redis.Redis.from_url(settings.REDIS_URL)
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        yield client
+        client.close()
 
 
 def stream_events(client: Any, stream: str = STREAM) -> list[dict[str, str]]:
@@ -330,7 +332,9 @@ def publish(client: Any, tag_list: list[str], seq: int, *, epoch: int = 7, **cha
 def consuming() -> Iterator[Any]:
     """This service consumes STREAM (written by hand as another service would) and publishes nothing."""
     with override_settings(TAGCACHE=events_settings(PUBLISH=False, BLOCK=0.05, CLAIM_IDLE=0.2)):
-        yield redis.Redis.from_url(settings.REDIS_URL)
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        yield client
+        client.close()
 
 
 def test_an_event_is_applied_then_acknowledged(consuming: Any, invalidated: list[set[str]]) -> None:
@@ -508,6 +512,7 @@ def test_a_backlog_is_read_as_one_json_text_per_batch_and_applied_alike(
         assert tagcache.get("n") is None
     status = group_status(consumer.stream)
     assert (status["pending"], status["applied"], status["duplicates"]) == (0, 6, 1)
+    consumer.stream.client.close()
 
 
 class SourceConnection(redis.Connection):
@@ -543,6 +548,7 @@ def test_within_a_run_a_batch_is_acknowledged_with_the_next_read(consuming: Any)
             assert trips[2][1] - trips[1][1] == 3, tally.commands  # this service's Redis
         status = group_status(consumer.stream)  # the last batch acknowledged when the run ended
         assert (status["pending"], status["applied"]) == (0, 1500)
+    consumer.stream.client.close()
 
 
 def test_a_backlog_read_survives_the_source_losing_its_scripts(consuming: Any) -> None:
@@ -559,6 +565,7 @@ def test_a_backlog_read_survives_the_source_losing_its_scripts(consuming: Any) -
     assert [tagcache.get(tag) for tag in "abcd"] == [None] * 4
     status = group_status(consumer.stream)
     assert (status["pending"], status["applied"], status["duplicates"]) == (0, 4, 0)
+    consumer.stream.client.close()
 
 
 def test_a_field_not_utf8_in_a_backlog_is_dead_lettered_and_the_rest_applied(consuming: Any) -> None:
@@ -578,6 +585,7 @@ def test_a_field_not_utf8_in_a_backlog_is_dead_lettered_and_the_rest_applied(con
     assert b"not UTF-8" in dead[b"dead_reason"]
     status = group_status(consumer.stream)
     assert (status["pending"], status["applied"], status["dead_lettered"]) == (0, 3, 1)
+    consumer.stream.client.close()
 
 
 def test_a_backlog_batch_costs_few_python_calls_per_event(consuming: Any) -> None:
@@ -605,6 +613,7 @@ def test_a_backlog_batch_costs_few_python_calls_per_event(consuming: Any) -> Non
     assert handled == 500
     calls = sum(stat[0] for stat in pstats.Stats(profile).stats.values())  # type: ignore[attr-defined]
     assert calls / handled < 170, calls / handled
+    consumer.stream.client.close()
 
 
 def test_an_event_reaching_an_idle_consumer_is_applied_by_the_read_it_was_blocked_in(
@@ -644,6 +653,8 @@ def test_an_event_reaching_an_idle_consumer_is_applied_by_the_read_it_was_blocke
     assert tagcache.get("k") is None
     assert tally.commands.count("XREADGROUP") == 1, tally.commands
     assert tally.commands[0] == "XREADGROUP"  # the blocked read came first, nothing before it
+    consumer.stream.client.close()
+    watcher.close()
 
 
 def test_an_event_failing_to_apply_is_retried_then_dead_lettered(
@@ -743,6 +754,7 @@ def delete_while_blocked(client: Any, deleted: str) -> threading.Thread:
         while int(client.info("clients")["blocked_clients"]) == 0:
             time.sleep(0.001)
         delete_and_publish(client, deleted)
+        client.close()
 
     thread = threading.Thread(target=delete)
     thread.start()
@@ -787,6 +799,7 @@ def test_a_deleted_stream_or_group_is_recreated_and_nothing_appended_since_is_lo
         assert tagcache.get("later") is None
     assert any("recreated" in record.getMessage() for record in caplog.records)
     assert group_status(consumer.stream)["pending"] == 0
+    consumer.stream.client.close()
 
 
 def test_applying_does_not_announce_again(events: Any) -> None:

@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client
 from django.urls import path
 
 from django_tagcache import tagcache
-from django_tagcache.core import retry
+from django_tagcache.core import retry, steps
 from tests.faults import Faulty
 from tests.servers import free_port
 
@@ -85,7 +85,8 @@ def test_no_attempt_starts_that_the_budget_cannot_pay_for(settings: Any, faulty:
 
 
 class AttemptClock:
-    """Stands for the ``time`` module of the retry loop: every failed attempt lasts exactly TIMEOUT.
+    """Stands for the ``time`` module of the retry loop and of the guard that makes its first
+    attempt: every failed attempt lasts exactly TIMEOUT.
 
     An attempt on a hung server really lasts about TIMEOUT; on a loaded machine a little more,
     which is charged too and could leave the budget just short of a second attempt. The budget
@@ -111,7 +112,9 @@ def test_attempts_start_while_the_budget_covers_one(
     settings: Any, faulty: Faulty, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     behind_proxy(settings, faulty, ATTEMPTS=10, BUDGET=0.5)
-    monkeypatch.setattr(retry, "time", AttemptClock())
+    clock = AttemptClock()
+    monkeypatch.setattr(retry, "time", clock)
+    monkeypatch.setattr(steps, "time", clock)  # the guard, which makes the first attempt
     with faulty.hung():
         assert tagcache.get("k") is None
     # 0.2 s each: a third would start with less than 0.2 s left.

@@ -32,21 +32,13 @@ def _tally() -> Tally | None:
 
 
 class CountingConnection(redis.Connection):
-    # Set while send_command() sends what it named: a command packed by its caller (the
-    # store's script call, see ScriptRunner.packed) is named from its bytes instead.
-    _named = False
-
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         tally = _tally()
         if tally is not None:
             name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
             tally.commands.append(name.split()[0].upper())
             tally.blocking.append(tally.commands[-1])
-        self._named = True
-        try:
-            super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-        finally:
-            self._named = False
+        super().send_command(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def pack_commands(self, commands: Any) -> list[bytes | memoryview]:
         tally = _tally()
@@ -55,18 +47,12 @@ class CountingConnection(redis.Connection):
             tally.commands += names
             tally.blocking += names
         packed: list[bytes | memoryview] = super().pack_commands(commands)  # type: ignore[no-untyped-call]
-        self._named = True  # the pipeline sends them next
         return packed
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         tally = _tally()
         if tally is not None:
             tally.round_trips += 1
-            if not self._named:
-                names = _names(command)
-                tally.commands += names
-                tally.blocking += names
-        self._named = False
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 

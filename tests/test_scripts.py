@@ -144,21 +144,3 @@ def test_an_invalidation_sends_few_arguments_and_reads_a_flat_reply_of_integers(
     assert len(set(after)) == count
     assert not set(after) & set(before)
     assert all(re.fullmatch(r"[0-9a-f]{32}@[0-9]+", text(value or b"")) for value in after)
-
-
-@pytest.mark.parametrize("head", [("EVALSHA", "0" * 40), ("FCALL", "tagcache_0123456789ab_invalidate")])
-def test_a_script_call_packed_by_the_store_is_the_command_redis_py_packs(head: tuple[str, str]) -> None:
-    """The store packs its invalidation call itself (ScriptRunner.packed): byte for byte what
-    redis-py's own packing sends, for each kind of key and argument it may carry."""
-    from redis.connection import Connection
-
-    from django_tagcache.core.protocol import pack_command
-
-    keys = ["p:tagcache:t:{category:7}", "p:tagcache:t:{näme é}"]
-    args: list[object] = [2000, 86_400_000, 0, -1, "a1b2", b"\x00raw\xff", "événement", 1.5]
-    connection = Connection()  # type: ignore[no-untyped-call]  # redis-py is untyped here
-    encoder = connection.encoder
-    ours = pack_command(head, keys, args, encoder.encoding, encoder.encoding_errors, encoder.encode)
-    packed = connection.pack_command(*head, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-    theirs = b"".join(bytes(part) for part in packed)
-    assert ours == theirs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,32 +189,3 @@ def completions_of(reply: Sequence[Any], ntags: int) -> Sequence[Any]:
     """(done, previous) completion times of each tag of an invalidate.lua reply, flat (see
     :mod:`~django_tagcache.core.completions`)."""
     return reply[1 : 1 + 2 * ntags]
-
-
-def pack_command(
-    head: tuple[str, str],
-    keys: Sequence[str],
-    args: Sequence[Any],
-    encoding: str,
-    errors: str,
-    encode: Callable[[Any], bytes],
-) -> bytes:
-    """One script call (``head``: ``("EVALSHA", sha)`` or ``("FCALL", name)``) as RESP bytes.
-
-    Keys are strings; an argument that is an ``int``, a ``str`` or ``bytes`` is packed here, as
-    redis-py would; any other goes through ``encode`` (the client's encoder), which refuses what
-    redis-py refuses.
-    """
-    parts = [head[0].encode(), head[1].encode(), b"%d" % len(keys)]
-    parts += [key.encode(encoding, errors) for key in keys]
-    for arg in args:
-        kind = type(arg)
-        if kind is int:
-            parts.append(b"%d" % arg)
-        elif kind is str:
-            parts.append(arg.encode(encoding, errors))
-        elif kind is bytes:
-            parts.append(arg)
-        else:
-            parts.append(encode(arg))
-    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(part), part) for part in parts])

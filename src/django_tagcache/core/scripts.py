@@ -12,10 +12,9 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .bridge import blocking, run_sync, settle
-from .protocol import pack_command
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -186,59 +185,6 @@ class ScriptRunner(ScriptSteps):
         return run_sync(self._resolve_mode())
 
     __call__ = blocking(ScriptSteps._run)
-
-    def packed(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script like calling this runner does, its command packed here.
-
-        redis-py's own packing tests every argument against several types and its command path
-        records its own telemetry: for a call made on every model write, the command is packed
-        from the known types of its keys and arguments and sent on a connection of the client's
-        pool, with the client's own connection retries. A client that is not a plain pooled one
-        (a single connection, a client-side cache, no pool) runs the call as usual.
-        """
-        client = self._client
-        pool = getattr(client, "connection_pool", None)
-        if pool is None or getattr(client, "connection", None) is not None or getattr(pool, "cache", None):
-            return self(name, keys, args)
-        function = (self._mode or self.mode) == "function"
-        for attempt in range(2):
-            head = ("FCALL", function_name(name)) if function else ("EVALSHA", self._script(name).sha)
-            try:
-                return _exchange(pool, head, keys, args)
-            except NoScriptError:
-                if function or attempt:
-                    raise
-                script = self._script(name)  # the server lost it (restarted, SCRIPT FLUSH)
-                script.sha = client.script_load(script.script)
-            except ResponseError as exc:
-                if not function or attempt or not is_missing_function(exc):
-                    raise
-                self.load()
-        raise AssertionError("unreachable")  # pragma: no cover
-
     pipelined = blocking(ScriptSteps._pipelined)
     load = blocking(ScriptSteps._load)
     loaded = blocking(ScriptSteps._loaded)
-
-
-def _exchange(pool: Any, head: tuple[str, str], keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """Send one script call packed by :func:`~.protocol.pack_command` on a connection of
-    ``pool`` and read its reply, as redis-py's client does a command: the connection's retry
-    policy, a disconnect before each retry, the connection handed back to the pool."""
-    connection = pool.get_connection()
-    try:
-        encoder = connection.encoder
-        packed = pack_command(head, keys, args, encoder.encoding, encoder.encoding_errors, encoder.encode)
-
-        def send() -> Any:
-            connection.send_packed_command([packed])  # a list of buffers, as pack_command gives
-            return connection.read_response()
-
-        return connection.retry.call_with_retry(send, lambda error: connection.disconnect())
-    finally:
-        try:
-            if connection.should_reconnect():  # a server announced maintenance: move now
-                connection.disconnect()
-                connection.connect()
-        finally:
-            pool.release(connection)

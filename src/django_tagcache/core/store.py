@@ -122,11 +122,7 @@ class TagStore(TagSteps):
             return run_sync(self._invalidate(tags, origin))
         calls, budgets = self._plan_invalidation(tags, origin)
         keys, args = calls[0]
-        runner: Any = self.scripts
-        # Packed here rather than by redis-py (see ScriptRunner.packed); a runner of another
-        # kind (one wrapped by a test, say) is called as the steps call it.
-        send = runner.packed if isinstance(runner, ScriptRunner) else runner
-        reply = self._call(lambda: send("invalidate", keys, args))
+        reply = self._call(lambda: self.scripts("invalidate", keys, args))
         removed, drains = self._read_invalidation(tags, calls, budgets, (reply,))
         for aside, pending_set, stale_ms in drains:
             removed += self.drain(aside, pending_set, stale_ms)

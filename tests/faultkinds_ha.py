@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.faultkinds import TIMEOUTS, big_left, invalidate_big, write_big
-from tests.servers import RedisServer, find_redis_server, free_port
+from tests.servers import RedisServer, find_redis_server, free_port, start_replica
 
 
 class SentinelFailover:
@@ -27,9 +27,7 @@ class SentinelFailover:
     def __init__(self) -> None:
         binary = find_redis_server()
         self.master = RedisServer.start(binary=binary)
-        self.replica = RedisServer.start(
-            binary=binary, extra_args=("--replicaof", "127.0.0.1", str(self.master.port))
-        )
+        self.replica = start_replica(self.master, binary)
         self.config = Path(tempfile.mkdtemp(prefix="tagcache-sentinel-"), "sentinel.conf")
         port = free_port()
         # A service name of its own: django-redis keeps one pool per LOCATION for the process.
@@ -42,11 +40,6 @@ class SentinelFailover:
         self.sentinel = RedisServer.start(
             binary=binary, port=port, config_file=str(self.config), extra_args=("--sentinel",)
         )
-        deadline = time.monotonic() + 10
-        while self.replica.client().info("replication").get("master_link_status") != "up":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not sync")
-            time.sleep(0.05)
 
     def cache(self) -> dict[str, Any]:
         return {

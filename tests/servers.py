@@ -154,6 +154,30 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def start_replica(master: RedisServer, binary: str | None = None, timeout: float = 10.0) -> RedisServer:
+    """A replica of ``master``, returned once it acknowledges writes (``WAIT`` counts it).
+
+    Right after its first sync, a replica's link is up and the master lists it as online, yet a
+    ``WAIT`` may still time out for a while: a test of acknowledged writes would see a failure of
+    the rig's, not of the code under test.
+    """
+    replica = RedisServer.start(binary=binary, extra_args=("--replicaof", "127.0.0.1", str(master.port)))
+    client, deadline = master.client(), time.monotonic() + timeout
+    try:
+        while True:
+            link = replica.client().info("replication").get("master_link_status")
+            if link == "up":
+                client.set("tagcache-test:replica-probe", 1)
+                if client.execute_command("WAIT", 1, 100) == 1:  # type: ignore[no-untyped-call]
+                    client.delete("tagcache-test:replica-probe")
+                    return replica
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica did not sync (link {link})")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def wait_answering(
     process: subprocess.Popen[bytes],
     answers: Callable[[], bool],

@@ -16,7 +16,7 @@ import redis
 
 from django_tagcache import TagCache, TagCacheUnavailable
 from tests.aio import AsyncAPI
-from tests.servers import RedisServer, find_redis_server, free_port
+from tests.servers import RedisServer, find_redis_server, free_port, start_replica
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,7 @@ def failover_set(settings: Any) -> Iterator[tuple[RedisServer, RedisServer, Redi
     """
     binary = find_redis_server()
     master = RedisServer.start(binary=binary)
-    replica = RedisServer.start(binary=binary, extra_args=("--replicaof", "127.0.0.1", str(master.port)))
-    for _ in range(100):
-        if replica.client().info("replication").get("master_link_status") == "up":
-            break
-        time.sleep(0.05)
+    replica = start_replica(master, binary)
     config = Path(tempfile.mkdtemp(prefix="tagcache-sentinel-"), "sentinel.conf")
     port = free_port()
     name = f"lossy{port}"

@@ -194,7 +194,14 @@ class Decoder:
         if fields[version] != one:
             return None
         raw_seq, raw_ts = fields[k_seq], fields[k_ts]
-        if not (_number(raw_seq) and _number(raw_ts)):
+        if not (  # each 1 to 19 ASCII digits, as the format's numbers are (checked inline: no call)
+            raw_seq.isdigit()
+            and raw_seq.isascii()
+            and len(raw_seq) <= 19
+            and raw_ts.isdigit()
+            and raw_ts.isascii()
+            and len(raw_ts) <= 19
+        ):
             return None
         seq = int(raw_seq)
         who = (fields[k_service], fields[k_region], fields[k_epoch])
@@ -239,11 +246,6 @@ _TEXT_KEYS = ("v", "seq", "ts", "service", "region", "epoch", "ns", "source", "t
 
 def _str(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _number(raw: Any) -> bool:
-    """Whether ``raw`` (bytes or str) is 1 to 19 ASCII digits, as the format's numbers are."""
-    return bool(raw.isdigit() and raw.isascii() and len(raw) <= 19)
 
 
 def split_tags(raw: bytes | str) -> tuple[str, ...] | None:

@@ -137,6 +137,24 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def encoded(strings: Sequence[str]) -> Sequence[Any]:
+    """``strings`` as UTF-8 bytes, encoded in a few calls for all of them.
+
+    redis-py encodes a ``str`` argument in about seven Python calls and a ``bytes`` one in two:
+    for the thousand keys of a batch of events that is ten thousand calls saved. Strings holding
+    the separator (a newline: no tag can hold one), or not all strings, are returned as they are.
+    """
+    if not strings:
+        return strings
+    try:
+        joined = "\n".join(strings)
+    except TypeError:  # bytes already (a client without decode_responses)
+        return strings
+    if joined.count("\n") != len(strings) - 1:
+        return strings
+    return joined.encode().split(b"\n")
+
+
 def parse_miss(reply: Sequence[Any], owner: str) -> Miss:
     return Miss(
         tokens=[text(token) for token in reply[3:]],

@@ -15,11 +15,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..caching.namespaces import in_namespace
 from ..caching.origins import invalidating_as
-from ..core.protocol import text
+from ..core.protocol import encoded, text
 
 if TYPE_CHECKING:
     from ..caching.api import TagCache
@@ -56,24 +57,22 @@ def apply_events(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int) -> 
 
 def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, outcome: Outcome) -> None:
     store = cache.store
-    wanted: dict[tuple[str, str], int] = {}  # (tag, producer) -> newest seq in this batch
-    for event in events:
-        for tag in event.tags:
-            key = (tag, event.producer)
-            wanted[key] = max(wanted.get(key, 0), event.seq)
-    pairs = sorted(wanted, key=_producer_of)  # each producer's pairs in one run (event_marks.lua)
+    # Every (tag, producer) pair of the batch, each producer's pairs in one run (event_marks.lua).
+    pairs = sorted({(tag, event.producer) for event in events for tag in event.tags}, key=_PRODUCER)
     bases = store.keys.tags([tag for tag, _producer in pairs])  # the namespace asked once
     scores = _read_marks(store, bases, [producer for _tag, producer in pairs])
     # Events in stream order; each raises the marks it passes, so that an exact duplicate or an
     # older event within the same batch counts as a duplicate too.
     marks = {pair: int(score or 0) for pair, score in zip(pairs, scores, strict=True)}
-    todo: set[str] = set()
+    todo: dict[str, None] = {}  # the tags to invalidate (a dict takes one without a call)
     for event in events:
-        fresh = [tag for tag in event.tags if event.seq > marks[tag, event.producer]]
-        for tag in fresh:
-            marks[tag, event.producer] = event.seq
+        seq, producer, fresh = event.seq, event.producer, False
+        for tag in event.tags:
+            if seq > marks[tag, producer]:
+                marks[tag, producer] = seq
+                todo[tag] = None
+                fresh = True
         if fresh:
-            todo.update(fresh)
             outcome.applied += 1
             outcome.newest_ts_us.append(event.ts_us)
         else:
@@ -82,14 +81,15 @@ def _apply_group(cache: TagCache, events: Sequence[Event], mark_ttl_ms: int, out
         return
     cache.invalidate_normalized(tuple(sorted(todo)))
     outcome.tags += len(todo)
+    # Each pair's mark is now the newest seq the batch has for it, or its stored mark when no event
+    # of the batch is above it: raising it to that changes nothing (ZADD GT).
     raised = [
-        (base, pair[1], wanted[pair]) for base, pair in zip(bases, pairs, strict=True) if pair[0] in todo
+        (base, pair[1], marks[pair]) for base, pair in zip(bases, pairs, strict=True) if pair[0] in todo
     ]
     _raise_marks(store, raised, mark_ttl_ms)
 
 
-def _producer_of(pair: tuple[str, str]) -> str:
-    return pair[1]
+_PRODUCER = itemgetter(1)  # of a (tag, producer) pair; called from C, no Python call per pair
 
 
 def _runs(producers: list[str]) -> list[tuple[str, int]]:
@@ -103,7 +103,7 @@ def _read_marks(store: TagStore, bases: list[str], producers: list[str]) -> list
         args: list[Any] = ["get", 0]
         for producer, count in _runs(producers):
             args += [producer, count]
-        joined = store.scripts("event_marks", bases, args)
+        joined = store.scripts("event_marks", encoded(bases), args)
         return list(map(int, text(joined).split(","))) if bases else []
     pipe = store.client.pipeline(transaction=False)
     for base, producer in zip(bases, producers, strict=True):
@@ -120,7 +120,7 @@ def _raise_marks(store: TagStore, raised: list[tuple[str, str, int]], ttl_ms: in
             seqs = [str(seq) for _base, _producer, seq in raised[first : first + count]]
             args += [producer, ",".join(seqs)]
             first += count
-        store.scripts("event_marks", [base for base, _producer, _seq in raised], args)
+        store.scripts("event_marks", encoded([base for base, _producer, _seq in raised]), args)
         return
     pipe = store.client.pipeline(transaction=False)
     for base, producer, seq in raised:

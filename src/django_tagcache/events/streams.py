@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from ..core.protocol import text
+from ..core.protocol import encoded, text
 from ..core.scripts import source as script_source
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class SourceStream:
             self.acknowledge(ids, outcome)
 
     def _queue_ack(self, pipe: Any, ids: Sequence[str], outcome: Outcome) -> None:
-        pipe.xack(self.source.stream, self.group, *ids)
+        pipe.xack(self.source.stream, self.group, *encoded(ids))
         pipe.hincrby(self.consumed, "applied", outcome.applied)
         pipe.hincrby(self.consumed, "duplicates", outcome.duplicates)
         if outcome.newest_ts_us:

@@ -15,8 +15,6 @@ coin at every point would almost never give one actor that many turns in a row.
 
 from __future__ import annotations
 
-import contextvars
-import queue
 import random
 import sys
 import threading
@@ -55,11 +53,8 @@ class Scheduler:
         *,
         select_points: bool = False,
         on_step: Callable[[Scheduler], None] | None = None,
-        workers: Workers | None = None,
     ) -> None:
         self.rng = rng
-        #: Threads kept from one history to the next (a new thread per actor without them).
-        self.workers = workers
         self.steps = 0
         #: Statements other than SELECT the actors ran so far (writes, savepoints, SET ...).
         self.writes = 0
@@ -105,20 +100,11 @@ class Scheduler:
 
     def run(self, actors: list[tuple[str, Callable[[], object]]]) -> None:
         """Run ``actors`` (name, body) to the end, interleaved; re-raises the first error of one."""
-        if self.workers is None:
-            threads = [threading.Thread(target=self._body, args=(body,), name=name) for name, body in actors]
-            starts = [thread.start for thread in threads]
-        else:
-            workers = self.workers.take(len(actors))
-            threads = [worker.thread for worker in workers]
-            starts = [
-                _starter(worker, name, lambda body=body: self._body(body))  # type: ignore[misc]
-                for worker, (name, body) in zip(workers, actors, strict=True)
-            ]
+        threads = [threading.Thread(target=self._body, args=(body,), name=name) for name, body in actors]
         self._actors = set(threads)
         self._priority = {thread: self.rng.random() for thread in threads}
-        for start in starts:
-            start()
+        for thread in threads:
+            thread.start()
         with self._cv:
             while True:
                 ready = self._cv.wait_for(
@@ -129,7 +115,7 @@ class Scheduler:
                     raise Stuck(
                         f"an actor blocked outside the scheduler after {self.steps} steps (waiting: "
                         f"{[t.name for t in self._waiting]}, done: {[t.name for t in self._done]}, "
-                        f"running: {self._turn and self._turn.name}, actors: {[t.name for t in threads]})"
+                        f"running: {self._turn and self._turn.name})"
                     )
                 if not self._waiting:
                     break
@@ -143,11 +129,8 @@ class Scheduler:
                 self._turn = chosen
                 self.steps += 1
                 self._cv.notify_all()
-        if self.workers is None:
-            for thread in threads:
-                thread.join()
-        else:
-            self.workers.give_back(workers)
+        for thread in threads:
+            thread.join()
         if self.errors:
             raise self.errors[0]
 
@@ -160,16 +143,7 @@ class Scheduler:
         except BaseException as exc:  # handed to run(), which raises it in the test
             self.errors.append(exc)
         finally:
-            if self.workers is None:
-                connections.close_all()
-            else:  # the connection stays for the thread's next actor, unless left unusable
-                for conn in connections.all(initialized_only=True):
-                    if conn.connection is not None and (
-                        conn.in_atomic_block
-                        or not conn.get_autocommit()
-                        or (conn.errors_occurred and not conn.is_usable())
-                    ):
-                        conn.close()
+            connections.close_all()
             with self._cv:
                 self._done.add(me)
                 self._turn = None
@@ -204,73 +178,6 @@ class Scheduler:
         """An actor waits: the virtual clock moves on, and someone else may run."""
         self.clock += seconds
         self.point()
-
-
-class _Worker:
-    """One thread that runs actors' bodies one after another, keeping its database connection."""
-
-    def __init__(self, index: int) -> None:
-        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self.idle = threading.Event()
-        self.idle.set()
-        self.thread = threading.Thread(target=self._loop, name=f"worker-{index}", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        try:
-            while (job := self.jobs.get()) is not None:
-                # Each body starts from an empty context, as a new thread's would: a context
-                # variable one actor set never reaches the next. Thread-local state (the
-                # package's per-connection bookkeeping) does carry over, as in a server's
-                # long-lived worker threads.
-                contextvars.Context().run(job)
-                self.idle.set()
-        finally:
-            connections.close_all()
-
-
-def _starter(worker: _Worker, name: str, job: Callable[[], None]) -> Callable[[], None]:
-    def start() -> None:
-        worker.idle.clear()
-        worker.thread.name = name
-        worker.jobs.put(job)
-
-    return start
-
-
-class Workers:
-    """Actor threads kept across the histories of one run.
-
-    A new thread per actor opens a new database connection per actor and history (about 10 ms
-    each on PostgreSQL, most of a history's time); kept threads keep theirs. The threads take
-    actors in a fixed order, so a run replays the same way from the same first history; a single
-    history replayed alone (``TAGCACHE_HARNESS_FIRST``) starts from fresh threads instead. Use as
-    a context manager: leaving it closes the threads' connections (a test database cannot be
-    dropped while any is open).
-    """
-
-    def __init__(self) -> None:
-        self._all: list[_Worker] = []
-
-    def take(self, count: int) -> list[_Worker]:
-        while len(self._all) < count:
-            self._all.append(_Worker(len(self._all)))
-        return self._all[:count]
-
-    def give_back(self, workers: list[_Worker]) -> None:
-        for worker in workers:  # each ran its body's last line: wait for it to be back in its loop
-            if not worker.idle.wait(STUCK_AFTER):
-                raise Stuck(f"{worker.thread.name} did not finish")
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for worker in self._all:
-            worker.jobs.put(None)
-        for worker in self._all:
-            worker.thread.join(STUCK_AFTER)
-        self._all.clear()
 
 
 def _reading_stored_row() -> bool:

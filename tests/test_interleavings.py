@@ -28,7 +28,7 @@ from django_tagcache.caching import recompute
 from django_tagcache.caching.api import get_store
 from django_tagcache.core import metrics, protections
 from tests.interleaving import Shop, actors, populate
-from tests.scheduler import Scheduler, Workers, hooked, virtual_time
+from tests.scheduler import Scheduler, hooked, virtual_time
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -112,21 +112,6 @@ def run(config: Config, count: int, seed: int, first: int = 0) -> Outcome:
     shop.tenants, shop.web, shop.stale_budget_ms = config.tenants, config.web, config.stale_budget_ms
     shop.snapshots = snapshot_transactions()
     store = get_store(config.alias)
-    with Workers() as workers:
-        _histories(config, shop, store, workers, outcome, count, seed, first)
-    return outcome
-
-
-def _histories(
-    config: Config,
-    shop: Shop,
-    store: Any,
-    workers: Workers,
-    outcome: Outcome,
-    count: int,
-    seed: int,
-    first: int,
-) -> None:
     for number in range(first, first + count):
         shop.rng = random.Random(f"{seed}:{number}")
         shop.fill()
@@ -134,7 +119,6 @@ def _histories(
             shop.rng,
             select_points=config.select_points,
             on_step=shop.observe if config.stale_budget_ms else None,
-            workers=workers,
         )
         shop.start_history(scheduler)
         with ExitStack() as stack:
@@ -150,14 +134,13 @@ def _histories(
         stale = shop.stale()
         if stale:
             outcome.stale = [
-                f"history {number} (TAGCACHE_HARNESS_SEED={seed} TAGCACHE_HARNESS_FIRST={number}; the "
-                f"actors' threads are kept from history {first} on, so if it passes alone, replay "
-                f"from TAGCACHE_HARNESS_FIRST={first})"
+                f"history {number} (TAGCACHE_HARNESS_SEED={seed} TAGCACHE_HARNESS_FIRST={number})"
             ]
             outcome.stale += stale
-            return
+            return outcome
         if config.stale_budget_ms:
             shop.drop_stale_copies()
+    return outcome
 
 
 def snapshot_transactions() -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.signals import request_finished, request_started
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.http import HttpRequest, HttpResponse
 from django.template import Context, Template
@@ -509,8 +509,13 @@ def actors(shop: Shop, scheduler: Scheduler) -> list[tuple[str, Callable[[], obj
 
         def body() -> None:
             product = _load(pk, point)
-            if product is not None:
+            if product is None:
+                return
+            try:
                 (product.labels.add if add else product.labels.remove)(label)
+            except IntegrityError as exc:  # a through row of a product deleted meanwhile
+                if "FOREIGN KEY" not in str(exc).upper():
+                    raise
 
         return body
 

@@ -146,18 +146,8 @@ def test_after_a_slot_migration_l1_does_not_serve_what_the_new_owner_changed(
         client.nodes_manager.initialize()
 
 
-def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed(
-    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
-) -> None:
-    """A real ``SENTINEL FAILOVER``: the replica is promoted, then Sentinel reconfigures the old
-    master as its replica (and closes its clients). Another process overwrites and deletes
-    entries on the new master right after the promotion. Once the old master is demoted and L1
-    confirms a heartbeat sent after that, it holds neither old value.
-
-    Between the promotion and the demotion the old master still answers as a master: what L1
-    does in that window is the next test's.
-    """
-    old_master, replica, watcher = failover_set
+def _warm_behind_sentinel(settings: Any, keys: tuple[str, ...]) -> tuple[TagCache, Any, near.Near]:
+    """L1 on the "lossy" alias (behind the rig's Sentinel), serving, with ``keys`` warm in it."""
     settings.TAGCACHE = {
         **settings.TAGCACHE,
         "CACHE": "lossy",
@@ -171,12 +161,32 @@ def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed
     try:
         assert found.channels[0].connected.wait(10)
         wait_serving(found)
-        for key in ("kept", "overwritten", "deleted"):
+        for key in keys:
 
             def read(key: str = key) -> object:
                 return tc.get_or_set(key, lambda: f"old {key}", tags=[f"warm:{key}"])
 
             warm(found, key, read, "lossy")
+    except BaseException:
+        near.reset()
+        raise
+    return tc, store, found
+
+
+def test_after_a_sentinel_failover_l1_does_not_serve_what_the_new_master_changed(
+    settings: Any, failover_set: tuple[RedisServer, RedisServer, RedisServer]
+) -> None:
+    """A real ``SENTINEL FAILOVER``: the replica is promoted, then Sentinel reconfigures the old
+    master as its replica (and closes its clients). Another process overwrites and deletes
+    entries on the new master right after the promotion. Once the old master is demoted and L1
+    confirms a heartbeat sent after that, it holds neither old value.
+
+    Between the promotion and the demotion the old master still answers as a master: what L1
+    does in that window is the next test's.
+    """
+    old_master, replica, watcher = failover_set
+    tc, store, found = _warm_behind_sentinel(settings, ("kept", "overwritten", "deleted"))
+    try:
         _fail_over(watcher, replica)
         new_master = redis.Redis(port=replica.port)
         new_master.set(store.keys.entry("overwritten"), b"written by another program")
@@ -214,25 +224,8 @@ def test_before_sentinel_demotes_the_old_master_l1_does_not_serve_what_the_new_m
     and deletes entries on the new master. Once a heartbeat sent after those writes is
     confirmed, L1 holds neither old value, and the process's own reads reach the new master."""
     old_master, replica, watcher = failover_set
-    settings.TAGCACHE = {
-        **settings.TAGCACHE,
-        "CACHE": "lossy",
-        "NEAR_CACHE": {"ALIASES": ["lossy"], "HEARTBEAT": 0.02, "MAX_LAG": 0.5},
-        "STALENESS": {"TAGS": {"warm:": "important"}, "DEFAULT": "critical"},
-    }
-    tc = TagCache("lossy")
-    store = get_store("lossy")
-    found = near.near_for("lossy", store)
-    assert found is not None
+    tc, store, found = _warm_behind_sentinel(settings, ("overwritten", "deleted"))
     try:
-        assert found.channels[0].connected.wait(10)
-        wait_serving(found)
-        for key in ("overwritten", "deleted"):
-
-            def read(key: str = key) -> object:
-                return tc.get_or_set(key, lambda: f"old {key}", tags=[f"warm:{key}"])
-
-            warm(found, key, read, "lossy")
         # Sentinel can promote the replica but never demote the old master.
         old_master.client().acl_setuser(
             "default", enabled=True, nopass=True, commands=["-replicaof", "-slaveof"]
